@@ -1,0 +1,270 @@
+"""Message sets (Kafka 0.8, magic 0): checking, offset assignment, compression.
+
+A produced message set is walked once: each message's size, CRC-32 (IEEE),
+magic and attributes are checked and its offset is written in place. Compressed
+wrappers (gzip, snappy) are expanded so that every inner message gets its own
+offset, then recompressed, as Kafka 0.8.0 does; the wrapper carries the offset
+of its last inner message.
+"""
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+import cramjam
+
+from kafkaw.protocol.errors import InvalidMessage, MessageTooLarge
+
+LOG_OVERHEAD = 12  # offset int64 + message_size int32
+MIN_MESSAGE_SIZE = 14  # crc 4 + magic 1 + attributes 1 + key length 4 + value length 4
+
+CODEC_NONE = 0
+CODEC_GZIP = 1
+CODEC_SNAPPY = 2
+CODEC_MASK = 0x03
+
+_ENTRY_HEAD = struct.Struct(">qi")
+_MESSAGE_HEAD = struct.Struct(">IbbI")  # crc, magic, attributes, key length (as unsigned)
+_INT32 = struct.Struct(">i")
+_INT64 = struct.Struct(">q")
+_XERIAL_MAGIC = b"\x82SNAPPY\x00"
+_XERIAL_HEADER = struct.Struct(">8sii")
+_XERIAL_BLOCK = 32 * 1024
+
+
+@dataclass(frozen=True)
+class Message:
+    """One decoded message, for clients and tests; the broker never builds these."""
+
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    attributes: int = 0
+
+
+@dataclass(frozen=True)
+class AssignedMessageSet:
+    """A checked message set with offsets written in: ready to store as is."""
+
+    data: bytes
+    count: int  # offsets used: baseOffset .. baseOffset + count - 1
+
+
+def assignOffsets(messageSet, baseOffset, maxMessageBytes, maxExpandedBytes):
+    """Check C{messageSet} and give its messages offsets from C{baseOffset}.
+
+    A partial message at the end is dropped, as Kafka 0.8 does. Raises
+    L{InvalidMessage} (bad size, CRC, magic, attributes or compression, or no
+    complete message) or L{MessageTooLarge} (an entry above C{maxMessageBytes}).
+    C{maxExpandedBytes} bounds what decompression may produce.
+    """
+    out, count = _assign(messageSet, baseOffset, maxMessageBytes, maxExpandedBytes, nested=False)
+    if not count:
+        raise InvalidMessage("no complete message in the message set")
+    return AssignedMessageSet(bytes(out), count)
+
+
+def _assign(data, baseOffset, maxMessageBytes, maxExpandedBytes, nested):
+    """Return (bytearray with offsets assigned, number of offsets used)."""
+    out = bytearray(data)
+    end = len(out)
+    position = 0
+    offset = baseOffset
+    wrappers = []  # (start, end, rebuilt wrapper entry) for each compressed message
+    crc32 = zlib.crc32
+    unpackEntry = _ENTRY_HEAD.unpack_from
+    unpackHead = _MESSAGE_HEAD.unpack_from
+    unpackInt32 = _INT32.unpack_from
+    packOffset = _INT64.pack_into
+    with memoryview(out) as view:
+        while end - position >= LOG_OVERHEAD:
+            _, size = unpackEntry(view, position)
+            body = position + LOG_OVERHEAD
+            if size < MIN_MESSAGE_SIZE:
+                raise InvalidMessage(f"message size {size} at byte {position}")
+            if body + size > end:
+                break  # partial trailing message: dropped, as 0.8 does
+            if LOG_OVERHEAD + size > maxMessageBytes:
+                raise MessageTooLarge(
+                    f"message of {LOG_OVERHEAD + size:,d} bytes exceeds {maxMessageBytes:,d}"
+                )
+            crc, magic, attributes, keySize = unpackHead(view, body)
+            if crc != crc32(view[body + 4 : body + size]):
+                raise InvalidMessage(f"CRC mismatch at byte {position}")
+            if magic != 0:
+                raise InvalidMessage(f"magic {magic} is not 0")
+            if attributes & ~CODEC_MASK:
+                raise InvalidMessage(f"attributes {attributes:#x} use bits 0.8 does not define")
+            valueAt = body + 10 + (0 if keySize == 0xFFFFFFFF else keySize)
+            messageEnd = body + size
+            if valueAt + 4 > messageEnd:
+                raise InvalidMessage(f"key overruns its message at byte {position}")
+            (valueSize,) = unpackInt32(view, valueAt)
+            if valueSize < -1 or valueAt + 4 + max(valueSize, 0) != messageEnd:
+                raise InvalidMessage(f"key and value do not fill the message at byte {position}")
+            codec = attributes & CODEC_MASK
+            if codec == CODEC_NONE:
+                packOffset(view, position, offset)
+                offset += 1
+            else:
+                if nested:
+                    raise InvalidMessage("compressed message inside a compressed message")
+                if valueSize < 0:
+                    raise InvalidMessage("compressed wrapper without a value")
+                key = view[body + 10 : valueAt].tobytes()
+                inner = _decompress(codec, view[valueAt + 4 : messageEnd], maxExpandedBytes)
+                assigned, used = _assign(inner, offset, maxExpandedBytes, maxExpandedBytes, True)
+                if not used:
+                    raise InvalidMessage("compressed wrapper holds no complete message")
+                offset += used
+                rebuilt = encodeMessage(
+                    offset - 1, key, _compress(codec, bytes(assigned), view[valueAt + 4 : messageEnd]),
+                    attributes,
+                )
+                wrappers.append((position, messageEnd, rebuilt))
+            position = messageEnd
+    if not wrappers:
+        del out[position:]
+        return out, offset - baseOffset
+    pieces = []
+    copied = 0
+    for start, stop, rebuilt in wrappers:
+        pieces.append(out[copied:start])
+        pieces.append(rebuilt)
+        copied = stop
+    pieces.append(out[copied:position])
+    return bytearray(b"".join(pieces)), offset - baseOffset
+
+
+def encodeMessage(offset, key, value, attributes=0):
+    """One message set entry: offset, size, and a magic-0 message with its CRC."""
+    body = (
+        bytes((0, attributes))
+        + (_INT32.pack(-1) if key is None else _INT32.pack(len(key)) + key)
+        + (_INT32.pack(-1) if value is None else _INT32.pack(len(value)) + value)
+    )
+    crc = zlib.crc32(body)
+    return _ENTRY_HEAD.pack(offset, len(body) + 4) + struct.pack(">I", crc) + body
+
+
+def encodeMessageSet(messages, baseOffset=0):
+    """A message set of uncompressed (key, value) pairs with consecutive offsets."""
+    return b"".join(
+        encodeMessage(baseOffset + i, key, value) for i, (key, value) in enumerate(messages)
+    )
+
+
+def decodeMessageSet(data):
+    """Decode every complete message (one level: wrappers are returned as they are).
+
+    For clients and tests; the broker's paths never decode messages.
+    """
+    messages = []
+    position = 0
+    while len(data) - position >= LOG_OVERHEAD:
+        offset, size = _ENTRY_HEAD.unpack_from(data, position)
+        body = position + LOG_OVERHEAD
+        if size < MIN_MESSAGE_SIZE or body + size > len(data):
+            break
+        _, _, attributes, _ = _MESSAGE_HEAD.unpack_from(data, body)
+        (keySize,) = _INT32.unpack_from(data, body + 6)
+        key = None if keySize < 0 else bytes(data[body + 10 : body + 10 + keySize])
+        valueAt = body + 10 + max(keySize, 0)
+        (valueSize,) = _INT32.unpack_from(data, valueAt)
+        value = None if valueSize < 0 else bytes(data[valueAt + 4 : valueAt + 4 + valueSize])
+        messages.append(Message(offset, key, value, attributes))
+        position = body + size
+    return messages
+
+
+def expandMessageSet(data):
+    """Decode a message set, replacing compressed wrappers by their inner messages."""
+    out = []
+    for message in decodeMessageSet(data):
+        codec = message.attributes & CODEC_MASK
+        if codec == CODEC_NONE:
+            out.append(message)
+        else:
+            out.extend(decodeMessageSet(_decompress(codec, message.value, 1 << 31)))
+    return out
+
+
+def skipBelow(data, offset):
+    """Byte position of the first entry in C{data} whose offset is >= C{offset}.
+
+    Walks entry headers only. A compressed wrapper carries its last inner
+    offset, so a wanted offset inside it lands on the wrapper itself.
+    """
+    position = 0
+    end = len(data)
+    unpackEntry = _ENTRY_HEAD.unpack_from
+    while end - position >= LOG_OVERHEAD:
+        entryOffset, size = unpackEntry(data, position)
+        if entryOffset >= offset:
+            break
+        position += LOG_OVERHEAD + size
+    return min(position, end)
+
+
+def _decompress(codec, data, limit):
+    """Inflate a wrapper's value, refusing to produce more than C{limit} bytes."""
+    try:
+        if codec == CODEC_GZIP:
+            inflater = zlib.decompressobj(wbits=47)  # gzip or zlib header
+            out = inflater.decompress(data, limit + 1)
+            if len(out) > limit or inflater.unconsumed_tail:
+                raise InvalidMessage(f"gzip value expands beyond {limit:,d} bytes")
+            if not inflater.eof:
+                raise InvalidMessage("truncated gzip value")
+            return out
+        if codec == CODEC_SNAPPY:
+            if bytes(data[:8]) == _XERIAL_MAGIC:
+                return _xerialDecompress(data, limit)
+            return _rawSnappyDecompress(data, limit)
+    except (zlib.error, cramjam.DecompressionError, ValueError) as e:
+        if isinstance(e, InvalidMessage):
+            raise
+        raise InvalidMessage(f"cannot decompress: {e}") from None
+    raise InvalidMessage(f"compression codec {codec} is not supported by Kafka 0.8")
+
+
+def _rawSnappyDecompress(data, limit):
+    if cramjam.snappy.decompress_raw_len(bytes(data)) > limit:
+        raise InvalidMessage(f"snappy value expands beyond {limit:,d} bytes")
+    return bytes(cramjam.snappy.decompress_raw(bytes(data)))
+
+
+def _xerialDecompress(data, limit):
+    """snappy-java's stream framing: a 16-byte header, then (int32 size, raw block)*."""
+    data = bytes(data)
+    if len(data) < _XERIAL_HEADER.size:
+        raise InvalidMessage("truncated xerial snappy header")
+    blocks = []
+    total = 0
+    position = _XERIAL_HEADER.size
+    while position < len(data):
+        if position + 4 > len(data):
+            raise InvalidMessage("truncated xerial snappy block size")
+        (size,) = _INT32.unpack_from(data, position)
+        position += 4
+        if size < 0 or position + size > len(data):
+            raise InvalidMessage("xerial snappy block overruns the value")
+        block = _rawSnappyDecompress(data[position : position + size], limit - total)
+        total += len(block)
+        blocks.append(block)
+        position += size
+    return b"".join(blocks)
+
+
+def _compress(codec, data, original):
+    """Compress C{data} as C{codec}; snappy keeps the framing the client used."""
+    if codec == CODEC_GZIP:
+        deflater = zlib.compressobj(6, zlib.DEFLATED, 31)
+        return deflater.compress(data) + deflater.flush()
+    if bytes(original[:8]) == _XERIAL_MAGIC:
+        blocks = [_XERIAL_HEADER.pack(_XERIAL_MAGIC, 1, 1)]
+        for start in range(0, len(data), _XERIAL_BLOCK):
+            block = bytes(cramjam.snappy.compress_raw(data[start : start + _XERIAL_BLOCK]))
+            blocks.append(_INT32.pack(len(block)) + block)
+        return b"".join(blocks)
+    return bytes(cramjam.snappy.compress_raw(data))
