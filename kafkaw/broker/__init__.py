@@ -1,0 +1,1 @@
+"""The broker: services for the cluster and each partition, and the gateway."""

@@ -1,0 +1,358 @@
+"""The gateway: one per client connection, whatever the transport.
+
+A transport hands it complete request frames and gives it an
+L{IKafkaConnection} to answer through. The gateway decodes each request, sends
+sub-requests to the partition services and the cluster service concurrently,
+and answers strictly in request order (an acks=0 Produce has no answer).
+"""
+
+import collections
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import Attribute, Interface
+
+from kafkaw.broker.services import OffsetOutOfRange
+from kafkaw.protocol import api
+from kafkaw.protocol.api import ApiKey
+from kafkaw.protocol.errors import CodecError, ErrorCode, MessageSetError
+
+
+class IKafkaConnection(Interface):
+    """What a transport offers the gateway for one client connection."""
+
+    peer = Attribute("The client's address, for logs.")
+
+    def localAddress():
+        """(host, port) the client reached, to advertise in Metadata."""
+
+    def sendResponse(chunks):
+        """Send one response: C{chunks} joined, framed as the transport frames."""
+
+    def pauseReading():
+        """Stop delivering requests until L{resumeReading}."""
+
+    def resumeReading():
+        """Deliver requests again."""
+
+    def close():
+        """Close the connection (after pending output is written)."""
+
+
+class Broker:
+    """What all connections share: the services, the limits and the handlers."""
+
+    def __init__(
+        self,
+        cluster,
+        clock,
+        advertisedHost=None,
+        advertisedPort=None,
+        maxFetchWaitMs=30000,
+        maxInFlightRequests=100,
+    ):
+        self.cluster = cluster
+        self.clock = clock
+        self.advertisedHost = advertisedHost
+        self.advertisedPort = advertisedPort
+        self.maxFetchWaitMs = maxFetchWaitMs
+        self.maxInFlightRequests = maxInFlightRequests
+        self.handlers = {
+            (ApiKey.PRODUCE, 0): (api.decodeProduce, self.produce),
+            (ApiKey.FETCH, 0): (api.decodeFetch, self.fetch),
+            (ApiKey.LIST_OFFSETS, 0): (api.decodeListOffsets, self.listOffsets),
+            (ApiKey.METADATA, 0): (api.decodeMetadata, self.metadata),
+        }
+
+    def produce(self, header, request, gateway):
+        """Append each partition's message set; fires with the response, or None for acks=0."""
+        topics = []
+        waits = []
+        for topic, partitions in request.topics:
+            results = []
+            topics.append((topic, results))
+            for item in partitions:
+                service = self.cluster.partition(topic, item.partition)
+                if service is None:
+                    results.append(api.ProduceResult(item.partition, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, -1))
+                    continue
+                index = len(results)
+                results.append(None)
+                d = service.append(item.messageSet)
+                d.addCallbacks(
+                    _setResult(results, index, lambda base, p=item.partition: api.ProduceResult(p, 0, base)),
+                    _setError(results, index, lambda code, p=item.partition: api.ProduceResult(p, code, -1), gateway, topic, item.partition),
+                )
+                waits.append(d)
+        done = defer.DeferredList(waits)
+        if request.acks == 0:
+            return done.addCallback(lambda _: None)
+        return done.addCallback(lambda _: api.encodeProduceResponse(header.correlationId, topics))
+
+    def fetch(self, header, request, gateway):
+        return _Fetch(self, header, request, gateway).start()
+
+    def listOffsets(self, header, request, gateway):
+        topics = []
+        waits = []
+        for topic, partitions in request.topics:
+            results = []
+            topics.append((topic, results))
+            for item in partitions:
+                service = self.cluster.partition(topic, item.partition)
+                if service is None:
+                    results.append(api.OffsetsResult(item.partition, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, []))
+                    continue
+                index = len(results)
+                results.append(None)
+                d = service.offsetsBefore(item.time, item.maxOffsets)
+                d.addCallbacks(
+                    _setResult(results, index, lambda offsets, p=item.partition: api.OffsetsResult(p, 0, offsets)),
+                    _setError(results, index, lambda code, p=item.partition: api.OffsetsResult(p, code, []), gateway, topic, item.partition),
+                )
+                waits.append(d)
+        done = defer.DeferredList(waits)
+        return done.addCallback(lambda _: api.encodeListOffsetsResponse(header.correlationId, topics))
+
+    def metadata(self, header, request, gateway):
+        host, port = gateway.connection.localAddress()
+        brokerId = self.cluster.brokerId
+        broker = api.Broker(
+            brokerId,
+            self.advertisedHost if self.advertisedHost is not None else host,
+            self.advertisedPort if self.advertisedPort is not None else port,
+        )
+
+        def answer(described):
+            topics = [
+                api.TopicMetadata(
+                    error,
+                    name,
+                    [api.PartitionMetadata(0, p, brokerId, [brokerId], [brokerId]) for p in range(count)],
+                )
+                for name, error, count in described
+            ]
+            return api.encodeMetadataResponse(header.correlationId, [broker], topics)
+
+        return self.cluster.describeTopics(request.topics).addCallback(answer)
+
+
+def _setResult(results, index, make):
+    def callback(value):
+        results[index] = make(value)
+
+    return callback
+
+
+def _setError(results, index, make, gateway, topic, partition):
+    def errback(reason):
+        if reason.check(MessageSetError):
+            code = reason.value.errorCode
+            gateway.log.info(
+                "rejected message set for {topic}/{partition} from {peer}: {why}",
+                topic=topic, partition=partition, peer=gateway.connection.peer, why=reason.getErrorMessage(),
+            )
+        elif reason.check(OffsetOutOfRange):
+            code = ErrorCode.OFFSET_OUT_OF_RANGE
+        else:
+            code = ErrorCode.UNKNOWN
+            gateway.log.failure("request for {topic}/{partition} failed", reason, topic=topic, partition=partition)
+        results[index] = make(code)
+
+    return errback
+
+
+class _Fetch:
+    """One Fetch request: answered at once when it can be, else parked.
+
+    Parked, it re-reads whenever one of its partitions is appended to, and
+    answers once C{min_bytes} (summed over its partitions) are there or
+    C{max_wait} has passed.
+    """
+
+    def __init__(self, broker, header, request, gateway):
+        self._broker = broker
+        self._header = header
+        self._request = request
+        self._gateway = gateway
+        self._result = defer.Deferred()
+        self._reading = False
+        self._readAgain = False
+        self._removers = []
+        self._timer = None
+        self._finished = False
+
+    def start(self):
+        self._read()
+        return self._result
+
+    def _read(self):
+        self._reading = True
+        self._readAgain = False
+        topics = []
+        waits = []
+        for topic, partitions in self._request.topics:
+            results = []
+            topics.append((topic, results))
+            for item in partitions:
+                service = self._broker.cluster.partition(topic, item.partition)
+                if service is None:
+                    results.append(api.FetchResult(item.partition, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, -1, b""))
+                    continue
+                index = len(results)
+                results.append(None)
+                highWatermark = service.logEndOffset
+                d = service.read(item.offset, item.maxBytes)
+                d.addCallbacks(
+                    _setResult(results, index, lambda data, p=item.partition, hw=highWatermark: api.FetchResult(p, 0, hw, data)),
+                    _setError(results, index, lambda code, p=item.partition: api.FetchResult(p, code, -1, b""), self._gateway, topic, item.partition),
+                )
+                waits.append(d)
+        defer.DeferredList(waits).addCallback(lambda _: self._readDone(topics, bool(waits)))
+
+    def _readDone(self, topics, anyPartition):
+        self._reading = False
+        if self._finished:
+            return
+        available = sum(len(r.messageSet) for _, results in topics for r in results)
+        if (
+            not anyPartition
+            or self._timer is False
+            or self._request.maxWait <= 0
+            or available >= self._request.minBytes
+        ):
+            self._finish(topics)
+        elif self._readAgain:
+            self._read()
+        elif self._timer is None:
+            self._park()
+
+    def _park(self):
+        wait = min(self._request.maxWait, self._broker.maxFetchWaitMs) / 1000.0
+        self._timer = self._broker.clock.callLater(wait, self._expire)
+        for topic, partitions in self._request.topics:
+            for item in partitions:
+                service = self._broker.cluster.partition(topic, item.partition)
+                if service is not None:
+                    self._removers.append(service.onAppend(self._appended))
+        self._gateway.parked.add(self)
+
+    def _appended(self):
+        if self._reading:
+            self._readAgain = True
+        else:
+            self._read()
+
+    def _expire(self):
+        self._timer = False  # the next read answers whatever it finds
+        if not self._reading:
+            self._read()
+
+    def _finish(self, topics):
+        self.cancel()
+        self._result.callback(api.encodeFetchResponse(self._header.correlationId, topics))
+
+    def cancel(self):
+        """Stop waiting: the connection is gone or the answer is being sent."""
+        self._finished = True
+        if self._timer:
+            self._timer.cancel()
+        self._timer = False
+        for remove in self._removers:
+            remove()
+        self._removers = []
+        self._gateway.parked.discard(self)
+
+
+class Gateway:
+    """Handles the requests of one client connection, in order."""
+
+    log = Logger()
+
+    def __init__(self, broker, connection):
+        self.broker = broker
+        self.connection = connection
+        self.parked = set()  # parked fetches, cancelled when the connection goes
+        self._slots = collections.deque()  # [response chunks or None], in request order
+        self._inFlight = 0
+        self._pauses = set()
+        self._closed = False
+
+    def requestReceived(self, frame):
+        """Handle one complete request (the frame without its size prefix)."""
+        if self._closed:
+            return
+        try:
+            header, reader = api.decodeHeader(frame)
+        except CodecError as e:
+            return self._drop("undecodable request header ({why})", why=str(e))
+        entry = self.broker.handlers.get((header.apiKey, header.apiVersion))
+        if entry is None:
+            return self._drop(
+                "unsupported request: api key {apiKey} version {apiVersion} (client {clientId})",
+                apiKey=header.apiKey,
+                apiVersion=header.apiVersion,
+                clientId=header.clientId,
+            )
+        decode, handle = entry
+        try:
+            request = decode(reader)
+        except CodecError as e:
+            return self._drop(
+                "malformed request: api key {apiKey} ({why})", apiKey=header.apiKey, why=str(e)
+            )
+        slot = None
+        if not (header.apiKey == ApiKey.PRODUCE and request.acks == 0):
+            slot = [None]
+            self._slots.append(slot)
+        self._inFlight += 1
+        if self._inFlight >= self.broker.maxInFlightRequests:
+            self.pause("in-flight")
+        d = defer.maybeDeferred(handle, header, request, self)
+        d.addCallbacks(self._answered, self._failed, (slot,))
+
+    def _answered(self, chunks, slot):
+        self._inFlight -= 1
+        if self._inFlight < self.broker.maxInFlightRequests:
+            self.resume("in-flight")
+        if slot is None or self._closed:
+            return
+        slot[0] = chunks
+        while self._slots and self._slots[0][0] is not None:
+            self.connection.sendResponse(self._slots.popleft()[0])
+
+    def _failed(self, reason):
+        self._inFlight -= 1
+        self.log.failure("request from {peer} failed; closing the connection", reason, peer=self.connection.peer)
+        self._close()
+
+    def _drop(self, format, **fields):
+        self.log.warn(format + "; closing the connection to {peer}", peer=self.connection.peer, **fields)
+        self._close()
+
+    def _close(self):
+        if not self._closed:
+            self._closed = True
+            self._cancelParked()
+            self.connection.close()
+
+    def pause(self, reason):
+        """Stop reading requests while C{reason} holds (slow reader, too many in flight)."""
+        if not self._pauses:
+            self.connection.pauseReading()
+        self._pauses.add(reason)
+
+    def resume(self, reason):
+        if reason in self._pauses:
+            self._pauses.discard(reason)
+            if not self._pauses and not self._closed:
+                self.connection.resumeReading()
+
+    def connectionLost(self):
+        self._closed = True
+        self._cancelParked()
+        self._slots.clear()
+
+    def _cancelParked(self):
+        for fetch in list(self.parked):
+            fetch.cancel()

@@ -1,0 +1,1 @@
+"""Storage backends: where partition logs and topic definitions live."""

@@ -1,0 +1,120 @@
+"""C{twistd kafkaw}: options and the service they build."""
+
+import os
+
+from twisted.application import service, strports
+from twisted.logger import Logger
+from twisted.plugin import getPlugins
+from twisted.python import usage
+
+from kafkaw.broker.gateway import Broker
+from kafkaw.broker.services import ClusterService
+from kafkaw.storage.interfaces import IStorageFactory, StorageError
+from kafkaw.transport.tcp import KafkaFactory
+
+DEFAULT_LISTEN = "tcp:9092:interface=127.0.0.1"
+
+
+def storageBackends():
+    """Storage factories registered as plugins, by name."""
+    import twisted.plugins
+
+    return {factory.name: factory for factory in getPlugins(IStorageFactory, twisted.plugins)}
+
+
+def _positive(name):
+    def convert(value):
+        number = int(value)
+        if number < 1:
+            raise ValueError(f"{name} must be at least 1")
+        return number
+
+    convert.coerceDoc = "A positive integer."
+    return convert
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "A Kafka 0.8 broker: Produce, Fetch, ListOffsets and Metadata (v0) "
+        "over TCP, stored in LevelDB. Endpoints are Twisted strports strings."
+    )
+    optFlags = [
+        ["sync", None, "fsync every append before acknowledging it (survives power loss, slower)"],
+        ["no-auto-create-topics", None, "answer UnknownTopicOrPartition for unknown topics instead of creating them"],
+    ]
+    optParameters = [
+        ["data-dir", "d", "kafkaw-data", "directory for stored data"],
+        ["storage", None, "leveldb", "storage backend (a plugin): leveldb or memory"],
+        ["num-partitions", None, 1, "partitions of an auto-created topic", _positive("num-partitions")],
+        ["message-max-bytes", None, 1000000, "largest message accepted (Produce error 10 above it)", _positive("message-max-bytes")],
+        ["max-request-bytes", None, 104857600, "largest request frame; a bigger one closes the connection", _positive("max-request-bytes")],
+        ["max-fetch-wait-ms", None, 30000, "cap on how long a Fetch may be parked", _positive("max-fetch-wait-ms")],
+        ["advertised-host", None, None, "host put in Metadata (default: the address the client connected to)"],
+        ["advertised-port", None, None, "port put in Metadata (default: the port the client connected to)", int],
+        ["broker-id", None, 0, "this broker's node id in Metadata", int],
+    ]
+
+    def __init__(self):
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, description):
+        """Kafka (TCP) endpoint, as a strports string; repeatable [default: tcp:9092:interface=127.0.0.1]."""
+        self["listen"].append(description)
+
+    def postOptions(self):
+        if not self["listen"]:
+            self["listen"].append(DEFAULT_LISTEN)
+        backends = storageBackends()
+        if self["storage"] not in backends:
+            raise usage.UsageError(
+                f"unknown storage {self['storage']!r}; available: {', '.join(sorted(backends))}"
+            )
+
+
+class BrokerService(service.MultiService):
+    """The listeners plus the store; the store closes after the listeners stop."""
+
+    log = Logger()
+
+    def __init__(self, store):
+        super().__init__()
+        self.store = store
+
+    def stopService(self):
+        d = super().stopService()
+        d.addCallback(lambda _: self.store.close())
+        d.addCallback(lambda _: self.log.info("store closed"))
+        return d
+
+
+def makeService(options, reactor=None):
+    if reactor is None:
+        from twisted.internet import reactor
+    factory = storageBackends()[options["storage"]]
+    try:
+        store = factory.openStore(os.path.abspath(options["data-dir"]), options["sync"])
+    except StorageError as e:
+        raise SystemExit(f"kafkaw: {e}")
+    cluster = ClusterService(
+        store,
+        reactor,
+        brokerId=options["broker-id"],
+        numPartitions=options["num-partitions"],
+        autoCreateTopics=not options["no-auto-create-topics"],
+        maxMessageBytes=options["message-max-bytes"],
+        maxExpandedBytes=options["max-request-bytes"],
+    )
+    broker = Broker(
+        cluster,
+        reactor,
+        advertisedHost=options["advertised-host"],
+        advertisedPort=options["advertised-port"],
+        maxFetchWaitMs=options["max-fetch-wait-ms"],
+    )
+    top = BrokerService(store)
+    kafka = KafkaFactory(broker, options["max-request-bytes"])
+    for description in options["listen"]:
+        strports.service(description, kafka, reactor=reactor).setServiceParent(top)
+    return top

@@ -1,0 +1,1 @@
+"""Transports: they only turn a byte stream or messages into request frames and back."""

@@ -1,0 +1,93 @@
+"""Kafka's own transport: a stream of size-prefixed frames (TCP, TLS, UNIX sockets)."""
+
+import struct
+
+from twisted.internet import protocol
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from kafkaw.broker.gateway import Gateway, IKafkaConnection
+from kafkaw.protocol.framing import Framer, FrameTooLarge
+
+_SIZE = struct.Struct(">i")
+
+
+def hostAndPort(address, fallbackPort=9092):
+    """(host, port) of a Twisted address; UNIX sockets have neither."""
+    host = getattr(address, "host", None) or "localhost"
+    return host, getattr(address, "port", fallbackPort)
+
+
+@implementer(IKafkaConnection, IPushProducer)
+class KafkaProtocol(protocol.Protocol):
+    """Frames a byte stream for a L{Gateway}.
+
+    It registers itself as the transport's producer, so when the client stops
+    reading and the write buffer fills, it stops reading requests too.
+    """
+
+    log = Logger()
+
+    def __init__(self, broker, maxRequestBytes):
+        self._broker = broker
+        self._framer = Framer(maxRequestBytes)
+        self.gateway = None
+        self.peer = None
+
+    def connectionMade(self):
+        self.peer = str(self.transport.getPeer())
+        self.gateway = Gateway(self._broker, self)
+        self.transport.registerProducer(self, True)
+        self.log.info("connection from {peer}", peer=self.peer)
+
+    def dataReceived(self, data):
+        try:
+            frames = self._framer.feed(data)
+        except FrameTooLarge as e:
+            self.log.warn("request frame from {peer} rejected: {why}; closing", peer=self.peer, why=str(e))
+            self.transport.loseConnection()
+            return
+        for frame in frames:
+            self.gateway.requestReceived(frame)
+
+    def connectionLost(self, reason):
+        if self.gateway is not None:
+            self.gateway.connectionLost()
+        self.log.info("connection from {peer} closed", peer=self.peer)
+
+    # IKafkaConnection
+    def localAddress(self):
+        return hostAndPort(self.transport.getHost())
+
+    def sendResponse(self, chunks):
+        size = sum(map(len, chunks))
+        self.transport.writeSequence([_SIZE.pack(size), *chunks])
+
+    def pauseReading(self):
+        self.transport.pauseProducing()
+
+    def resumeReading(self):
+        self.transport.resumeProducing()
+
+    def close(self):
+        self.transport.loseConnection()
+
+    # IPushProducer: called by the transport about its write buffer
+    def pauseProducing(self):
+        self.gateway.pause("slow reader")
+
+    def resumeProducing(self):
+        self.gateway.resume("slow reader")
+
+    def stopProducing(self):
+        pass
+
+
+class KafkaFactory(protocol.Factory):
+    def __init__(self, broker, maxRequestBytes):
+        self.broker = broker
+        self.maxRequestBytes = maxRequestBytes
+
+    def buildProtocol(self, addr):
+        return KafkaProtocol(self.broker, self.maxRequestBytes)

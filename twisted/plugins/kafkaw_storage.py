@@ -1,0 +1,7 @@
+"""kafkaw's own storage backends, registered as IStorageFactory plugins."""
+
+from kafkaw.storage.leveldb import LevelDBStorageFactory
+from kafkaw.storage.memory import MemoryStorageFactory
+
+leveldb = LevelDBStorageFactory()
+memory = MemoryStorageFactory()
