@@ -124,7 +124,8 @@ class LevelDBStore:
         try:
             self.db = plyvel.DB(path, create_if_missing=True)
         except plyvel.IOError as e:
-            raise StorageError(f"cannot open LevelDB at {path}: {e}") from None
+            why = e.args[0].decode(errors="replace") if e.args and isinstance(e.args[0], bytes) else e
+            raise StorageError(f"cannot open LevelDB at {path}: {why}") from None
         self._topics = {}  # name -> (topic id, [LevelDBPartitionLog])
         self._loadTopics()
         self._writer = ThreadPool(1, 1, "kafkaw-leveldb-writer")
