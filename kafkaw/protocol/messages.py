@@ -56,7 +56,8 @@ def assignOffsets(messageSet, baseOffset, maxMessageBytes, maxExpandedBytes):
     A partial message at the end is dropped, as Kafka 0.8 does. Raises
     L{InvalidMessage} (bad size, CRC, magic, attributes or compression, or no
     complete message) or L{MessageTooLarge} (an entry above C{maxMessageBytes}).
-    C{maxExpandedBytes} bounds what decompression may produce.
+    C{maxExpandedBytes} bounds what decompression may produce, summed over the
+    set's wrappers, so many small bombs cannot add up.
     """
     out, count = _assign(messageSet, baseOffset, maxMessageBytes, maxExpandedBytes, nested=False)
     if not count:
@@ -71,6 +72,7 @@ def _assign(data, baseOffset, maxMessageBytes, maxExpandedBytes, nested):
     position = 0
     offset = baseOffset
     wrappers = []  # (start, end, rebuilt wrapper entry) for each compressed message
+    expandBudget = maxExpandedBytes
     crc32 = zlib.crc32
     unpackEntry = _ENTRY_HEAD.unpack_from
     unpackHead = _MESSAGE_HEAD.unpack_from
@@ -111,8 +113,10 @@ def _assign(data, baseOffset, maxMessageBytes, maxExpandedBytes, nested):
                     raise InvalidMessage("compressed message inside a compressed message")
                 if valueSize < 0:
                     raise InvalidMessage("compressed wrapper without a value")
-                key = view[body + 10 : valueAt].tobytes()
-                inner = _decompress(codec, view[valueAt + 4 : messageEnd], maxExpandedBytes)
+                # A null wrapper key stays null (not b"").
+                key = None if keySize == 0xFFFFFFFF else view[body + 10 : valueAt].tobytes()
+                inner = _decompress(codec, view[valueAt + 4 : messageEnd], expandBudget)
+                expandBudget -= len(inner)
                 assigned, used = _assign(inner, offset, maxExpandedBytes, maxExpandedBytes, True)
                 if not used:
                     raise InvalidMessage("compressed wrapper holds no complete message")
@@ -210,13 +214,7 @@ def _decompress(codec, data, limit):
     """Inflate a wrapper's value, refusing to produce more than C{limit} bytes."""
     try:
         if codec == CODEC_GZIP:
-            inflater = zlib.decompressobj(wbits=47)  # gzip or zlib header
-            out = inflater.decompress(data, limit + 1)
-            if len(out) > limit or inflater.unconsumed_tail:
-                raise InvalidMessage(f"gzip value expands beyond {limit:,d} bytes")
-            if not inflater.eof:
-                raise InvalidMessage("truncated gzip value")
-            return out
+            return _gunzip(data, limit)
         if codec == CODEC_SNAPPY:
             if bytes(data[:8]) == _XERIAL_MAGIC:
                 return _xerialDecompress(data, limit)
@@ -226,6 +224,29 @@ def _decompress(codec, data, limit):
             raise
         raise InvalidMessage(f"cannot decompress: {e}") from None
     raise InvalidMessage(f"compression codec {codec} is not supported by Kafka 0.8")
+
+
+def _gunzip(data, limit):
+    """Inflate every member of a gzip stream, as Java's GZIPInputStream does.
+
+    RFC 1952 allows concatenated members; stopping after the first would drop
+    messages silently. Bytes after the last member that do not start another
+    gzip member are ignored, as Java ignores them.
+    """
+    blocks = []
+    total = 0
+    while True:
+        inflater = zlib.decompressobj(wbits=47)  # gzip or zlib header
+        block = inflater.decompress(data, limit - total + 1)
+        total += len(block)
+        if total > limit or inflater.unconsumed_tail:
+            raise InvalidMessage(f"gzip value expands beyond {limit:,d} bytes")
+        if not inflater.eof:
+            raise InvalidMessage("truncated gzip value")
+        blocks.append(block)
+        data = inflater.unused_data
+        if data[:2] != b"\x1f\x8b":
+            return b"".join(blocks)
 
 
 def _rawSnappyDecompress(data, limit):

@@ -1,0 +1,115 @@
+"""The size-prefixed Framer: any chunking, bad sizes caught early, bounded memory."""
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kafkaw.protocol.framing import Framer, FrameTooLarge, frame
+
+
+def prefixed(payload):
+    return struct.pack(">i", len(payload)) + payload  # size, payload
+
+
+def test_frameHelper():
+    assert frame(b"abc") == b"\x00\x00\x00\x03abc"
+    assert frame(b"") == b"\x00\x00\x00\x00"
+
+
+def test_oneFrameInOneChunk():
+    framer = Framer(100)
+    assert framer.feed(prefixed(b"hello")) == [b"hello"]
+    assert framer.buffered == 0
+
+
+def test_byteByByte():
+    stream = prefixed(b"first") + prefixed(b"") + prefixed(b"third!")
+    framer = Framer(100)
+    seen = []
+    for i in range(len(stream)):
+        frames = framer.feed(stream[i : i + 1])
+        if frames:
+            seen.append((i, frames))
+    # Each frame is returned exactly when its last byte arrives.
+    assert seen == [(8, [b"first"]), (12, [b""]), (22, [b"third!"])]
+    assert framer.buffered == 0
+
+
+def test_bufferedCountsHeldBytes():
+    framer = Framer(100)
+    assert framer.feed(b"\x00\x00") == []
+    assert framer.buffered == 2
+    assert framer.feed(b"\x00\x05ab") == []
+    assert framer.buffered == 6
+    assert framer.feed(b"cde\x00") == [b"abcde"]
+    assert framer.buffered == 1
+
+
+def test_severalFramesInOneChunk():
+    framer = Framer(100)
+    chunk = prefixed(b"a") + prefixed(b"bb") + prefixed(b"ccc") + prefixed(b"dddd")[:6]
+    assert framer.feed(chunk) == [b"a", b"bb", b"ccc"]
+    assert framer.buffered == 6
+    assert framer.feed(b"dd") == [b"dddd"]
+    assert framer.buffered == 0
+
+
+def test_zeroLengthFrames():
+    framer = Framer(0)
+    assert framer.feed(b"\x00" * 12) == [b"", b"", b""]
+    assert framer.buffered == 0
+
+
+def test_frameOfExactlyTheMaximum():
+    framer = Framer(10)
+    assert framer.feed(prefixed(b"0123456789")) == [b"0123456789"]
+
+
+@pytest.mark.parametrize("size", [-1, -(2**31), 11, 2**31 - 1])
+def test_badSizeRaisesBeforeTheBody(size):
+    framer = Framer(10)
+    prefix = struct.pack(">i", size)
+    assert framer.feed(prefix[:3]) == []  # three bytes say nothing yet
+    with pytest.raises(FrameTooLarge) as e:
+        framer.feed(prefix[3:])  # the fourth byte completes the prefix: no body sent
+    assert (e.value.size, e.value.maximum) == (size, 10)
+
+
+def test_badSizeAfterGoodFrames():
+    framer = Framer(10)
+    assert framer.feed(prefixed(b"ok")) == [b"ok"]
+    with pytest.raises(FrameTooLarge):
+        framer.feed(struct.pack(">i", 11))
+
+
+def test_bufferedStaysBounded():
+    """Feeding large frames in small chunks never holds more than one frame."""
+    maximum = 10_000
+    framer = Framer(maximum)
+    stream = b"".join(prefixed(bytes([i]) * maximum) for i in range(5))
+    frames, peak = [], 0
+    for start in range(0, len(stream), 777):
+        frames.extend(framer.feed(stream[start : start + 777]))
+        peak = max(peak, framer.buffered)
+    assert frames == [bytes([i]) * maximum for i in range(5)]
+    assert peak < 4 + maximum
+    assert framer.buffered == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    payloads=st.lists(st.binary(max_size=50), max_size=8),
+    cuts=st.lists(st.integers(min_value=0, max_value=500), max_size=20),
+)
+def test_anyChunkingGivesTheSameFrames(payloads, cuts):
+    stream = b"".join(prefixed(p) for p in payloads)
+    points = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
+    framer = Framer(50)
+    frames = []
+    for start, end in zip(points, points[1:]):
+        frames.extend(framer.feed(stream[start:end]))
+        assert framer.buffered < 4 + 50  # at most one partial frame is held
+    assert frames == payloads
+    assert framer.buffered == 0
