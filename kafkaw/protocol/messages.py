@@ -24,7 +24,9 @@ CODEC_SNAPPY = 2
 CODEC_MASK = 0x03
 
 _ENTRY_HEAD = struct.Struct(">qi")
-_MESSAGE_HEAD = struct.Struct(">IbbI")  # crc, magic, attributes, key length (as unsigned)
+_MESSAGE_HEAD = struct.Struct(">IbbI")
+# offset, size, crc, magic and attributes together, key length: one unpack per plain message
+_PLAIN_HEAD = struct.Struct(">qiIhi")  # crc, magic, attributes, key length (as unsigned)
 _INT32 = struct.Struct(">i")
 _INT64 = struct.Struct(">q")
 _XERIAL_MAGIC = b"\x82SNAPPY\x00"
@@ -78,8 +80,28 @@ def _assign(data, baseOffset, maxMessageBytes, maxExpandedBytes, nested):
     unpackHead = _MESSAGE_HEAD.unpack_from
     unpackInt32 = _INT32.unpack_from
     packOffset = _INT64.pack_into
+    unpackPlain = _PLAIN_HEAD.unpack_from
     with memoryview(out) as view:
         while end - position >= LOG_OVERHEAD:
+            # Fast path: a whole, plain, well-formed message. Anything else
+            # falls through to the checks below, which name the problem.
+            if end - position >= _PLAIN_HEAD.size:
+                _, size, crc, magicAndAttributes, keySize = unpackPlain(view, position)
+                messageEnd = position + LOG_OVERHEAD + size
+                valueAt = position + 22 + (keySize if keySize > 0 else 0)
+                if (
+                    not magicAndAttributes
+                    and keySize >= -1
+                    and valueAt + 4 <= messageEnd <= end
+                    and size + LOG_OVERHEAD <= maxMessageBytes
+                    and crc == crc32(view[position + 16 : messageEnd])
+                ):
+                    valueSize = unpackInt32(view, valueAt)[0]
+                    if valueSize == messageEnd - valueAt - 4 or (valueSize == -1 and messageEnd == valueAt + 4):
+                        packOffset(view, position, offset)
+                        offset += 1
+                        position = messageEnd
+                        continue
             _, size = unpackEntry(view, position)
             body = position + LOG_OVERHEAD
             if size < MIN_MESSAGE_SIZE:
