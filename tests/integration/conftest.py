@@ -43,6 +43,9 @@ class BrokerProcess:
     def __init__(self, dataDir, extraArgs=(), plugin="kafkaw"):
         self.dataDir = Path(dataDir)
         self.port = freePort()
+        # Every broker also serves WebSocket (on by default); give it a free port
+        # too, unless the test passes its own --websocket / --no-websocket.
+        self.websocketPort = freePort()
         self.extraArgs = list(extraArgs)
         self.plugin = plugin
         self.process = None
@@ -52,11 +55,19 @@ class BrokerProcess:
     def bootstrap(self):
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def websocketURL(self):
+        return f"ws://127.0.0.1:{self.websocketPort}/"
+
     def command(self):
+        websocket = []
+        if not any(a.startswith(("--websocket", "--no-websocket")) for a in self.extraArgs):
+            websocket = ["--websocket", f"tcp:{self.websocketPort}:interface=127.0.0.1"]
         return [
             sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
             "-n", "--pidfile=", self.plugin,
             "--listen", f"tcp:{self.port}:interface=127.0.0.1",
+            *websocket,
             "--data-dir", str(self.dataDir), *self.extraArgs,
         ]
 
@@ -120,3 +131,300 @@ def kcat(*args, input=None, timeout=30):
     if result.returncode != 0:
         raise AssertionError(f"kcat {args} failed ({result.returncode}): {result.stderr.decode(errors='replace')}")
     return result.stdout
+
+
+# ---------------------------------------------------------------------------
+# Helpers for the broker-core tests (test_core_*.py): raw v0 frames, waiting,
+# and confluent-kafka produce/consume round trips.
+# ---------------------------------------------------------------------------
+
+import struct as _struct  # noqa: E402
+
+from kafkaw.protocol.primitives import Reader as _Reader, encodeBytes as _encodeBytes, encodeString as _encodeString  # noqa: E402
+
+
+def waitUntil(predicate, timeout=10.0, interval=0.02, what="condition"):
+    """Poll C{predicate} until it returns something true; return that, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def _i16(v):
+    return _struct.pack(">h", v)
+
+
+def _i32(v):
+    return _struct.pack(">i", v)
+
+
+def _i64(v):
+    return _struct.pack(">q", v)
+
+
+def requestHeader(apiKey, correlationId, apiVersion=0, clientId="kafkaw-raw"):
+    return _i16(apiKey) + _i16(apiVersion) + _i32(correlationId) + _encodeString(clientId)
+
+
+def produceBody(acks, topics, timeout=5000):
+    """topics: {topic: {partition: messageSetBytes}}."""
+    out = _i16(acks) + _i32(timeout) + _i32(len(topics))
+    for topic, partitions in topics.items():
+        out += _encodeString(topic) + _i32(len(partitions))
+        for partition, messageSet in partitions.items():
+            out += _i32(partition) + _encodeBytes(messageSet)
+    return out
+
+
+def fetchBody(topics, maxWait=0, minBytes=0, replicaId=-1):
+    """topics: {topic: {partition: (offset, maxBytes)}}."""
+    out = _i32(replicaId) + _i32(maxWait) + _i32(minBytes) + _i32(len(topics))
+    for topic, partitions in topics.items():
+        out += _encodeString(topic) + _i32(len(partitions))
+        for partition, (offset, maxBytes) in partitions.items():
+            out += _i32(partition) + _i64(offset) + _i32(maxBytes)
+    return out
+
+
+def listOffsetsBody(topics, replicaId=-1):
+    """topics: {topic: {partition: (time, maxOffsets)}}."""
+    out = _i32(replicaId) + _i32(len(topics))
+    for topic, partitions in topics.items():
+        out += _encodeString(topic) + _i32(len(partitions))
+        for partition, (when, maxOffsets) in partitions.items():
+            out += _i32(partition) + _i64(when) + _i32(maxOffsets)
+    return out
+
+
+def metadataBody(topics):
+    return _i32(len(topics)) + b"".join(_encodeString(t) for t in topics)
+
+
+def _topicsOf(reader, readPartition):
+    topics = {}
+    for _ in range(reader.int32()):
+        name = reader.string()
+        partitions = {}
+        for _ in range(reader.int32()):
+            number, rest = readPartition()
+            partitions[number] = rest
+        topics[name] = partitions
+    return topics
+
+
+def decodeProduceResponse(body):
+    """{topic: {partition: (error, offset)}}."""
+    r = _Reader(body)
+    topics = _topicsOf(r, lambda: (r.int32(), (r.int16(), r.int64())))
+    r.expectEnd()
+    return topics
+
+
+def decodeFetchResponse(body):
+    """{topic: {partition: (error, highWatermark, messageSetBytes)}}."""
+    r = _Reader(body)
+
+    def partition():
+        number, error, hw = r.int32(), r.int16(), r.int64()
+        return number, (error, hw, r.raw(r.int32()))
+
+    topics = _topicsOf(r, partition)
+    r.expectEnd()
+    return topics
+
+
+def decodeListOffsetsResponse(body):
+    """{topic: {partition: (error, [offsets])}}."""
+    r = _Reader(body)
+
+    def partition():
+        number, error = r.int32(), r.int16()
+        return number, (error, [r.int64() for _ in range(r.int32())])
+
+    topics = _topicsOf(r, partition)
+    r.expectEnd()
+    return topics
+
+
+def decodeMetadataResponse(body):
+    """(brokers [(id, host, port)], {topic: (error, {partition: (error, leader, replicas, isr)})})."""
+    r = _Reader(body)
+    brokers = [(r.int32(), r.string(), r.int32()) for _ in range(r.int32())]
+    topics = {}
+    for _ in range(r.int32()):
+        error, name = r.int16(), r.string()
+        partitions = {}
+        for _ in range(r.int32()):
+            perror, number, leader = r.int16(), r.int32(), r.int32()
+            replicas = [r.int32() for _ in range(r.int32())]
+            isr = [r.int32() for _ in range(r.int32())]
+            partitions[number] = (perror, leader, replicas, isr)
+        topics[name] = (error, partitions)
+    r.expectEnd()
+    return brokers, topics
+
+
+class RawClient:
+    """A plain socket speaking hand-built Kafka 0.8 frames to a broker."""
+
+    def __init__(self, broker, timeout=10.0):
+        self.sock = socket.create_connection(("127.0.0.1", broker.port), timeout=timeout)
+        self.localPort = self.sock.getsockname()[1]
+        self._correlationId = 0
+        self._buffer = b""
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def sendRaw(self, data):
+        self.sock.sendall(data)
+
+    def send(self, apiKey, body, apiVersion=0):
+        """Send one framed request; return its correlation id."""
+        self._correlationId += 1
+        payload = requestHeader(apiKey, self._correlationId, apiVersion) + body
+        self.sock.sendall(_i32(len(payload)) + payload)
+        return self._correlationId
+
+    def _recvExactly(self, size):
+        while len(self._buffer) < size:
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise ConnectionError(f"connection closed by the broker with {len(self._buffer)} bytes pending")
+            self._buffer += chunk
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def receive(self, correlationId):
+        """Read one response frame; check its correlation id; return the body after it."""
+        (size,) = _struct.unpack(">i", self._recvExactly(4))
+        frame = self._recvExactly(size)
+        (got,) = _struct.unpack(">i", frame[:4])
+        assert got == correlationId, f"response correlation id {got}, expected {correlationId}"
+        return frame[4:]
+
+    def call(self, apiKey, body):
+        return self.receive(self.send(apiKey, body))
+
+    def produce(self, topics, acks=1, timeout=5000):
+        return decodeProduceResponse(self.call(0, produceBody(acks, topics, timeout)))
+
+    def fetch(self, topics, maxWait=0, minBytes=0):
+        return decodeFetchResponse(self.call(1, fetchBody(topics, maxWait, minBytes)))
+
+    def listOffsets(self, topics):
+        return decodeListOffsetsResponse(self.call(2, listOffsetsBody(topics)))
+
+    def metadata(self, topics=()):
+        return decodeMetadataResponse(self.call(3, metadataBody(list(topics))))
+
+    def latest(self, topic, partition):
+        error, offsets = self.listOffsets({topic: {partition: (-1, 1)}})[topic][partition]
+        assert error == 0, f"ListOffsets {topic}/{partition} error {error}"
+        return offsets[0]
+
+    def closedByBroker(self, timeout=5.0):
+        """True once the broker closes the connection (recv returns b''), False if it stays open.
+
+        A reset counts as a close too, but is reported by returning "reset".
+        """
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            return False
+        except ConnectionResetError:
+            return "reset"
+        if data:
+            raise AssertionError(f"expected the connection to close, got {len(data)} bytes: {data[:64]!r}")
+        return True
+
+
+# --- confluent-kafka round trips -------------------------------------------
+
+
+def rdProduce(bootstrap, topic, messages, timeout=15.0, **conf):
+    """Produce [(partition, key, value)] with confluent-kafka; return the delivery reports.
+
+    Each report is (error or None, partition, offset, key, value), in delivery order.
+    """
+    from confluent_kafka import Producer
+
+    producer = Producer(
+        {
+            **RDKAFKA_08,
+            "bootstrap.servers": bootstrap,
+            "acks": 1,
+            "linger.ms": 5,
+            "message.timeout.ms": int(timeout * 1000),
+            **conf,
+        }
+    )
+    reports = []
+
+    def delivered(err, msg):
+        reports.append((err, msg.partition(), msg.offset(), msg.key(), msg.value()))
+
+    for partition, key, value in messages:
+        while True:
+            try:
+                producer.produce(topic, value, key, partition=partition, on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    left = producer.flush(timeout + 5)
+    assert left == 0, f"{left} messages still undelivered after {timeout}s"
+    return reports
+
+
+def rdConsumer(bootstrap, **conf):
+    from confluent_kafka import Consumer
+
+    return Consumer(
+        {
+            **RDKAFKA_08,
+            "bootstrap.servers": bootstrap,
+            "group.id": "kafkaw-core-tests",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "fetch.wait.max.ms": 100,
+            **conf,
+        }
+    )
+
+
+def rdConsume(bootstrap, topic, expected, start=0, timeout=15.0, **conf):
+    """Read C{expected} {partition: count} messages from offset C{start} with assign().
+
+    Returns {partition: [(offset, key, value)]}; fails on a consumer error or at the deadline.
+    """
+    from confluent_kafka import TopicPartition
+
+    consumer = rdConsumer(bootstrap, **conf)
+    got = {partition: [] for partition in expected}
+    try:
+        consumer.assign([TopicPartition(topic, partition, start) for partition in expected])
+        deadline = time.monotonic() + timeout
+        while any(len(got[p]) < n for p, n in expected.items()):
+            if time.monotonic() > deadline:
+                counts = {p: len(m) for p, m in got.items()}
+                raise AssertionError(f"consumed {counts}, expected {expected} within {timeout}s")
+            for message in consumer.consume(1000, 0.2):
+                if message.error() is not None:
+                    raise AssertionError(f"consumer error: {message.error()}")
+                got[message.partition()].append((message.offset(), message.key(), message.value()))
+    finally:
+        consumer.close()
+    return got
