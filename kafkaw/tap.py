@@ -11,8 +11,10 @@ from kafkaw.broker.gateway import Broker
 from kafkaw.broker.services import ClusterService
 from kafkaw.storage.interfaces import IStorageFactory, StorageError
 from kafkaw.transport.tcp import KafkaFactory
+from kafkaw.transport.websocket import KafkaWebSocketFactory
 
 DEFAULT_LISTEN = "tcp:9092:interface=127.0.0.1"
+DEFAULT_WEBSOCKET = "tcp:9093:interface=127.0.0.1"
 
 
 def storageBackends():
@@ -37,11 +39,13 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "A Kafka 0.8 broker: Produce, Fetch, ListOffsets and Metadata (v0) "
-        "over TCP, stored in LevelDB. Endpoints are Twisted strports strings."
+        "over TCP and WebSocket, stored in LevelDB. Endpoints are Twisted strports strings."
     )
     optFlags = [
         ["sync", None, "fsync every append before acknowledging it (survives power loss, slower)"],
         ["no-auto-create-topics", None, "answer UnknownTopicOrPartition for unknown topics instead of creating them"],
+        ["no-websocket", None, "serve no WebSocket endpoint (overrides --websocket)"],
+        ["strict-0.8", None, "behave exactly as Kafka 0.8.0: close the connection on ApiVersions (key 18) instead of answering it"],
     ]
     optParameters = [
         ["data-dir", "d", "kafkaw-data", "directory for stored data"],
@@ -58,14 +62,23 @@ class Options(usage.Options):
     def __init__(self):
         super().__init__()
         self["listen"] = []
+        self["websocket"] = []
 
     def opt_listen(self, description):
         """Kafka (TCP) endpoint, as a strports string; repeatable [default: tcp:9092:interface=127.0.0.1]."""
         self["listen"].append(description)
 
+    def opt_websocket(self, description):
+        """Kafka-over-WebSocket endpoint (path /, kafka-websocket-shim framing), as a strports string; `ssl:` gives wss://; repeatable [default: tcp:9093:interface=127.0.0.1]."""
+        self["websocket"].append(description)
+
     def postOptions(self):
         if not self["listen"]:
             self["listen"].append(DEFAULT_LISTEN)
+        if self["no-websocket"]:
+            self["websocket"] = []
+        elif not self["websocket"]:
+            self["websocket"].append(DEFAULT_WEBSOCKET)
         backends = storageBackends()
         if self["storage"] not in backends:
             raise usage.UsageError(
@@ -112,9 +125,13 @@ def makeService(options, reactor=None):
         advertisedHost=options["advertised-host"],
         advertisedPort=options["advertised-port"],
         maxFetchWaitMs=options["max-fetch-wait-ms"],
+        strict08=options["strict-0.8"],
     )
     top = BrokerService(store)
     kafka = KafkaFactory(broker, options["max-request-bytes"])
     for description in options["listen"]:
         strports.service(description, kafka, reactor=reactor).setServiceParent(top)
+    websocket = KafkaWebSocketFactory(broker, options["max-request-bytes"], reactor=reactor)
+    for description in options["websocket"]:
+        strports.service(description, websocket, reactor=reactor).setServiceParent(top)
     return top

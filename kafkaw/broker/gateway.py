@@ -13,7 +13,7 @@ from twisted.logger import Logger
 from zope.interface import Attribute, Interface
 
 from kafkaw.broker.services import OffsetOutOfRange
-from kafkaw.protocol import api
+from kafkaw.protocol import api, apiversions
 from kafkaw.protocol.api import ApiKey
 from kafkaw.protocol.errors import CodecError, ErrorCode, MessageSetError
 
@@ -50,6 +50,7 @@ class Broker:
         advertisedPort=None,
         maxFetchWaitMs=30000,
         maxInFlightRequests=100,
+        strict08=False,
     ):
         self.cluster = cluster
         self.clock = clock
@@ -63,6 +64,23 @@ class Broker:
             (ApiKey.LIST_OFFSETS, 0): (api.decodeListOffsets, self.listOffsets),
             (ApiKey.METADATA, 0): (api.decodeMetadata, self.metadata),
         }
+        # Handlers for every version of a key, consulted before C{handlers}:
+        # ApiVersions must answer even the versions it does not serve (error 35).
+        # C{strict08} leaves it out, so key 18 closes the connection as in 0.8.0.
+        self.anyVersionHandlers = {}
+        if not strict08:
+            self.handlers[(apiversions.API_VERSIONS, 0)] = (apiversions.decodeRequest, self.apiVersions)
+            self.anyVersionHandlers[apiversions.API_VERSIONS] = (apiversions.decodeRequest, self.apiVersions)
+
+    def apiVersions(self, header, request, gateway):
+        """List what C{handlers} serves; error 35 unless the request's version is served."""
+        gateway.log.info(
+            "ApiVersions v{apiVersion} from {peer} (client {clientId}, {software} {softwareVersion}): error {error}",
+            apiVersion=header.apiVersion, peer=gateway.connection.peer, clientId=header.clientId,
+            software=request.clientSoftwareName, softwareVersion=request.clientSoftwareVersion,
+            error=apiversions.errorFor(header.apiVersion, self.handlers),
+        )
+        return apiversions.encodeResponse(header.correlationId, header.apiVersion, self.handlers)
 
     def produce(self, header, request, gateway):
         """Append each partition's message set; fires with the response, or None for acks=0."""
@@ -183,6 +201,15 @@ class _Fetch:
         self._finished = False
 
     def start(self):
+        # Tracked and listening from the start: an append during the first
+        # read is not missed, and a lost connection cancels it even mid-read.
+        self._gateway.parked.add(self)
+        if self._request.maxWait > 0 and self._request.minBytes > 0:
+            for topic, partitions in self._request.topics:
+                for item in partitions:
+                    service = self._broker.cluster.partition(topic, item.partition)
+                    if service is not None:
+                        self._removers.append(service.onAppend(self._appended))
         self._read()
         return self._result
 
@@ -230,12 +257,6 @@ class _Fetch:
     def _park(self):
         wait = min(self._request.maxWait, self._broker.maxFetchWaitMs) / 1000.0
         self._timer = self._broker.clock.callLater(wait, self._expire)
-        for topic, partitions in self._request.topics:
-            for item in partitions:
-                service = self._broker.cluster.partition(topic, item.partition)
-                if service is not None:
-                    self._removers.append(service.onAppend(self._appended))
-        self._gateway.parked.add(self)
 
     def _appended(self):
         if self._reading:
@@ -272,7 +293,7 @@ class Gateway:
     def __init__(self, broker, connection):
         self.broker = broker
         self.connection = connection
-        self.parked = set()  # parked fetches, cancelled when the connection goes
+        self.parked = set()  # unanswered fetches, cancelled when the connection goes
         self._slots = collections.deque()  # [response chunks or None], in request order
         self._inFlight = 0
         self._pauses = set()
@@ -286,11 +307,14 @@ class Gateway:
             header, reader = api.decodeHeader(frame)
         except CodecError as e:
             return self._drop("undecodable request header ({why})", why=str(e))
-        entry = self.broker.handlers.get((header.apiKey, header.apiVersion))
+        entry = self.broker.anyVersionHandlers.get(header.apiKey) or self.broker.handlers.get(
+            (header.apiKey, header.apiVersion)
+        )
         if entry is None:
             return self._drop(
-                "unsupported request: api key {apiKey} version {apiVersion} (client {clientId})",
+                "unsupported request: api key {apiKey} ({apiName}) version {apiVersion} (client {clientId})",
                 apiKey=header.apiKey,
+                apiName=apiversions.apiName(header.apiKey),
                 apiVersion=header.apiVersion,
                 clientId=header.clientId,
             )

@@ -111,7 +111,13 @@ class PartitionService:
         for baseOffset, d in accepted:
             d.callback(baseOffset)
         for listener in list(self._listeners):
-            listener()
+            try:
+                listener()
+            except Exception:
+                # A broken listener must not keep the queued appends waiting.
+                self._log.failure(
+                    "append listener of {topic}/{partition} failed", topic=self.topic, partition=self.partition
+                )
         self._storeWaiting()
 
     def _storeFailed(self, reason, accepted):
@@ -133,6 +139,8 @@ class PartitionService:
 
     def offsetsBefore(self, time, maxNumber):
         start, end = self._partitionLog.startOffset, self._partitionLog.endOffset
+        if maxNumber <= 0:
+            return defer.succeed([])
         if time == LATEST:
             return defer.succeed([end][:maxNumber])
         if time == EARLIEST:
@@ -194,7 +202,9 @@ class ClusterService:
             )
 
     def topics(self):
-        return self._store.topics()
+        # A store may list a topic while its definition is being stored; it
+        # has no partition services until then.
+        return {name: count for name, count in self._store.topics().items() if name not in self._creating}
 
     def partition(self, topic, partition):
         return self._partitions.get((topic, partition))

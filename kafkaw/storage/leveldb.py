@@ -85,7 +85,7 @@ class LevelDBPartitionLog:
                     total += len(data)
                     if total >= maxBytes:
                         break
-            if total > maxBytes:
+            if pieces and total > maxBytes:
                 pieces[-1] = pieces[-1][: len(pieces[-1]) - (total - max(maxBytes, 0))]
             return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
@@ -97,7 +97,9 @@ class LevelDBPartitionLog:
 
         def scan():
             found = []
-            if maxNumber <= 0:
+            # Keys hold signed times, so a negative one would sort above them all;
+            # no append is that old anyway.
+            if maxNumber <= 0 or timestamp < 0:
                 return found
             stop = prefix + _OFFSET.pack(timestamp) + _MAX_KEY_SUFFIX[:8]
             iterator = db.iterator(start=prefix, stop=stop, include_stop=True, reverse=True, include_value=False)
@@ -124,7 +126,9 @@ class LevelDBStore:
         try:
             self.db = plyvel.DB(path, create_if_missing=True)
         except plyvel.IOError as e:
-            why = e.args[0].decode(errors="replace") if e.args and isinstance(e.args[0], bytes) else e
+            why = e.args[0].decode(errors="replace") if e.args and isinstance(e.args[0], bytes) else str(e)
+            if "lock" in why.lower():
+                why += " (is another broker using this data directory?)"
             raise StorageError(f"cannot open LevelDB at {path}: {why}") from None
         self._topics = {}  # name -> (topic id, [LevelDBPartitionLog])
         self._loadTopics()

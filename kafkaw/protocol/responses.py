@@ -1,0 +1,37 @@
+"""Decoders for responses, for the client side (the TCP-to-WebSocket shim).
+
+They take a response frame without its size prefix and return the same plain
+tuples that L{kafkaw.protocol.api}'s encoders take, so a decoded response can
+be changed and encoded again with them.
+"""
+
+from kafkaw.protocol.api import Broker, PartitionMetadata, TopicMetadata
+from kafkaw.protocol.primitives import Reader
+
+
+def decodeMetadataResponse(frame):
+    """Metadata v0 response -> (correlationId, [Broker], [TopicMetadata]).
+
+    Raises L{kafkaw.protocol.errors.CodecError} if the frame is short, has
+    trailing bytes or lies about an array count.
+    """
+    reader = Reader(frame)
+    correlationId = reader.int32()
+
+    def broker():
+        return Broker(reader.int32(), reader.string(), reader.int32())
+
+    def int32():
+        return reader.int32()
+
+    def partition():
+        error, number, leader = reader.int16(), reader.int32(), reader.int32()
+        return PartitionMetadata(error, number, leader, reader.array(int32, 4), reader.array(int32, 4))
+
+    def topic():
+        return TopicMetadata(reader.int16(), reader.string(), reader.array(partition, 2 + 4 + 4 + 4 + 4))
+
+    brokers = reader.array(broker, 4 + 2 + 4)
+    topics = reader.array(topic, 2 + 2 + 4)
+    reader.expectEnd()
+    return correlationId, brokers, topics

@@ -1,0 +1,169 @@
+"""Kafka over WebSocket, framed as kafka-websocket-shim frames it.
+
+Each binary message carries request bytes *including* their 4-byte size
+prefix. The bytes of all messages go through the same L{Framer} as a TCP
+stream, so a request split across messages, or several requests in one
+message, are reassembled; each response goes out as exactly one binary
+message, size prefix included. Request handling is the shared L{Gateway}.
+
+No subprotocol is needed (one offered as C{binary} is accepted, since the
+bytes are treated as a stream anyway); the path must be C{/}. Handshakes that
+carry an C{Origin} header are refused: only browsers send one, and without
+this any web page open on the broker's machine could read and write topics
+through C{ws://127.0.0.1:9093/} (the TCP endpoint is out of a browser's reach).
+"""
+
+import struct
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from kafkaw.broker.gateway import Gateway, IKafkaConnection
+from kafkaw.protocol.framing import Framer, FrameTooLarge
+from kafkaw.transport.tcp import hostAndPort
+
+_SIZE = struct.Struct(">i")
+
+# RFC 6455 close codes used here.
+CLOSE_UNSUPPORTED_DATA = 1003  # a text message
+CLOSE_POLICY_VIOLATION = 1008  # the gateway rejected a request (unsupported API, malformed…)
+CLOSE_MESSAGE_TOO_BIG = 1009  # a message or a request frame above --max-request-bytes
+
+log = Logger()
+
+
+@implementer(IKafkaConnection, IPushProducer)
+class KafkaWebSocketProtocol(WebSocketServerProtocol):
+    """One WebSocket client: binary messages in, one binary message per response out.
+
+    Backpressure as in L{kafkaw.transport.tcp.KafkaProtocol}: this protocol is
+    the push producer of the underlying (TCP or TLS) transport, so when the
+    client stops reading and the write buffer fills, the gateway stops reading
+    requests; the gateway pauses reading through the same transport.
+    """
+
+    def __init__(self, broker, maxRequestBytes):
+        super().__init__()
+        self._broker = broker
+        self._framer = Framer(maxRequestBytes)
+        self._kafkaClosing = False
+        self.gateway = None
+
+    # --- WebSocket events -------------------------------------------------
+
+    def onConnect(self, request):
+        if request.path != "/":
+            log.info("WebSocket request from {peer} for path {path!r} refused (only / is served)", peer=self.peer, path=request.path)
+            raise ConnectionDeny(ConnectionDeny.NOT_FOUND, "kafkaw serves Kafka on path /")
+        if request.origin:  # "" when the header is absent
+            log.warn("WebSocket request from {peer} with Origin {origin!r} refused (browsers are not served)", peer=self.peer, origin=request.origin)
+            raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "kafkaw does not serve browsers (Origin header present)")
+        if "binary" in request.protocols:
+            return "binary"
+        return None
+
+    def onOpen(self):
+        self.gateway = Gateway(self._broker, self)
+        self.transport.registerProducer(self, True)
+        log.info("WebSocket connection from {peer}", peer=self.peer)
+
+    def onMessageBegin(self, isBinary):
+        super().onMessageBegin(isBinary)
+        if not isBinary and not self._kafkaClosing:
+            log.warn("text WebSocket message from {peer}; only binary messages carry Kafka requests; closing with {code}", peer=self.peer, code=CLOSE_UNSUPPORTED_DATA)
+            self._closeWith(CLOSE_UNSUPPORTED_DATA, "kafkaw accepts binary messages only")
+
+    def onMessageFrameBegin(self, length):
+        # Called with each frame's announced length, before its payload is
+        # buffered: a message above the limit is refused before it is read.
+        super().onMessageFrameBegin(length)
+        if not self._kafkaClosing and self.message_data_total_length > self.factory.maxMessageBytes:
+            self._kafkaClosing = True
+            log.warn(
+                "WebSocket message from {peer} too large ({size:,d} > {maximum:,d} bytes); closing with {code}",
+                peer=self.peer, size=self.message_data_total_length, maximum=self.factory.maxMessageBytes, code=CLOSE_MESSAGE_TOO_BIG,
+            )
+            self._closeWith(CLOSE_MESSAGE_TOO_BIG, "message larger than --max-request-bytes")
+
+    def onMessage(self, payload, isBinary):
+        if self._kafkaClosing:
+            return
+        try:
+            frames = self._framer.feed(payload)
+        except FrameTooLarge as e:
+            log.warn("request frame from {peer} rejected: {why}; closing with {code}", peer=self.peer, why=str(e), code=CLOSE_MESSAGE_TOO_BIG)
+            return self._closeWith(CLOSE_MESSAGE_TOO_BIG, "request larger than --max-request-bytes")
+        for frame in frames:
+            self.gateway.requestReceived(frame)
+
+    def onClose(self, wasClean, code, reason):
+        if self.gateway is not None:
+            self.gateway.connectionLost()
+            if self.closedByMe:
+                code = self.localCloseCode
+            log.info("WebSocket connection from {peer} closed (code {code})", peer=self.peer, code=code)
+
+    def _closeWith(self, code, reason):
+        self._kafkaClosing = True
+        if self.gateway is not None:
+            self.gateway.connectionLost()  # no more answers: cancel parked fetches now
+        # sendClose() only allows application codes (1000, 3000-4999). Failing
+        # the connection sends these RFC 6455 codes in a close frame (failByDrop
+        # is off) and makes Autobahn discard whatever the client still sends.
+        self._fail_connection(code, reason)
+
+    # --- IKafkaConnection -------------------------------------------------
+
+    def localAddress(self):
+        return hostAndPort(self.transport.getHost(), 9093)
+
+    def sendResponse(self, chunks):
+        if self.state != self.STATE_OPEN:
+            return  # closing: Autobahn refuses to send, and the client is not reading answers
+        size = sum(map(len, chunks))
+        self.sendMessage(b"".join([_SIZE.pack(size), *chunks]), isBinary=True)
+
+    def pauseReading(self):
+        self.transport.pauseProducing()
+
+    def resumeReading(self):
+        self.transport.resumeProducing()
+
+    def close(self):
+        if not self._kafkaClosing:
+            self._closeWith(CLOSE_POLICY_VIOLATION, "request rejected; see the broker log")
+
+    # --- IPushProducer: called by the transport about its write buffer -----
+
+    def pauseProducing(self):
+        self.gateway.pause("slow reader")
+
+    def resumeProducing(self):
+        self.gateway.resume("slow reader")
+
+    def stopProducing(self):
+        pass
+
+
+class KafkaWebSocketFactory(WebSocketServerFactory):
+    """Serves one L{kafkaw.broker.gateway.Broker} to WebSocket clients."""
+
+    def __init__(self, broker, maxRequestBytes, reactor=None):
+        super().__init__(reactor=reactor)
+        self.broker = broker
+        self.maxRequestBytes = maxRequestBytes
+        # A message holds at most one largest request with its size prefix.
+        # Autobahn's maxMessagePayloadSize would also refuse to *send* larger
+        # messages (a Fetch answer may well be larger), so the limit is checked
+        # in onMessageFrameBegin instead, as each frame header arrives; that
+        # also covers what maxFramePayloadSize would.
+        self.maxMessageBytes = maxRequestBytes + 4
+        self.setProtocolOptions(failByDrop=False)  # close frames carry the code; not just a TCP drop
+
+    def buildProtocol(self, addr):
+        protocol = KafkaWebSocketProtocol(self.broker, self.maxRequestBytes)
+        protocol.factory = self
+        return protocol

@@ -1,0 +1,83 @@
+// kafkajs 2.2.4 against kafkaw, driven by tests/integration/test_client_matrix.py.
+//
+//   node kafkajs-client.js produce BROKER TOPIC COUNT PARTITIONS [none|gzip]
+//     Stock producer settings. Sends COUNT keyed messages (key-i / value-i + PADDING) to
+//     partition i % PARTITIONS, compressed or not, and prints one JSON line:
+//     {"ok": true, "sent": [{"partition", "key", "value", "offset"}]}.
+//   node kafkajs-client.js consume BROKER TOPIC
+//     Stock consumer: it needs a consumer group (FindCoordinator, JoinGroup...),
+//     which kafkaw does not serve; prints {"ok": false, "error", "name", "ms"}
+//     when it fails, or {"ok": true} if it ever got a message.
+//
+// Exit code 0 when the line was printed; the test reads the JSON.
+const { CompressionTypes, Kafka, logLevel, Partitioners } = require('kafkajs')
+
+const [mode, broker, topic, countArg, partitionsArg, codec = 'none'] = process.argv.slice(2)
+const kafka = new Kafka({
+  clientId: 'kafkaw-matrix',
+  brokers: [broker],
+  logLevel: logLevel.ERROR,
+  connectionTimeout: 3000,
+  requestTimeout: 5000,
+  retry: { retries: 2, initialRetryTime: 100, maxRetryTime: 1000 },
+})
+
+const PADDING = '-kafkaw'.repeat(30) // as in test_client_matrix.py
+
+function print (obj) {
+  process.stdout.write(JSON.stringify(obj) + '\n')
+}
+
+async function produce () {
+  const count = parseInt(countArg, 10)
+  const partitions = parseInt(partitionsArg, 10)
+  const compression = { none: CompressionTypes.None, gzip: CompressionTypes.GZIP }[codec]
+  if (compression === undefined) throw new Error(`unknown codec ${codec}`)
+  // The default partitioner is only named to silence kafkajs's warning about it.
+  const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner })
+  await producer.connect()
+  const sent = []
+  try {
+    for (let i = 0; i < count; i++) {
+      const message = { key: `key-${i}`, value: `value-${i}${PADDING}`, partition: i % partitions }
+      const [meta] = await producer.send({ topic, acks: 1, compression, messages: [message] })
+      if (meta.errorCode !== 0) throw new Error(`produce error ${meta.errorCode}`)
+      sent.push({ partition: meta.partition, key: message.key, value: message.value, offset: Number(meta.baseOffset ?? meta.offset) }) // Produce v0 answers `offset`
+    }
+  } finally {
+    await producer.disconnect()
+  }
+  print({ ok: true, sent })
+}
+
+async function consume () {
+  const started = Date.now()
+  const consumer = kafka.consumer({ groupId: 'kafkaw-matrix', retry: { retries: 1, initialRetryTime: 100, maxRetryTime: 500 } })
+  let result = null
+  const done = new Promise((resolve) => {
+    consumer.on(consumer.events.CRASH, (event) => {
+      const error = event.payload.error
+      resolve({ ok: false, name: error.name, error: error.message, ms: Date.now() - started })
+    })
+  })
+  try {
+    await consumer.connect()
+    await consumer.subscribe({ topic, fromBeginning: true })
+    await consumer.run({ eachMessage: async () => { result = result || { ok: true, ms: Date.now() - started } } })
+    result = await done
+  } catch (error) {
+    result = { ok: false, name: error.name, error: error.message, ms: Date.now() - started }
+  }
+  await consumer.disconnect().catch(() => {})
+  print(result)
+}
+
+const modes = { produce, consume }
+if (!modes[mode]) {
+  console.error('usage: node kafkajs-client.js produce|consume BROKER TOPIC [COUNT PARTITIONS]')
+  process.exit(2)
+}
+modes[mode]().then(() => process.exit(0), (error) => {
+  print({ ok: false, name: error.name, error: error.message })
+  process.exit(1)
+})

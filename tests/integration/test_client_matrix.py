@@ -1,0 +1,391 @@
+"""The client matrix: stock Kafka clients against `twistd kafkaw` over TCP.
+
+Each case is a real round trip: produce N keyed messages to several partitions,
+read them back with assign() and explicit offsets (no consumer group), and
+check partitions, offsets, keys and values. Where a codec is listed, the test
+also reads the stored message set raw to see whether it really went compressed.
+docs/clients.md is the table of what these tests check; keep the two in step.
+"""
+
+import json
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from kafka.errors import CorruptRecordError
+
+from kafkaw.protocol.primitives import Reader, encodeString
+
+PARTITIONS = 3
+COUNT = 12  # messages per round trip: 4 in each partition
+NODE_DIR = Path(__file__).resolve().parents[1] / "clients" / "node"
+RDKAFKA_08 = {"api.version.request": False, "broker.version.fallback": "0.8.0"}
+KCAT_08 = ["-X", "api.version.request=false", "-X", "broker.version.fallback=0.8.0"]
+
+# attributes & 0x03 of a stored (top-level) message
+NONE, GZIP, SNAPPY = 0, 1, 2
+
+
+@pytest.fixture
+def broker(brokerFactory):
+    return brokerFactory("--num-partitions", str(PARTITIONS), "--storage", "memory")
+
+
+# Values compress well, so that a client never finds a compressed batch bigger
+# than the plain one (librdkafka then sends it plain: the check would be flaky).
+PADDING = b"-kafkaw" * 30
+
+
+def wanted(count=COUNT):
+    """[(partition, key, value)] in send order: message i goes to partition i % PARTITIONS."""
+    return [(i % PARTITIONS, b"key-%d" % i, b"value-%d" % i + PADDING) for i in range(count)]
+
+
+def expectedRecords(count=COUNT):
+    """{(partition, offset, key, value)}: each partition numbered from 0 in send order."""
+    nextOffset = [0] * PARTITIONS
+    records = set()
+    for partition, key, value in wanted(count):
+        records.add((partition, nextOffset[partition], key, value))
+        nextOffset[partition] += 1
+    return records
+
+
+def checkConsumed(consumed, count=COUNT):
+    """consumed: [(partition, offset, key, value)] as a client read them back."""
+    assert len(consumed) == len(set(consumed)), f"duplicates in {consumed}"
+    assert set(consumed) == expectedRecords(count)
+    for partition in range(PARTITIONS):
+        offsets = [o for p, o, _, _ in consumed if p == partition]
+        assert offsets == sorted(offsets), f"partition {partition} read out of order: {offsets}"
+
+
+def checkProduced(reports, count=COUNT):
+    """reports: [(partition, offset, key, value)] from the producer's delivery reports."""
+    assert sorted(reports) == sorted(expectedRecords(count))
+
+
+def brokerLog(broker):
+    return broker.logText()
+
+
+def unservedRequests(broker):
+    """Broker log lines about requests it closed the connection on."""
+    return [line for line in brokerLog(broker).splitlines() if "unsupported request" in line]
+
+
+def apiVersionsSeen(broker):
+    """[(version, error)] of the ApiVersions requests the broker answered."""
+    return [(int(v), int(e)) for v, e in re.findall(r"ApiVersions v(\d+) from .*: error (-?\d+)", brokerLog(broker))]
+
+
+def storedCodecs(broker, topic):
+    """{attributes & 3} of the top-level messages stored in every partition of C{topic} (a raw Fetch v0)."""
+    body = struct.pack(">iiii", -1, 0, 0, 1) + encodeString(topic) + struct.pack(">i", PARTITIONS)
+    body += b"".join(struct.pack(">iqi", p, 0, 1 << 20) for p in range(PARTITIONS))
+    request = struct.pack(">hhi", 1, 0, 1) + encodeString("matrix-raw") + body
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as sock:
+        sock.sendall(struct.pack(">i", len(request)) + request)
+        data = b""
+        while len(data) < 4 or len(data) < 4 + struct.unpack(">i", data[:4])[0]:
+            chunk = sock.recv(1 << 16)
+            assert chunk, "broker closed the connection on a Fetch"
+            data += chunk
+    reader = Reader(data[4:])
+    assert reader.int32() == 1  # correlation id
+    codecs = set()
+    for _ in range(reader.int32()):
+        reader.string()
+        for _ in range(reader.int32()):
+            _, error, _ = reader.int32(), reader.int16(), reader.int64()
+            assert error == 0
+            messageSet = Reader(reader.raw(reader.int32()))
+            while messageSet.remaining >= 12 + 6:
+                messageSet.int64()
+                size = messageSet.int32()
+                message = messageSet.raw(size)
+                codecs.add(message[5] & 0x03)  # crc 4, magic 1, attributes 1
+    return codecs
+
+
+# --- confluent-kafka (librdkafka) --------------------------------------------
+
+
+def rdRoundTrip(broker, topic, settings, codec):
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    producer = Producer(
+        {"bootstrap.servers": broker.bootstrap, "compression.codec": codec, "linger.ms": 5, "message.timeout.ms": 10000, **settings}
+    )
+    reports = []
+
+    def delivered(err, msg):
+        assert err is None, f"delivery failed: {err}"
+        reports.append((msg.partition(), msg.offset(), msg.key(), msg.value()))
+
+    for partition, key, value in wanted():
+        producer.produce(topic, value, key, partition=partition, on_delivery=delivered)
+    assert producer.flush(15) == 0, "messages left undelivered"
+    checkProduced(reports)
+
+    # group.id is required by the Python binding but never used: assign() + own offsets, no commits.
+    consumer = Consumer(
+        {"bootstrap.servers": broker.bootstrap, "group.id": "unused", "enable.auto.commit": False, "fetch.wait.max.ms": 100, **settings}
+    )
+    consumed = []
+    try:
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+        deadline = time.monotonic() + 15
+        while len(consumed) < COUNT and time.monotonic() < deadline:
+            for message in consumer.consume(100, 0.2):
+                assert message.error() is None, f"consumer error: {message.error()}"
+                consumed.append((message.partition(), message.offset(), message.key(), message.value()))
+    finally:
+        consumer.close()
+    checkConsumed(consumed)
+
+
+# librdkafka sends gzip and snappy as compressed wrappers; to a broker whose
+# Produce is v0 it sends lz4 and zstd uncompressed (and says nothing).
+RD_CODECS = {"none": NONE, "gzip": GZIP, "snappy": SNAPPY, "lz4": NONE, "zstd": NONE}
+
+
+@pytest.mark.parametrize("settings", [{}, RDKAFKA_08], ids=["defaults", "fallback-0.8.0"])
+def test_confluentKafka(broker, settings):
+    for codec, stored in RD_CODECS.items():
+        topic = f"rd-{codec}"
+        rdRoundTrip(broker, topic, settings, codec)
+        assert storedCodecs(broker, topic) == {stored}, codec
+    assert unservedRequests(broker) == []
+    if settings:
+        assert apiVersionsSeen(broker) == []
+    else:
+        # v3 first (error 35 + the list), then v0 (error 0) on each connection.
+        assert (3, 35) in apiVersionsSeen(broker) and (0, 0) in apiVersionsSeen(broker)
+
+
+# --- kcat (Debian) -------------------------------------------------------------
+
+
+def runKcat(broker, args, input=None, timeout=30):
+    if shutil.which("kcat") is None:
+        pytest.fail("kcat is not installed (apt-get install kcat)")
+    return subprocess.run(["kcat", "-b", broker.bootstrap, "-m", "5", *args], input=input, capture_output=True, timeout=timeout)
+
+
+def kcatOk(broker, args, input=None):
+    result = runKcat(broker, args, input)
+    assert result.returncode == 0, f"kcat {args} failed ({result.returncode}): {result.stderr.decode(errors='replace')}"
+    return result.stdout
+
+
+def kcatRoundTrip(broker, topic, flags, codec):
+    for partition in range(PARTITIONS):
+        lines = b"".join(key + b":" + value + b"\n" for p, key, value in wanted() if p == partition)
+        kcatOk(broker, [*flags, "-P", "-t", topic, "-p", str(partition), "-K", ":", "-z", codec], input=lines)
+    out = kcatOk(broker, [*flags, "-C", "-t", topic, "-o", "beginning", "-e", "-f", r"%p %o %k %s\n"])
+    consumed = []
+    for line in out.splitlines():
+        partition, offset, key, value = line.split(b" ", 3)
+        consumed.append((int(partition), int(offset), key, value))
+    checkConsumed(consumed)
+
+
+KCAT_CODECS = {"none": NONE, "gzip": GZIP, "snappy": SNAPPY}
+
+
+@pytest.mark.parametrize("flags", [[], KCAT_08], ids=["no-flags", "fallback-0.8.0"])
+def test_kcat(broker, flags):
+    for codec, stored in KCAT_CODECS.items():
+        topic = f"kcat-{codec}"
+        kcatRoundTrip(broker, topic, flags, codec)
+        assert storedCodecs(broker, topic) == {stored}, codec
+    assert unservedRequests(broker) == []
+    assert bool(apiVersionsSeen(broker)) == (not flags)
+
+
+def test_strict08StockKcatFailsFastFallbackWorks(brokerFactory):
+    """--strict-0.8 closes on ApiVersions like 0.8.0: stock kcat gives up, the fallback flags work."""
+    broker = brokerFactory("--num-partitions", str(PARTITIONS), "--storage", "memory", "--strict-0.8")
+    started = time.monotonic()
+    result = runKcat(broker, ["-L", "-m", "3"], timeout=20)
+    assert result.returncode != 0
+    assert time.monotonic() - started < 10
+    assert b"ApiVersion" in result.stderr
+    assert any("api key 18 (ApiVersions)" in line for line in unservedRequests(broker))
+    kcatRoundTrip(broker, "strict", KCAT_08, "none")
+
+
+# --- kafka-python 3 ------------------------------------------------------------
+
+
+def kafkaPythonProduce(broker, topic, codec=None, **settings):
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, compression_type=codec, request_timeout_ms=10000, **settings)
+    try:
+        futures = [producer.send(topic, key=key, value=value, partition=p) for p, key, value in wanted()]
+        producer.flush(15)
+        reports = []
+        for future, (_, key, value) in zip(futures, wanted()):
+            metadata = future.get(5)
+            reports.append((metadata.partition, metadata.offset, key, value))
+    finally:
+        producer.close(5)
+    checkProduced(reports)
+
+
+def kafkaPythonConsume(broker, topic, **settings):
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=broker.bootstrap, group_id=None, enable_auto_commit=False,
+        consumer_timeout_ms=5000, fetch_max_wait_ms=100, **settings,
+    )
+    consumed = []
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(partitions)
+        for tp in partitions:
+            consumer.seek(tp, 0)
+        for message in consumer:
+            consumed.append((message.partition, message.offset, message.key, message.value))
+            if len(consumed) == COUNT:
+                break
+    finally:
+        consumer.close()
+    checkConsumed(consumed)
+
+
+@pytest.mark.parametrize("codec, stored", [(None, NONE), ("gzip", GZIP)])
+def test_kafkaPythonApiVersion080(broker, codec, stored):
+    kafkaPythonProduce(broker, "kp", codec, api_version=(0, 8, 0))
+    kafkaPythonConsume(broker, "kp", api_version=(0, 8, 0))
+    assert storedCodecs(broker, "kp") == {stored}
+    assert unservedRequests(broker) == []
+    assert apiVersionsSeen(broker) == []
+
+
+def test_kafkaPythonDefaultsConsumer(broker):
+    """The stock consumer (no api_version) reads with Fetch/ListOffsets/Metadata v0."""
+    kafkaPythonProduce(broker, "kp", api_version=(0, 8, 0))
+    kafkaPythonConsume(broker, "kp")
+    assert unservedRequests(broker) == []
+    assert (0, 0) in apiVersionsSeen(broker)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=CorruptRecordError,
+    reason="stock kafka-python 3 takes any ApiVersions answer to mean Kafka >= 0.10 and sends "
+    "magic-1 messages (with timestamps) in Produce v0, which a 0.8 broker rejects with error 2",
+)
+def test_kafkaPythonDefaultsProducer(broker):
+    try:
+        kafkaPythonProduce(broker, "kp")
+    except CorruptRecordError:
+        assert "magic 1 is not 0" in brokerLog(broker)
+        raise
+    kafkaPythonConsume(broker, "kp")
+
+
+# --- kafkajs 2.2.4 (node) --------------------------------------------------------
+
+
+def kafkajs(*args, timeout=30):
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed")
+    if not (NODE_DIR / "node_modules" / "kafkajs").is_dir():
+        pytest.fail(f"kafkajs is not installed: run `npm ci` in {NODE_DIR}")
+    result = subprocess.run(
+        ["node", str(NODE_DIR / "kafkajs-client.js"), *args], capture_output=True, timeout=timeout, text=True
+    )
+    lines = result.stdout.strip().splitlines()
+    assert result.returncode == 0 and lines, f"kafkajs failed ({result.returncode}): {result.stdout}{result.stderr}"
+    return json.loads(lines[-1])
+
+
+# kafkajs's Produce v0 ignores the compression it is asked for and sends plain messages.
+@pytest.mark.parametrize("codec, stored", [("none", NONE), ("gzip", NONE)])
+def test_kafkajsProducerDefaults(broker, codec, stored):
+    result = kafkajs("produce", broker.bootstrap, "js", str(COUNT), str(PARTITIONS), codec)
+    assert result["ok"], result
+    checkProduced([(m["partition"], m["offset"], m["key"].encode(), m["value"].encode()) for m in result["sent"]])
+    assert storedCodecs(broker, "js") == {stored}
+    assert unservedRequests(broker) == []
+    assert (0, 0) in apiVersionsSeen(broker)
+    # Read back with another stock client (kafkajs has no consumer without a group).
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "unused", "enable.auto.commit": False})
+    consumed = []
+    try:
+        consumer.assign([TopicPartition("js", p, 0) for p in range(PARTITIONS)])
+        deadline = time.monotonic() + 15
+        while len(consumed) < COUNT and time.monotonic() < deadline:
+            for message in consumer.consume(100, 0.2):
+                assert message.error() is None
+                consumed.append((message.partition(), message.offset(), message.key(), message.value()))
+    finally:
+        consumer.close()
+    checkConsumed(consumed)
+
+
+def test_kafkajsConsumerFailsCleanlyAndFast(broker):
+    """kafkajs's consumer always joins a group; ApiVersions lists no FindCoordinator, so it stops at once."""
+    assert kafkajs("produce", broker.bootstrap, "js", "3", str(PARTITIONS))["ok"]
+    started = time.monotonic()
+    result = kafkajs("consume", broker.bootstrap, "js", timeout=20)
+    assert time.monotonic() - started < 10
+    assert result["ok"] is False
+    assert result["name"] == "KafkaJSGroupCoordinatorNotFound", result
+    assert result["ms"] < 5000
+
+
+# --- pykafka 2.8 -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("codec, stored", [("none", NONE), ("gzip", GZIP)])
+def test_pykafka(broker, codec, stored):
+    from pykafka import KafkaClient
+    from pykafka.common import CompressionType, OffsetType
+
+    client = KafkaClient(hosts=broker.bootstrap, broker_version="0.8.2", socket_timeout_ms=5000)
+    topic = client.topics["pk"]
+    producer = topic.get_producer(
+        partitioner=lambda partitions, key: partitions[int(key.split(b"-")[1]) % PARTITIONS],
+        compression={"none": CompressionType.NONE, "gzip": CompressionType.GZIP}[codec],
+        delivery_reports=True, required_acks=1, linger_ms=10, sync=False,
+    )
+    try:
+        for _, key, value in wanted():
+            producer.produce(value, partition_key=key)
+        reports = []
+        for _ in range(COUNT):
+            message, error = producer.get_delivery_report(block=True, timeout=10)
+            assert error is None, error
+            reports.append((message.partition_id, message.offset, message.partition_key, message.value))
+    finally:
+        producer.stop()
+    checkProduced(reports)
+
+    # No consumer group: offsets come from the consumer's own reset to EARLIEST.
+    consumer = topic.get_simple_consumer(
+        consumer_group=None, auto_offset_reset=OffsetType.EARLIEST, reset_offset_on_start=True,
+        auto_commit_enable=False, consumer_timeout_ms=1000, fetch_wait_max_ms=100,
+    )
+    try:
+        consumed = [(m.partition_id, m.offset, m.partition_key, m.value) for m in consumer]
+    finally:
+        consumer.stop()
+    checkConsumed(consumed)
+    assert storedCodecs(broker, "pk") == {stored}
+    assert unservedRequests(broker) == []
+    assert apiVersionsSeen(broker) == []

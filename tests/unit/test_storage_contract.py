@@ -1,0 +1,678 @@
+"""One contract suite over every storage backend (memory, LevelDB), first at
+the store level (IStore / IPartitionLog), then at the service level
+(ClusterService / PartitionService over each store).
+
+LevelDB answers from threads: its store gets a L{ThreadResults} as reactor and
+the tests wait for its Deferreds with C{backend.wait}, which works the same
+for the memory store (whose Deferreds have fired already).
+"""
+
+import threading
+
+import pytest
+from twisted.internet import task
+from twisted.plugin import IPlugin
+from zope.interface.verify import verifyObject
+
+from kafkaw.broker.interfaces import IClusterService, IPartitionService, TopicError
+from kafkaw.broker.services import ClusterService, OffsetOutOfRange
+from kafkaw.protocol.errors import ErrorCode, InvalidMessage, MessageTooLarge
+from kafkaw.protocol.messages import decodeMessageSet, encodeMessageSet
+from kafkaw.storage.interfaces import IPartitionLog, IStorageFactory, IStore, StorageError
+from kafkaw.storage.leveldb import LevelDBStore
+from kafkaw.storage.memory import MemoryStore
+from kafkaw.tap import storageBackends
+from tests.unit.helpers import Gate, ThreadResults
+
+BIG = 1 << 20
+
+
+class Backend:
+    """Opens stores of one kind and waits for their Deferreds; closes them after the test."""
+
+    def __init__(self, name, path):
+        self.name = name
+        self.path = str(path / "store")
+        self.persistent = name == "leveldb"
+        self.threads = ThreadResults()
+        self._open = []
+
+    def open(self, sync=False):
+        if self.name == "memory":
+            store = MemoryStore()
+        else:
+            store = LevelDBStore(self.path, sync, reactor=self.threads)
+        self._open.append(store)
+        return store
+
+    def close(self, store):
+        self._open.remove(store)
+        return self.wait(store.close())
+
+    def wait(self, d):
+        return self.threads.wait(d)
+
+    def closeAll(self):
+        while self._open:
+            store = self._open.pop()
+            try:
+                self.wait(store.close())
+            finally:
+                _stopThreads(store)
+
+
+def _stopThreads(store):
+    """Safety net: a failed test must not leave LevelDB threads that keep pytest from exiting."""
+    for pool in (getattr(store, "_writer", None), getattr(store, "_readers", None)):
+        if pool is not None and not pool.joined:
+            pool.stop()
+
+
+@pytest.fixture(params=["memory", "leveldb"])
+def backend(request, tmp_path):
+    b = Backend(request.param, tmp_path)
+    try:
+        yield b
+    finally:
+        b.closeAll()  # LevelDB's threads would keep the test run alive
+
+
+@pytest.fixture
+def store(backend):
+    return backend.open()
+
+
+def values(data):
+    """(offset, value) of every complete message in C{data}."""
+    return [(m.offset, m.value) for m in decodeMessageSet(data)]
+
+
+def appendValues(backend, log, vals, timestamp=1000):
+    """Append one message set of C{vals} at the log end; return its base offset."""
+    base = log.endOffset
+    backend.wait(log.append(encodeMessageSet([(None, v) for v in vals], base), len(vals), timestamp))
+    return base
+
+
+def createTopic(backend, store, name, partitions=1):
+    backend.wait(store.createTopic(name, partitions))
+
+
+# -- store level --------------------------------------------------------------
+
+
+def test_pluginDiscoveryFindsBothBackends():
+    backends = storageBackends()
+    assert {"leveldb", "memory"} <= set(backends)
+    for name, factory in backends.items():
+        assert factory.name == name
+
+
+def test_factoryProvidesTheInterfaces(backend, tmp_path):
+    factory = storageBackends()[backend.name]
+    assert verifyObject(IStorageFactory, factory)
+    assert verifyObject(IPlugin, factory)
+    assert factory.description
+    opened = factory.openStore(str(tmp_path / "data"), False)
+    try:
+        assert verifyObject(IStore, opened)
+        assert opened.topics() == {}
+    finally:
+        d = opened.close()
+        assert d.called  # nothing outstanding: closes at once, no reactor needed
+
+
+def test_storeAndLogsProvideTheInterfaces(backend, store):
+    assert verifyObject(IStore, store)
+    createTopic(backend, store, "t", 3)
+    for partition in range(3):
+        log = store.partitionLog("t", partition)
+        assert verifyObject(IPartitionLog, log)
+        assert (log.startOffset, log.endOffset) == (0, 0)
+
+
+def test_createTopicAndTopics(backend, store):
+    assert store.topics() == {}
+    createTopic(backend, store, "a", 1)
+    createTopic(backend, store, "b", 3)
+    assert store.topics() == {"a": 1, "b": 3}
+    logs = {id(store.partitionLog(t, p)) for t, p in [("a", 0), ("b", 0), ("b", 1), ("b", 2)]}
+    assert len(logs) == 4
+
+
+def test_duplicateTopicIsAStorageError(backend, store):
+    createTopic(backend, store, "a", 2)
+    appendValues(backend, store.partitionLog("a", 0), [b"kept"])
+    with pytest.raises(StorageError):
+        backend.wait(store.createTopic("a", 5))
+    assert store.topics() == {"a": 2}
+    log = store.partitionLog("a", 0)
+    assert values(backend.wait(log.read(0, BIG, log.endOffset))) == [(0, b"kept")]
+
+
+@pytest.fixture
+def threeSets(backend, store):
+    """t/0 holding offsets 0-2, 3-4 and 5, in three appends."""
+    createTopic(backend, store, "t")
+    log = store.partitionLog("t", 0)
+    appendValues(backend, log, [b"a0", b"a1", b"a2"])
+    appendValues(backend, log, [b"b3", b"b4"])
+    appendValues(backend, log, [b"c5"])
+    assert log.endOffset == 6
+    return log
+
+
+EXPECTED = [(0, b"a0"), (1, b"a1"), (2, b"a2"), (3, b"b3"), (4, b"b4"), (5, b"c5")]
+
+
+def test_readFromEveryOffset(backend, threeSets):
+    for offset in range(6):
+        data = backend.wait(threeSets.read(offset, BIG, 6))
+        assert values(data) == EXPECTED[offset:], offset
+    assert backend.wait(threeSets.read(6, BIG, 6)) == b""
+
+
+def test_readCutAtMaxBytesEndsWithAPartialMessage(backend, threeSets):
+    full = backend.wait(threeSets.read(0, BIG, 6))
+    entry = len(encodeMessageSet([(None, b"a0")]))
+    for cut in [1, 11, 12, entry, entry + 3, 3 * entry + 5, len(full) - 1, len(full)]:
+        data = backend.wait(threeSets.read(0, cut, 6))
+        assert data == full[:cut], cut
+        assert values(data) == EXPECTED[: cut // entry]
+    # a cut inside a later set, read from inside the first one
+    data = backend.wait(threeSets.read(1, 3 * entry + 1, 6))
+    assert values(data) == EXPECTED[1:4]
+    assert len(data) == 3 * entry + 1
+
+
+def test_readNothingForZeroOrNegativeMaxBytes(backend, threeSets):
+    for maxBytes in (0, -1):
+        assert backend.wait(threeSets.read(0, maxBytes, 6)) == b""
+        assert backend.wait(threeSets.read(6, maxBytes, 6)) == b""
+
+
+def test_readStopsBeforeEndOffset(backend, threeSets):
+    assert values(backend.wait(threeSets.read(0, BIG, 3))) == EXPECTED[:3]
+    assert values(backend.wait(threeSets.read(1, BIG, 5))) == EXPECTED[1:5]
+    assert backend.wait(threeSets.read(3, BIG, 3)) == b""
+    assert backend.wait(threeSets.read(0, BIG, 0)) == b""
+
+
+def test_endOffsetMovesOnlyWhenTheAppendIsStored(backend, store):
+    createTopic(backend, store, "t")
+    log = store.partitionLog("t", 0)
+    appendValues(backend, log, [b"x"])
+    seen = []
+    d = log.append(encodeMessageSet([(None, b"y"), (None, b"z")], 1), 2, 2000)
+    if not d.called:
+        assert log.endOffset == 1
+    d.addCallback(lambda _: seen.append(log.endOffset))
+    backend.wait(d)
+    assert seen == [3]
+    assert values(backend.wait(log.read(0, BIG, log.endOffset))) == [(0, b"x"), (1, b"y"), (2, b"z")]
+
+
+def test_logsAreIndependent(backend, store):
+    createTopic(backend, store, "a", 2)
+    createTopic(backend, store, "ab", 1)
+    appendValues(backend, store.partitionLog("a", 0), [b"a/0"])
+    appendValues(backend, store.partitionLog("a", 1), [b"a/1-0", b"a/1-1"])
+    appendValues(backend, store.partitionLog("ab", 0), [b"ab/0"])
+    for (topic, partition), expected in {
+        ("a", 0): [(0, b"a/0")],
+        ("a", 1): [(0, b"a/1-0"), (1, b"a/1-1")],
+        ("ab", 0): [(0, b"ab/0")],
+    }.items():
+        log = store.partitionLog(topic, partition)
+        assert log.endOffset == len(expected)
+        assert values(backend.wait(log.read(0, BIG, log.endOffset))) == expected
+        assert backend.wait(log.batchesBefore(10**12, 10)) == [0]
+
+
+def test_batchesBeforeNewestFirst(backend, store):
+    createTopic(backend, store, "t")
+    log = store.partitionLog("t", 0)
+    assert backend.wait(log.batchesBefore(10**12, 10)) == []
+    appendValues(backend, log, [b"0", b"1", b"2"], timestamp=1000)  # base 0
+    appendValues(backend, log, [b"3", b"4"], timestamp=2000)  # base 3
+    appendValues(backend, log, [b"5"], timestamp=2000)  # base 5
+    appendValues(backend, log, [b"6"], timestamp=3000)  # base 6
+
+    def before(timestamp, maxNumber=10):
+        return backend.wait(log.batchesBefore(timestamp, maxNumber))
+
+    assert before(10**12) == [6, 5, 3, 0]
+    assert before(3000) == [6, 5, 3, 0]
+    assert before(2999) == [5, 3, 0]
+    assert before(2000) == [5, 3, 0]
+    assert before(1999) == [0]
+    assert before(1000) == [0]
+    assert before(999) == []
+    assert before(0) == []
+    assert before(-3) == []  # no append is older than a negative time
+    assert before(3000, 2) == [6, 5]
+    assert before(2000, 1) == [5]
+    assert before(3000, 0) == []
+
+
+# -- LevelDB only -------------------------------------------------------------
+
+
+@pytest.fixture
+def leveldb(tmp_path):
+    b = Backend("leveldb", tmp_path)
+    try:
+        yield b
+    finally:
+        b.closeAll()
+
+
+def test_leveldbDataAndTopicsSurviveReopening(leveldb):
+    store = leveldb.open()
+    createTopic(leveldb, store, "t", 2)
+    createTopic(leveldb, store, "u", 1)
+    log = store.partitionLog("t", 1)
+    appendValues(leveldb, log, [b"one", b"two"], timestamp=1000)
+    appendValues(leveldb, log, [b"three"], timestamp=2000)
+    leveldb.close(store)
+
+    store = leveldb.open()
+    assert store.topics() == {"t": 2, "u": 1}
+    log = store.partitionLog("t", 1)
+    assert (log.startOffset, log.endOffset) == (0, 3)
+    assert store.partitionLog("t", 0).endOffset == 0
+    assert values(leveldb.wait(log.read(1, BIG, 3))) == [(1, b"two"), (2, b"three")]
+    assert leveldb.wait(log.batchesBefore(10**12, 10)) == [2, 0]
+    # appends continue where they stopped; a new topic gets its own id
+    appendValues(leveldb, log, [b"four"])
+    createTopic(leveldb, store, "v", 1)
+    appendValues(leveldb, store.partitionLog("v", 0), [b"v0"])
+    leveldb.close(store)
+
+    store = leveldb.open()
+    assert store.topics() == {"t": 2, "u": 1, "v": 1}
+    log = store.partitionLog("t", 1)
+    assert values(leveldb.wait(log.read(0, BIG, log.endOffset)))[-1] == (3, b"four")
+    v = store.partitionLog("v", 0)
+    assert values(leveldb.wait(v.read(0, BIG, v.endOffset))) == [(0, b"v0")]
+    assert store.partitionLog("u", 0).endOffset == 0
+
+
+def test_leveldbSecondOpenWhileOpenIsRefusedClearly(leveldb):
+    store = leveldb.open()
+    createTopic(leveldb, store, "t")
+    with pytest.raises(StorageError) as raised:
+        leveldb.open()
+    message = str(raised.value)
+    assert leveldb.path in message
+    assert "lock" in message.lower()
+    assert "another" in message  # says what is probably going on
+    assert "b'" not in message  # no bytes repr from plyvel
+    # the first store is unaffected and the directory opens once it is closed
+    appendValues(leveldb, store.partitionLog("t", 0), [b"x"])
+    leveldb.close(store)
+    assert leveldb.open().topics() == {"t": 1}
+
+
+def test_leveldbCloseWaitsForOutstandingWrites(leveldb):
+    store = leveldb.open()
+    createTopic(leveldb, store, "t")
+    log = store.partitionLog("t", 0)
+    release = threading.Event()
+    # Should close() join the blocked writer at once, this unblocks it, so the
+    # test fails instead of hanging.
+    unblock = threading.Timer(5.0, release.set)
+    unblock.start()
+    try:
+        blocked = store.write(release.wait)  # occupies the single writer thread
+        appended = log.append(encodeMessageSet([(None, b"late")]), 1, 1000)
+        closed = store.close()
+        leveldb.threads.settle()
+        assert not appended.called and not closed.called
+        assert log.endOffset == 0
+    finally:
+        release.set()
+        unblock.cancel()
+    assert store.close() is closed
+    leveldb.close(store)
+    assert blocked.called and appended.called
+    assert log.endOffset == 1
+    store = leveldb.open()
+    log = store.partitionLog("t", 0)
+    assert values(leveldb.wait(log.read(0, BIG, 1))) == [(0, b"late")]
+
+
+def test_leveldbRefusesWorkOnceClosing(leveldb):
+    store = leveldb.open()
+    createTopic(leveldb, store, "t")
+    log = store.partitionLog("t", 0)
+    leveldb.close(store)
+    with pytest.raises(StorageError):
+        leveldb.wait(log.append(encodeMessageSet([(None, b"x")]), 1, 1000))
+    with pytest.raises(StorageError):
+        leveldb.wait(log.read(0, BIG, 0))
+    assert log.endOffset == 0
+
+
+def test_leveldbEndOffsetWaitsForTheWriterThread(leveldb):
+    store = leveldb.open()
+    createTopic(leveldb, store, "t")
+    log = store.partitionLog("t", 0)
+    release = threading.Event()
+    try:
+        store.write(release.wait)
+        appended = log.append(encodeMessageSet([(None, b"x")]), 1, 1000)
+        leveldb.threads.settle()
+        assert not appended.called
+        assert log.endOffset == 0
+    finally:
+        release.set()
+    leveldb.wait(appended)
+    assert log.endOffset == 1
+
+
+def test_leveldbSyncStore(leveldb):
+    store = leveldb.open(sync=True)
+    createTopic(leveldb, store, "t")
+    log = store.partitionLog("t", 0)
+    appendValues(leveldb, log, [b"durable"])
+    assert values(leveldb.wait(log.read(0, BIG, 1))) == [(0, b"durable")]
+
+
+# -- service level ------------------------------------------------------------
+
+
+@pytest.fixture
+def clock():
+    c = task.Clock()
+    c.advance(1000)  # appends are made at 1,000,000 ms
+    return c
+
+
+def makeCluster(store, clock, **kwargs):
+    return ClusterService(store, clock, **kwargs)
+
+
+@pytest.fixture
+def cluster(backend, store, clock):
+    c = makeCluster(store, clock, brokerId=3, numPartitions=2)
+    backend.wait(c.createTopic("t", 2))
+    return c
+
+
+def messageSet(*vals):
+    """A produced message set: offsets are the broker's to assign."""
+    return encodeMessageSet([(None, v) for v in vals])
+
+
+def badCrc(data):
+    """C{data} with its last byte changed, so its (last) message's CRC fails."""
+    return data[:-1] + bytes([data[-1] ^ 0xFF])
+
+
+def readAll(backend, service):
+    return values(backend.wait(service.read(service.logStartOffset, BIG)))
+
+
+def test_servicesProvideTheInterfaces(cluster):
+    assert verifyObject(IClusterService, cluster)
+    assert cluster.brokerId == 3
+    for partition in range(2):
+        service = cluster.partition("t", partition)
+        assert verifyObject(IPartitionService, service)
+        assert (service.logStartOffset, service.logEndOffset) == (0, 0)
+    assert cluster.partition("t", 2) is None
+    assert cluster.partition("nope", 0) is None
+
+
+def test_appendsOneAtATime(backend, cluster):
+    service = cluster.partition("t", 0)
+    assert backend.wait(service.append(messageSet(b"a", b"b"))) == 0
+    assert backend.wait(service.append(messageSet(b"c"))) == 2
+    assert service.logEndOffset == 3
+    assert readAll(backend, service) == [(0, b"a"), (1, b"b"), (2, b"c")]
+    assert cluster.partition("t", 1).logEndOffset == 0
+
+
+def test_concurrentAppendsGetContiguousOffsetsInCallOrder(backend, cluster, store):
+    service = cluster.partition("t", 0)
+    gate = Gate(store.partitionLog("t", 0), "append")
+    first = service.append(messageSet(b"a", b"b"))
+    second = service.append(messageSet(b"c"))
+    third = service.append(messageSet(b"d", b"e", b"f"))
+    assert len(gate.calls) == 1  # the others wait for the first to be stored
+    gate.open()
+    assert [backend.wait(d) for d in (first, second, third)] == [0, 2, 3]
+    assert len(gate.calls) == 2  # the waiting two were stored together
+    assert service.logEndOffset == 6
+    assert readAll(backend, service) == list(enumerate([b"a", b"b", b"c", b"d", b"e", b"f"]))
+
+
+def test_rejectedSetStoresNothingWhileItsBatchMateIsStored(backend, cluster, store):
+    service = cluster.partition("t", 0)
+    gate = Gate(store.partitionLog("t", 0), "append")
+    first = service.append(messageSet(b"a"))
+    bad = service.append(badCrc(messageSet(b"b", b"c")))
+    good = service.append(messageSet(b"d"))
+    gate.open()
+    assert backend.wait(first) == 0
+    with pytest.raises(InvalidMessage):
+        backend.wait(bad)
+    assert backend.wait(good) == 1
+    assert service.logEndOffset == 2
+    assert readAll(backend, service) == [(0, b"a"), (1, b"d")]
+
+
+def test_rejectedSetsAlone(backend, cluster):
+    service = cluster.partition("t", 0)
+    with pytest.raises(InvalidMessage):
+        backend.wait(service.append(badCrc(messageSet(b"x"))))
+    with pytest.raises(InvalidMessage):
+        backend.wait(service.append(b""))
+    assert service.logEndOffset == 0
+    assert backend.wait(service.append(messageSet(b"y"))) == 0
+    assert readAll(backend, service) == [(0, b"y")]
+
+
+def test_tooLargeMessage(backend, store, clock):
+    cluster = makeCluster(store, clock, maxMessageBytes=100)
+    backend.wait(cluster.createTopic("t", 1))
+    service = cluster.partition("t", 0)
+    with pytest.raises(MessageTooLarge):
+        backend.wait(service.append(messageSet(b"x" * 100)))
+    assert backend.wait(service.append(messageSet(b"x" * 10))) == 0
+    assert service.logEndOffset == 1
+
+
+@pytest.mark.logs_errors
+def test_failedStoreLeavesNoHole(backend, cluster, store):
+    service = cluster.partition("t", 0)
+    gate = Gate(store.partitionLog("t", 0), "append")
+    lost = service.append(messageSet(b"lost", b"too"))
+    waiting = service.append(messageSet(b"kept"))
+    gate.failHeld(StorageError("disk on fire"))
+    with pytest.raises(StorageError):
+        backend.wait(lost)
+    gate.open()
+    assert backend.wait(waiting) == 0
+    assert readAll(backend, service) == [(0, b"kept")]
+
+
+def test_readOutOfRange(backend, cluster):
+    service = cluster.partition("t", 0)
+    backend.wait(service.append(messageSet(b"a", b"b")))
+    for offset in (-1, 3, 100):
+        with pytest.raises(OffsetOutOfRange):
+            backend.wait(service.read(offset, BIG))
+    assert backend.wait(service.read(2, BIG)) == b""
+    assert backend.wait(service.read(0, 0)) == b""
+    data = backend.wait(service.read(1, BIG))
+    assert values(data) == [(1, b"b")]
+    assert backend.wait(service.read(0, 20)) == backend.wait(service.read(0, BIG))[:20]
+
+
+def test_offsetsBefore(backend, cluster, clock):
+    service = cluster.partition("t", 0)
+
+    def offsets(time, maxNumber=10):
+        return backend.wait(service.offsetsBefore(time, maxNumber))
+
+    # Empty log -> [0], whatever the time
+    for time in (-1, -2, 0, 10**12):
+        assert offsets(time) == [0]
+    backend.wait(service.append(messageSet(b"0", b"1")))  # at 1,000,000 ms
+    clock.advance(1)
+    backend.wait(service.append(messageSet(b"2", b"3", b"4")))  # at 1,001,000 ms
+    clock.advance(1)
+    now = 1002000
+    assert offsets(-1) == [5]
+    assert offsets(-2) == [0]
+    assert offsets(-1, 0) == []
+    assert offsets(-2, 0) == []
+    assert offsets(999999) == []
+    assert offsets(-3) == []
+    assert offsets(1000000) == [0]
+    assert offsets(1000999) == [0]
+    assert offsets(1001000) == [2, 0]
+    assert offsets(now - 1) == [2, 0]
+    assert offsets(now) == [5, 2, 0]
+    assert offsets(now + 10**6) == [5, 2, 0]
+    assert offsets(now, 2) == [5, 2]
+    assert offsets(now, 1) == [5]
+    assert offsets(now, 0) == []
+    assert offsets(1001000, 1) == [2]
+
+
+def test_onAppendListenersFireAfterStoreAndCanBeRemoved(backend, cluster, store):
+    service = cluster.partition("t", 0)
+    seen = []
+    remove = service.onAppend(lambda: seen.append(service.logEndOffset))
+    other = []
+    service.onAppend(lambda: other.append(service.logEndOffset))
+    gate = Gate(store.partitionLog("t", 0), "append")
+    d = service.append(messageSet(b"a"))
+    assert seen == []  # not before it is stored
+    gate.open()
+    backend.wait(d)
+    assert seen == [1] and other == [1]
+    remove()
+    backend.wait(service.append(messageSet(b"b")))
+    assert seen == [1] and other == [1, 2]
+    # rejected sets move nothing and wake nobody
+    with pytest.raises(InvalidMessage):
+        backend.wait(service.append(badCrc(messageSet(b"c"))))
+    assert other == [1, 2]
+
+
+@pytest.mark.logs_errors
+def test_failingListenerDoesNotStallThePartition(backend, cluster, store, failOnLoggedErrors):
+    service = cluster.partition("t", 0)
+
+    def broken():
+        raise RuntimeError("listener bug")
+
+    service.onAppend(broken)
+    woken = []
+    service.onAppend(lambda: woken.append(service.logEndOffset))
+    gate = Gate(store.partitionLog("t", 0), "append")
+    first = service.append(messageSet(b"a"))
+    queued = service.append(messageSet(b"b"))
+    gate.open()
+    assert backend.wait(first) == 0
+    assert backend.wait(queued) == 1  # stored although a listener raised
+    assert woken == [1, 2]
+    assert any("listener bug" in str(e.get("log_failure")) for e in failOnLoggedErrors)
+
+
+@pytest.mark.parametrize("name", ["a", "A-b_c.9", "x" * 249, "..a", "a.."])
+def test_legalTopicNames(backend, store, clock, name):
+    cluster = makeCluster(store, clock)
+    backend.wait(cluster.createTopic(name, 1))
+    assert name in cluster.topics()
+    assert cluster.partition(name, 0) is not None
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "x" * 250, "a/b", "a b", "t\u00e9", "a\x00", None])
+def test_illegalTopicNames(backend, store, clock, name):
+    cluster = makeCluster(store, clock)
+    with pytest.raises(TopicError) as raised:
+        backend.wait(cluster.createTopic(name, 1))
+    assert raised.value.errorCode == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    if name is not None:
+        assert backend.wait(cluster.describeTopics([name])) == [(name, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, 0)]
+    assert cluster.topics() == {} and store.topics() == {}
+
+
+def test_createTopicRefusesBadCountsAndDuplicates(backend, cluster):
+    for count in (0, -1, 10001):
+        with pytest.raises(TopicError):
+            backend.wait(cluster.createTopic("new", count))
+    with pytest.raises(TopicError):
+        backend.wait(cluster.createTopic("t", 1))
+    assert cluster.topics() == {"t": 2}
+
+
+def test_describeTopicsAutoCreates(backend, store, clock):
+    cluster = makeCluster(store, clock, numPartitions=3)
+    assert backend.wait(cluster.describeTopics([])) == []
+    answer = backend.wait(cluster.describeTopics(["b", "a"]))
+    assert answer == [("b", 0, 3), ("a", 0, 3)]
+    assert store.topics() == {"a": 3, "b": 3}
+    assert cluster.partition("a", 2) is not None
+    backend.wait(cluster.createTopic("c", 1))
+    assert backend.wait(cluster.describeTopics([])) == [("a", 0, 3), ("b", 0, 3), ("c", 0, 1)]
+    assert backend.wait(cluster.describeTopics(["c", "c"])) == [("c", 0, 1), ("c", 0, 1)]
+
+
+def test_describeTopicsWithoutAutoCreate(backend, store, clock):
+    cluster = makeCluster(store, clock, autoCreateTopics=False)
+    backend.wait(cluster.createTopic("known", 2))
+    answer = backend.wait(cluster.describeTopics(["unknown", "known"]))
+    assert answer == [("unknown", ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, 0), ("known", 0, 2)]
+    assert store.topics() == {"known": 2}
+    assert cluster.partition("unknown", 0) is None
+
+
+def test_concurrentDescribesCreateATopicOnce(backend, store, clock):
+    cluster = makeCluster(store, clock, numPartitions=2)
+    gate = Gate(store, "createTopic")
+    first = cluster.describeTopics(["new"])
+    second = cluster.describeTopics(["other", "new"])
+    third = cluster.describeTopics(["new"])
+    gate.open()
+    assert backend.wait(first) == [("new", 0, 2)]
+    assert backend.wait(second) == [("other", 0, 2), ("new", 0, 2)]
+    assert backend.wait(third) == [("new", 0, 2)]
+    assert sorted(call[0] for call in gate.calls) == ["new", "other"]
+
+
+def test_topicIsListedOnlyOnceItCanBeUsed(backend, store, clock):
+    cluster = makeCluster(store, clock)
+    d = cluster.createTopic("t", 2)
+
+    def consistent():
+        listed = "t" in cluster.topics()
+        assert listed == (cluster.partition("t", 1) is not None)
+        described = backend.wait(cluster.describeTopics([]))
+        assert listed == (described == [("t", 0, 2)])
+        return listed
+
+    if not d.called:
+        assert not consistent()
+    backend.wait(d)
+    assert consistent()
+
+
+def test_clusterLoadsAnExistingStore(backend, store, clock):
+    cluster = makeCluster(store, clock)
+    backend.wait(cluster.createTopic("t", 2))
+    backend.wait(cluster.partition("t", 1).append(messageSet(b"a", b"b")))
+    if backend.persistent:
+        backend.close(store)
+        store = backend.open()
+    again = makeCluster(store, clock)
+    assert again.topics() == {"t": 2}
+    service = again.partition("t", 1)
+    assert service.logEndOffset == 2
+    assert backend.wait(service.append(messageSet(b"c"))) == 2
+    assert readAll(backend, service) == [(0, b"a"), (1, b"b"), (2, b"c")]
