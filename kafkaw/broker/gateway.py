@@ -296,6 +296,7 @@ class Gateway:
         self.parked = set()  # unanswered fetches, cancelled when the connection goes
         self._slots = collections.deque()  # [response chunks or None], in request order
         self._inFlight = 0
+        self._producing = set()  # Deferreds firing when an unanswered Produce is stored
         self._pauses = set()
         self._closed = False
 
@@ -332,8 +333,28 @@ class Gateway:
         self._inFlight += 1
         if self._inFlight >= self.broker.maxInFlightRequests:
             self.pause("in-flight")
-        d = defer.maybeDeferred(handle, header, request, self)
+        if header.apiKey == ApiKey.PRODUCE:
+            d = self._produce(handle, header, request)
+        elif self._producing:
+            # As in 0.8.0, which serves one request of a connection at a time,
+            # a read sees every Produce sent before it on the same connection.
+            d = defer.DeferredList(list(self._producing))
+            d.addCallback(lambda _: None if self._closed else handle(header, request, self))
+        else:
+            d = defer.maybeDeferred(handle, header, request, self)
         d.addCallbacks(self._answered, self._failed, (slot,))
+
+    def _produce(self, handle, header, request):
+        """Run a Produce, tracked until its appends are stored (or failed)."""
+        stored = defer.Deferred()
+        self._producing.add(stored)
+
+        def done(result):
+            self._producing.discard(stored)
+            stored.callback(None)
+            return result
+
+        return defer.maybeDeferred(handle, header, request, self).addBoth(done)
 
     def _answered(self, chunks, slot):
         self._inFlight -= 1

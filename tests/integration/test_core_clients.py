@@ -343,12 +343,6 @@ def test_raw_pipelined_responses_come_back_in_request_order(broker):
     assert 0.4 < waited < 3.0, f"the parked Fetch was answered after {waited:.2f}s"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEVIATION from 0.8.0: requests of one connection run concurrently, so a Fetch or "
-    "ListOffsets pipelined right after a Produce does not see that Produce (0.8.0 serves one "
-    "request per connection at a time)",
-)
 @pytest.mark.parametrize("acks", [0, 1])
 def test_raw_pipelined_reads_see_earlier_produce_on_same_connection(broker, acks):
     with RawClient(broker) as raw:

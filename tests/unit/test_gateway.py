@@ -283,6 +283,42 @@ def test_acksZeroProduceIsSilentAndTakesNoSlot(harness, client):
     assert fetched(responses[0], "t", 1) == (0, 1, [(0, b"wake")])
 
 
+@pytest.mark.parametrize("acks", [0, 1])
+def test_readsWaitForEarlierProducesOfTheSameConnection(harness, client, acks):
+    gate = Gate(harness.store.partitionLog("t", 0), "append")
+    client.send(
+        produceRequest(1, {"t": {0: messageSet(b"first")}}, acks=acks),
+        listOffsetsRequest(2, {"t": {0: (-1, 1)}}),
+        fetchRequest(3, {"t": {0: (0, BIG)}}),
+        metadataRequest(4, ["t"]),
+    )
+    assert client.responses() == []  # even Metadata waits: answers stay in order
+    gate.open()
+    responses = client.responses()
+    assert [correlationId(r) for r in responses] == [1, 2, 3, 4][1 - acks :]
+    assert parseListOffsetsResponse(responses[-3])[1] == {"t": {0: (0, [1])}}
+    assert fetched(responses[-2]) == (0, 1, [(0, b"first")])
+
+
+def test_readsOfOtherConnectionsDoNotWaitForAProduce(harness, client):
+    gate = Gate(harness.store.partitionLog("t", 0), "append")
+    client.send(produceRequest(1, {"t": {0: messageSet(b"held")}}))
+    other = harness.connect()
+    assert parseListOffsetsResponse(other.request(listOffsetsRequest(2, {"t": {0: (-1, 1)}})))[1] == {"t": {0: (0, [0])}}
+    gate.open()
+    assert parseProduceResponse(client.responses()[0])[1] == {"t": {0: (0, 0)}}
+
+
+def test_aReadWaitingForAProduceIsDroppedWithTheConnection(harness, client):
+    gate = Gate(harness.store.partitionLog("t", 0), "append")
+    client.send(produceRequest(1, {"t": {0: messageSet(b"held")}}), fetchRequest(2, {"t": {0: (0, BIG)}}, maxWait=5000, minBytes=1))
+    client.lose()
+    gate.open()
+    assert client.responses() == [] and not client.protocol.gateway.parked
+    assert harness.clock.getDelayedCalls() == []
+    assert harness.stored("t", 0) == [(0, b"held")]
+
+
 # -- Fetch long-poll --------------------------------------------------------
 
 
