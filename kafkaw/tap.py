@@ -3,6 +3,7 @@
 import os
 
 from twisted.application import service, strports
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.plugin import getPlugins
 from twisted.python import usage
@@ -63,6 +64,7 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["websocket"] = []
+        self["websocket-allowed-origin"] = []
 
     def opt_listen(self, description):
         """Kafka (TCP) endpoint, as a strports string; repeatable [default: tcp:9092:interface=127.0.0.1]."""
@@ -71,6 +73,10 @@ class Options(usage.Options):
     def opt_websocket(self, description):
         """Kafka-over-WebSocket endpoint (path /, kafka-websocket-shim framing), as a strports string; `ssl:` gives wss://; repeatable [default: tcp:9093:interface=127.0.0.1]."""
         self["websocket"].append(description)
+
+    def opt_websocket_allowed_origin(self, pattern):
+        """Browser Origin allowed on the WebSocket endpoints (e.g. https://app.example.com, https://*.example.com, *); repeatable [default: none: handshakes with an Origin header, i.e. from browsers, are refused]."""
+        self["websocket-allowed-origin"].append(pattern)
 
     def postOptions(self):
         if not self["listen"]:
@@ -94,6 +100,18 @@ class BrokerService(service.MultiService):
     def __init__(self, store):
         super().__init__()
         self.store = store
+
+    def privilegedStartService(self):
+        # Listening happens here (before the reactor runs); if an endpoint
+        # cannot listen, close the store so its threads let the process exit.
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            self.store.close()
+            raise SystemExit(f"kafkaw: {e}")
+        except BaseException:
+            self.store.close()
+            raise
 
     def stopService(self):
         d = super().stopService()
@@ -130,8 +148,18 @@ def makeService(options, reactor=None):
     top = BrokerService(store)
     kafka = KafkaFactory(broker, options["max-request-bytes"])
     for description in options["listen"]:
-        strports.service(description, kafka, reactor=reactor).setServiceParent(top)
-    websocket = KafkaWebSocketFactory(broker, options["max-request-bytes"], reactor=reactor)
+        _listen(description, kafka, reactor).setServiceParent(top)
+    websocket = KafkaWebSocketFactory(
+        broker, options["max-request-bytes"], reactor=reactor, allowedOrigins=options["websocket-allowed-origin"]
+    )
     for description in options["websocket"]:
-        strports.service(description, websocket, reactor=reactor).setServiceParent(top)
+        _listen(description, websocket, reactor).setServiceParent(top)
     return top
+
+
+def _listen(description, factory, reactor):
+    """A listener that makes start-up fail (twistd exits) when it cannot listen,
+    rather than leaving a broker running without one of its endpoints."""
+    listener = strports.service(description, factory, reactor=reactor)
+    listener._raiseSynchronously = True
+    return listener

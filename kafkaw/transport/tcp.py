@@ -39,6 +39,8 @@ class KafkaProtocol(protocol.Protocol):
         self.peer = str(self.transport.getPeer())
         self.gateway = Gateway(self._broker, self)
         self.transport.registerProducer(self, True)
+        if hasattr(self.transport, "setTcpNoDelay"):  # TCP and TLS; not UNIX sockets
+            self.transport.setTcpNoDelay(True)  # a small response must not wait for a delayed ACK
         self.log.info("connection from {peer}", peer=self.peer)
 
     def dataReceived(self, data):

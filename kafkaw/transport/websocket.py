@@ -8,11 +8,13 @@ message, size prefix included. Request handling is the shared L{Gateway}.
 
 No subprotocol is needed (one offered as C{binary} is accepted, since the
 bytes are treated as a stream anyway); the path must be C{/}. Handshakes that
-carry an C{Origin} header are refused: only browsers send one, and without
-this any web page open on the broker's machine could read and write topics
-through C{ws://127.0.0.1:9093/} (the TCP endpoint is out of a browser's reach).
+carry an C{Origin} header (only browsers send one) are refused unless the
+origin is allowed (C{--websocket-allowed-origin}): otherwise any web page open
+on the broker's machine could read and write topics through
+C{ws://127.0.0.1:9093/} (the TCP endpoint is out of a browser's reach).
 """
 
+import fnmatch
 import struct
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -58,7 +60,7 @@ class KafkaWebSocketProtocol(WebSocketServerProtocol):
         if request.path != "/":
             log.info("WebSocket request from {peer} for path {path!r} refused (only / is served)", peer=self.peer, path=request.path)
             raise ConnectionDeny(ConnectionDeny.NOT_FOUND, "kafkaw serves Kafka on path /")
-        if request.origin:  # "" when the header is absent
+        if request.origin and not self.factory.originAllowed(request.origin):  # origin is "" when absent
             log.warn("WebSocket request from {peer} with Origin {origin!r} refused (browsers are not served)", peer=self.peer, origin=request.origin)
             raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "kafkaw does not serve browsers (Origin header present)")
         if "binary" in request.protocols:
@@ -66,6 +68,8 @@ class KafkaWebSocketProtocol(WebSocketServerProtocol):
         return None
 
     def onOpen(self):
+        if hasattr(self.transport, "setTcpNoDelay"):  # TCP and TLS; not UNIX sockets
+            self.transport.setTcpNoDelay(True)  # a small response must not wait for a delayed ACK
         self.gateway = Gateway(self._broker, self)
         self.transport.registerProducer(self, True)
         log.info("WebSocket connection from {peer}", peer=self.peer)
@@ -151,7 +155,7 @@ class KafkaWebSocketProtocol(WebSocketServerProtocol):
 class KafkaWebSocketFactory(WebSocketServerFactory):
     """Serves one L{kafkaw.broker.gateway.Broker} to WebSocket clients."""
 
-    def __init__(self, broker, maxRequestBytes, reactor=None):
+    def __init__(self, broker, maxRequestBytes, reactor=None, allowedOrigins=()):
         super().__init__(reactor=reactor)
         self.broker = broker
         self.maxRequestBytes = maxRequestBytes
@@ -162,6 +166,12 @@ class KafkaWebSocketFactory(WebSocketServerFactory):
         # also covers what maxFramePayloadSize would.
         self.maxMessageBytes = maxRequestBytes + 4
         self.setProtocolOptions(failByDrop=False)  # close frames carry the code; not just a TCP drop
+        self.browserOrigins = list(allowedOrigins)
+
+    def originAllowed(self, origin):
+        """Whether a browser's C{Origin} (C{scheme://host[:port]}, as sent)
+        matches one of the allowed patterns (C{*} matches anything)."""
+        return any(fnmatch.fnmatchcase(origin, pattern) for pattern in self.browserOrigins)
 
     def buildProtocol(self, addr):
         protocol = KafkaWebSocketProtocol(self.broker, self.maxRequestBytes)

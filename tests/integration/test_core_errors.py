@@ -2,7 +2,9 @@
 (and confluent-kafka where a client can provoke them)."""
 
 import re
+import socket
 import struct
+import subprocess
 import zlib
 
 import pytest
@@ -234,3 +236,21 @@ def test_request_at_max_request_bytes_is_served(brokerFactory):
         assert len(header + body) == 4096
         raw.sendRaw(_frame(header + body))
         assert decodeProduceResponse(raw.receive(1000)) == {"edge": {0: (0, 0)}}
+
+
+@pytest.mark.parametrize("busy", ["--listen", "--websocket"])
+def test_start_fails_when_an_endpoint_cannot_listen(brokerFactory, busy):
+    """A broker missing one of its endpoints must not look healthy: it exits at once."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        broker = brokerFactory(busy, f"tcp:{port}:interface=127.0.0.1", start=False)
+        broker.start(wait=False)
+        try:
+            code = broker.process.wait(20)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the broker kept running without its {busy} endpoint")
+    assert code == 1
+    log = broker.logText()
+    assert f"kafkaw: Couldn't listen on 127.0.0.1:{port}" in log and "Traceback" not in log

@@ -121,10 +121,10 @@ def connectPair(clientProtocol, serverProtocol, clock, serverTransportClass=iosi
 class WebSocketPair:
     """A memory-store broker served over WebSocket to a real Autobahn client."""
 
-    def __init__(self, maxRequestBytes=1 << 20, url="ws://10.0.0.5:9093/", broker=None, serverTransportClass=iosim.FakeTransport, origin=None):
+    def __init__(self, maxRequestBytes=1 << 20, url="ws://10.0.0.5:9093/", broker=None, serverTransportClass=iosim.FakeTransport, origin=None, allowedOrigins=()):
         self.clock = MemoryReactorClock()
         self.broker = broker or makeBroker(self.clock)
-        self.serverFactory = KafkaWebSocketFactory(self.broker, maxRequestBytes, reactor=self.clock)
+        self.serverFactory = KafkaWebSocketFactory(self.broker, maxRequestBytes, reactor=self.clock, allowedOrigins=allowedOrigins)
         self.server = self.serverFactory.buildProtocol(CLIENT)
         clientFactory = WebSocketClientFactory(url, reactor=self.clock, origin=origin)
         clientFactory.protocol = RecordingClient
@@ -342,6 +342,18 @@ def test_browsersAreRefused(logged):
     assert not pair.client.opened
     assert any("Origin 'http://evil.example' refused" in line for line in logged)
     assert WebSocketPair().client.opened  # the same without an Origin
+
+
+@pytest.mark.parametrize(
+    "origin, opened",
+    [("https://app.example.com", True), ("https://a.apps.example.com", True), ("http://app.example.com", False), ("https://evil.example", False)],
+)
+def test_allowedBrowserOrigins(origin, opened):
+    """--websocket-allowed-origin lets the named browser origins in, and only them."""
+    pair = WebSocketPair(origin=origin, allowedOrigins=["https://app.example.com", "https://*.apps.example.com"])
+    assert pair.client.opened is opened
+    if opened:
+        assert len(pair.exchange(metadataRequest(5, []))) == 1
 
 
 def test_otherClientsKeepBeingServedAfterAClose():
