@@ -10,6 +10,7 @@ from twisted.python import usage
 
 from kafkaw.broker.gateway import Broker
 from kafkaw.broker.services import ClusterService
+from kafkaw.config import ConfigFileOptions
 from kafkaw.storage.interfaces import IStorageFactory, StorageError
 from kafkaw.transport.tcp import KafkaFactory
 from kafkaw.transport.websocket import KafkaWebSocketFactory
@@ -36,7 +37,8 @@ def _positive(name):
     return convert
 
 
-class Options(usage.Options):
+class Options(ConfigFileOptions):
+    commandName = "kafkaw"
     synopsis = "[options]"
     longdesc = (
         "A Kafka 0.8 broker: Produce, Fetch, ListOffsets and Metadata (v0) "
@@ -58,6 +60,10 @@ class Options(usage.Options):
         ["advertised-host", None, None, "host put in Metadata (default: the address the client connected to)"],
         ["advertised-port", None, None, "port put in Metadata (default: the port the client connected to)", int],
         ["broker-id", None, 0, "this broker's node id in Metadata", int],
+        ["max-connections", None, 1000, "client connections open at once, over all endpoints; more are closed at once", _positive("max-connections")],
+        ["idle-timeout-ms", None, 600000, "close a connection with no request for this long (as Kafka's connections.max.idle.ms)", _positive("idle-timeout-ms")],
+        ["slow-reader-timeout-ms", None, 60000, "drop a connection that has not read its responses for this long", _positive("slow-reader-timeout-ms")],
+        ["max-in-flight-requests", None, 16, "requests of one connection handled at once; it is not read further meanwhile", _positive("max-in-flight-requests")],
     ]
 
     def __init__(self):
@@ -144,6 +150,10 @@ def makeService(options, reactor=None):
         advertisedPort=options["advertised-port"],
         maxFetchWaitMs=options["max-fetch-wait-ms"],
         strict08=options["strict-0.8"],
+        maxConnections=options["max-connections"],
+        idleTimeoutMs=options["idle-timeout-ms"],
+        slowReaderTimeoutMs=options["slow-reader-timeout-ms"],
+        maxInFlightRequests=options["max-in-flight-requests"],
     )
     top = BrokerService(store)
     kafka = KafkaFactory(broker, options["max-request-bytes"])

@@ -17,6 +17,11 @@ from kafkaw.protocol import api, apiversions
 from kafkaw.protocol.api import ApiKey
 from kafkaw.protocol.errors import CodecError, ErrorCode, MessageSetError
 
+log = Logger()
+
+# The pause reason a transport gives when its client does not read responses.
+SLOW_READER = "slow reader"
+
 
 class IKafkaConnection(Interface):
     """What a transport offers the gateway for one client connection."""
@@ -38,6 +43,9 @@ class IKafkaConnection(Interface):
     def close():
         """Close the connection (after pending output is written)."""
 
+    def abort():
+        """Close the connection at once, dropping pending output."""
+
 
 class Broker:
     """What all connections share: the services, the limits and the handlers."""
@@ -51,6 +59,9 @@ class Broker:
         maxFetchWaitMs=30000,
         maxInFlightRequests=100,
         strict08=False,
+        maxConnections=1000,
+        idleTimeoutMs=600000,
+        slowReaderTimeoutMs=60000,
     ):
         self.cluster = cluster
         self.clock = clock
@@ -58,6 +69,10 @@ class Broker:
         self.advertisedPort = advertisedPort
         self.maxFetchWaitMs = maxFetchWaitMs
         self.maxInFlightRequests = maxInFlightRequests
+        self.maxConnections = maxConnections
+        self.idleTimeout = idleTimeoutMs / 1000.0
+        self.slowReaderTimeout = slowReaderTimeoutMs / 1000.0
+        self.connections = 0  # open gateways, over all transports
         self.handlers = {
             (ApiKey.PRODUCE, 0): (api.decodeProduce, self.produce),
             (ApiKey.FETCH, 0): (api.decodeFetch, self.fetch),
@@ -71,6 +86,17 @@ class Broker:
         if not strict08:
             self.handlers[(apiversions.API_VERSIONS, 0)] = (apiversions.decodeRequest, self.apiVersions)
             self.anyVersionHandlers[apiversions.API_VERSIONS] = (apiversions.decodeRequest, self.apiVersions)
+
+    def openGateway(self, connection):
+        """A L{Gateway} for a new connection, or None (logged) when
+        C{maxConnections} are open already: the transport then closes it."""
+        if self.connections >= self.maxConnections:
+            log.warn(
+                "refusing connection from {peer}: {count} connections open (--max-connections)",
+                peer=connection.peer, count=self.connections,
+            )
+            return None
+        return Gateway(self, connection)
 
     def apiVersions(self, header, request, gateway):
         """List what C{handlers} serves; error 35 unless the request's version is served."""
@@ -298,12 +324,42 @@ class Gateway:
         self._inFlight = 0
         self._producing = set()  # Deferreds firing when an unanswered Produce is stored
         self._pauses = set()
+        self._backlog = collections.deque()  # requests read but not handled while paused
+        self._draining = False
         self._closed = False
+        clock = broker.clock
+        broker.connections += 1
+        self._counted = True  # in broker.connections, until connectionLost
+        self._lastActive = clock.seconds()
+        self._idleTimer = clock.callLater(broker.idleTimeout, self._checkIdle)
+        self._slowReaderTimer = None
 
     def requestReceived(self, frame):
-        """Handle one complete request (the frame without its size prefix)."""
+        """Handle one complete request (the frame without its size prefix).
+
+        While reading is paused, requests the transport had already read wait
+        in a backlog (at most one read's worth), so a pause bounds the work
+        taken on, not just the bytes read.
+        """
         if self._closed:
             return
+        self._lastActive = self.broker.clock.seconds()
+        if self._pauses or self._backlog:
+            self._backlog.append(frame)
+        else:
+            self._handle(frame)
+
+    def _drainBacklog(self):
+        if self._draining:
+            return  # a request answered at once resumes reading: the loop below goes on
+        self._draining = True
+        try:
+            while self._backlog and not self._pauses and not self._closed:
+                self._handle(self._backlog.popleft())
+        finally:
+            self._draining = False
+
+    def _handle(self, frame):
         try:
             header, reader = api.decodeHeader(frame)
         except CodecError as e:
@@ -365,6 +421,7 @@ class Gateway:
         slot[0] = chunks
         while self._slots and self._slots[0][0] is not None:
             self.connection.sendResponse(self._slots.popleft()[0])
+            self._lastActive = self.broker.clock.seconds()
 
     def _failed(self, reason):
         self._inFlight -= 1
@@ -381,22 +438,65 @@ class Gateway:
             self._cancelParked()
             self.connection.close()
 
+    def _checkIdle(self):
+        """Close a connection that sent no request and got no response for
+        C{idleTimeout} (Kafka's connections.max.idle.ms); one owed an answer
+        (a parked Fetch, a slow store) is not idle."""
+        idle = self.broker.clock.seconds() - self._lastActive
+        if idle >= self.broker.idleTimeout and not self._slots and not self._inFlight:
+            self.log.info("closing idle connection from {peer} ({idle:.0f} s without a request)", peer=self.connection.peer, idle=idle)
+            self._idleTimer = None
+            self._close()
+        else:
+            self._idleTimer = self.broker.clock.callLater(max(self.broker.idleTimeout - idle, 1.0), self._checkIdle)
+
+    def _dropSlowReader(self):
+        self._slowReaderTimer = None
+        self.log.warn(
+            "dropping connection from {peer}: it has not read its responses for {timeout:.0f} s (--slow-reader-timeout-ms)",
+            peer=self.connection.peer, timeout=self.broker.slowReaderTimeout,
+        )
+        self._closed = True
+        self._cancelParked()
+        self.connection.abort()  # what it has not read would never drain
+
     def pause(self, reason):
-        """Stop reading requests while C{reason} holds (slow reader, too many in flight)."""
+        """Stop reading requests while C{reason} holds (slow reader, too many in flight).
+
+        A client that keeps not reading its responses for C{slowReaderTimeout}
+        is dropped, so it cannot hold memory and a connection slot forever.
+        """
         if not self._pauses:
             self.connection.pauseReading()
         self._pauses.add(reason)
+        if reason == SLOW_READER and self._slowReaderTimer is None and not self._closed:
+            self._slowReaderTimer = self.broker.clock.callLater(self.broker.slowReaderTimeout, self._dropSlowReader)
 
     def resume(self, reason):
+        if reason == SLOW_READER and self._slowReaderTimer is not None:
+            self._slowReaderTimer.cancel()
+            self._slowReaderTimer = None
         if reason in self._pauses:
             self._pauses.discard(reason)
             if not self._pauses and not self._closed:
-                self.connection.resumeReading()
+                self._drainBacklog()
+                if not self._pauses:
+                    self.connection.resumeReading()
 
     def connectionLost(self):
+        """The connection is gone (may be called more than once)."""
         self._closed = True
         self._cancelParked()
         self._slots.clear()
+        self._backlog.clear()
+        for timer in (self._idleTimer, self._slowReaderTimer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._idleTimer = self._slowReaderTimer = None
+        if not self._counted:
+            return
+        self._counted = False
+        self.broker.connections -= 1
 
     def _cancelParked(self):
         for fetch in list(self.parked):

@@ -7,7 +7,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from kafkaw.broker.gateway import Gateway, IKafkaConnection
+from kafkaw.broker.gateway import SLOW_READER, IKafkaConnection
 from kafkaw.protocol.framing import Framer, FrameTooLarge
 
 _SIZE = struct.Struct(">i")
@@ -37,13 +37,18 @@ class KafkaProtocol(protocol.Protocol):
 
     def connectionMade(self):
         self.peer = str(self.transport.getPeer())
-        self.gateway = Gateway(self._broker, self)
+        self.gateway = self._broker.openGateway(self)
+        if self.gateway is None:
+            self.transport.loseConnection()
+            return
         self.transport.registerProducer(self, True)
         if hasattr(self.transport, "setTcpNoDelay"):  # TCP and TLS; not UNIX sockets
             self.transport.setTcpNoDelay(True)  # a small response must not wait for a delayed ACK
         self.log.info("connection from {peer}", peer=self.peer)
 
     def dataReceived(self, data):
+        if self.gateway is None:
+            return  # refused (--max-connections); closing
         try:
             frames = self._framer.feed(data)
         except FrameTooLarge as e:
@@ -56,7 +61,7 @@ class KafkaProtocol(protocol.Protocol):
     def connectionLost(self, reason):
         if self.gateway is not None:
             self.gateway.connectionLost()
-        self.log.info("connection from {peer} closed", peer=self.peer)
+            self.log.info("connection from {peer} closed", peer=self.peer)
 
     # IKafkaConnection
     def localAddress(self):
@@ -75,12 +80,15 @@ class KafkaProtocol(protocol.Protocol):
     def close(self):
         self.transport.loseConnection()
 
+    def abort(self):
+        self.transport.abortConnection()
+
     # IPushProducer: called by the transport about its write buffer
     def pauseProducing(self):
-        self.gateway.pause("slow reader")
+        self.gateway.pause(SLOW_READER)
 
     def resumeProducing(self):
-        self.gateway.resume("slow reader")
+        self.gateway.resume(SLOW_READER)
 
     def stopProducing(self):
         pass

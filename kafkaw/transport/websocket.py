@@ -23,7 +23,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from kafkaw.broker.gateway import Gateway, IKafkaConnection
+from kafkaw.broker.gateway import SLOW_READER, IKafkaConnection
 from kafkaw.protocol.framing import Framer, FrameTooLarge
 from kafkaw.transport.tcp import hostAndPort
 
@@ -33,6 +33,7 @@ _SIZE = struct.Struct(">i")
 CLOSE_UNSUPPORTED_DATA = 1003  # a text message
 CLOSE_POLICY_VIOLATION = 1008  # the gateway rejected a request (unsupported API, malformed…)
 CLOSE_MESSAGE_TOO_BIG = 1009  # a message or a request frame above --max-request-bytes
+CLOSE_TRY_AGAIN_LATER = 1013  # --max-connections are open
 
 log = Logger()
 
@@ -70,7 +71,10 @@ class KafkaWebSocketProtocol(WebSocketServerProtocol):
     def onOpen(self):
         if hasattr(self.transport, "setTcpNoDelay"):  # TCP and TLS; not UNIX sockets
             self.transport.setTcpNoDelay(True)  # a small response must not wait for a delayed ACK
-        self.gateway = Gateway(self._broker, self)
+        self.gateway = self._broker.openGateway(self)
+        if self.gateway is None:
+            self._closeWith(CLOSE_TRY_AGAIN_LATER, "too many connections; try again later")
+            return
         self.transport.registerProducer(self, True)
         log.info("WebSocket connection from {peer}", peer=self.peer)
 
@@ -140,13 +144,17 @@ class KafkaWebSocketProtocol(WebSocketServerProtocol):
         if not self._kafkaClosing:
             self._closeWith(CLOSE_POLICY_VIOLATION, "request rejected; see the broker log")
 
+    def abort(self):
+        self._kafkaClosing = True
+        self.dropConnection(abort=True)
+
     # --- IPushProducer: called by the transport about its write buffer -----
 
     def pauseProducing(self):
-        self.gateway.pause("slow reader")
+        self.gateway.pause(SLOW_READER)
 
     def resumeProducing(self):
-        self.gateway.resume("slow reader")
+        self.gateway.resume(SLOW_READER)
 
     def stopProducing(self):
         pass

@@ -3,6 +3,7 @@
 import struct
 
 import pytest
+from twisted.internet import task
 from twisted.logger import capturedLogs, formatEvent
 from zope.interface import implementer
 
@@ -37,10 +38,13 @@ class FakeConnection:
     def close(self):
         self.closed = True
 
+    def abort(self):
+        self.closed = True
+
 
 def connect(strict08=False):
     """A gateway on a broker with no cluster: ApiVersions and refusals need none."""
-    broker = Broker(cluster=None, clock=None, strict08=strict08)
+    broker = Broker(cluster=None, clock=task.Clock(), strict08=strict08)
     connection = FakeConnection()
     return broker, Gateway(broker, connection), connection
 

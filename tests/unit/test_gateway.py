@@ -8,8 +8,9 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
+from zope.interface.verify import verifyObject
 
-from kafkaw.broker.gateway import Broker
+from kafkaw.broker.gateway import Broker, IKafkaConnection
 from kafkaw.broker.services import ClusterService
 from kafkaw.protocol.messages import decodeMessageSet, encodeMessageSet
 from kafkaw.storage.memory import MemoryStore
@@ -108,6 +109,11 @@ def client(harness):
 def logged():
     with capturedLogs() as events:
         yield events
+
+
+def fetchTimers(harness):
+    """Pending timers other than the connections' idle checks."""
+    return [call for call in harness.clock.getDelayedCalls() if call.func.__name__ != "_checkIdle"]
 
 
 def warnings(events):
@@ -315,7 +321,7 @@ def test_aReadWaitingForAProduceIsDroppedWithTheConnection(harness, client):
     client.lose()
     gate.open()
     assert client.responses() == [] and not client.protocol.gateway.parked
-    assert harness.clock.getDelayedCalls() == []
+    assert fetchTimers(harness) == []
     assert harness.stored("t", 0) == [(0, b"held")]
 
 
@@ -328,19 +334,19 @@ def test_fetchWithoutMaxWaitAnswersAtOnce(harness, client):
         assert fetched(response) == (0, 0, [])
     response = client.request(fetchRequest(2, {"t": {0: (0, BIG)}}, maxWait=5000, minBytes=0))
     assert fetched(response) == (0, 0, [])
-    assert harness.clock.getDelayedCalls() == []
+    assert fetchTimers(harness) == []
 
 
 def test_parkedFetchAnsweredRightAfterAnAppend(harness, client):
     client.send(fetchRequest(1, {"t": {0: (0, BIG)}}, maxWait=5000, minBytes=1))
     assert client.responses() == []
-    assert len(harness.clock.getDelayedCalls()) == 1
+    assert len(fetchTimers(harness)) == 1
     harness.connect().request(produceRequest(2, {"t": {1: messageSet(b"elsewhere")}}))
     assert client.responses() == []  # another partition: still waiting
     harness.connect().request(produceRequest(3, {"t": {0: messageSet(b"here")}}))
     (response,) = client.responses()
     assert fetched(response) == (0, 1, [(0, b"here")])
-    assert harness.clock.getDelayedCalls() == []
+    assert fetchTimers(harness) == []
 
 
 def test_parkedFetchAnsweredAtMaxWait(harness, client):
@@ -350,7 +356,7 @@ def test_parkedFetchAnsweredAtMaxWait(harness, client):
     harness.clock.advance(0.001)
     (response,) = client.responses()
     assert fetched(response) == (0, 0, [])
-    assert harness.clock.getDelayedCalls() == []
+    assert fetchTimers(harness) == []
 
 
 def test_fetchWaitIsCappedByTheBroker():
@@ -372,7 +378,7 @@ def test_minBytesIsSummedOverPartitions(harness, client):
     (response,) = client.responses()
     assert fetched(response, "t", 0)[2] == [(0, b"0123456789")]
     assert fetched(response, "t", 1)[2] == [(0, b"0123456789")]
-    assert harness.clock.getDelayedCalls() == []
+    assert fetchTimers(harness) == []
 
 
 def test_appendDuringTheFirstReadWakesTheFetch(harness, client):
@@ -386,7 +392,7 @@ def test_appendDuringTheFirstReadWakesTheFetch(harness, client):
     gate.open()  # the first read finds the log as it was: too little
     (response,) = client.responses()
     assert fetched(response) == (0, 2, [(0, b"0123456789"), (1, b"9876543210")])
-    assert harness.clock.getDelayedCalls() == []
+    assert fetchTimers(harness) == []
 
 
 # -- connection loss --------------------------------------------------------
@@ -397,9 +403,9 @@ def test_connectionLossCancelsParkedFetches(harness, client):
         fetchRequest(1, {"t": {0: (0, BIG)}}, maxWait=5000, minBytes=1),
         fetchRequest(2, {"t": {0: (0, BIG), 1: (0, BIG)}}, maxWait=9000, minBytes=1),
     )
-    assert len(harness.clock.getDelayedCalls()) == 2
+    assert len(fetchTimers(harness)) == 2
     client.lose()
-    assert harness.clock.getDelayedCalls() == []
+    assert fetchTimers(harness) == []
     harness.connect().request(produceRequest(3, {"t": {0: messageSet(b"a"), 1: messageSet(b"b")}}))
     assert client.transport.value() == b""
 
@@ -411,7 +417,7 @@ def test_connectionLossDuringAFetchReadLeavesNoTimer(harness, client):
     assert len(gate.calls) == 1
     client.lose()
     gate.open()
-    assert harness.clock.getDelayedCalls() == []
+    assert fetchTimers(harness) == []
     harness.connect().request(produceRequest(3, {"t": {0: messageSet(b"b")}}))
     assert client.transport.value() == b""
 
@@ -456,7 +462,7 @@ def test_requestsBeforeABadOneAreAnswered(harness, client, logged):
 def test_badRequestCancelsParkedFetches(harness, client, logged):
     client.send(fetchRequest(1, {"t": {0: (0, BIG)}}, maxWait=5000, minBytes=1), requestFrame(99, 2, b""))
     assert client.transport.disconnecting
-    assert harness.clock.getDelayedCalls() == []
+    assert fetchTimers(harness) == []
 
 
 # -- backpressure -----------------------------------------------------------
@@ -485,3 +491,89 @@ def test_tooManyRequestsInFlightPauseReading():
     client.protocol.resumeProducing()  # fewer in flight, reader fast again
     assert client.transport.producerState == "producing"
     assert [correlationId(r) for r in client.responses()] == [1]
+
+
+def test_transportsProvideTheConnectionInterface(client):
+    assert verifyObject(IKafkaConnection, client.protocol)
+
+
+# -- resource bounds --------------------------------------------------------
+
+
+def test_connectionsOverTheLimitAreRefused(logged):
+    harness = Harness(maxConnections=2)
+    first, second = harness.connect(), harness.connect()
+    third = harness.connect()
+    assert third.transport.disconnecting and not first.transport.disconnecting
+    assert any("refusing connection" in line and "2 connections open" in line for line in warnings(logged))
+    third.send(metadataRequest(1, []))  # whatever it still sends is ignored
+    third.lose()
+    assert third.responses() == []
+    first.lose()
+    fourth = harness.connect()
+    assert not fourth.transport.disconnecting
+    assert correlationId(fourth.request(metadataRequest(2, []))) == 2
+    assert harness.broker.connections == 2  # second and fourth
+
+
+def test_idleConnectionsAreClosed(logged):
+    harness = Harness(idleTimeoutMs=10000)
+    client = harness.connect()
+    harness.clock.advance(6)
+    client.request(metadataRequest(1, []))
+    harness.clock.advance(9)  # 9 s since the last request
+    assert not client.transport.disconnecting
+    harness.clock.advance(2)
+    assert client.transport.disconnecting
+    client.lose()
+    assert harness.clock.getDelayedCalls() == []
+
+
+def test_aConnectionOwedAnAnswerIsNotIdle():
+    harness = Harness(idleTimeoutMs=1000)
+    harness.createTopic("t")
+    client = harness.connect()
+    client.send(fetchRequest(1, {"t": {0: (0, BIG)}}, maxWait=5000, minBytes=1))
+    harness.clock.advance(4.5)
+    assert not client.transport.disconnecting
+    harness.clock.advance(0.5)
+    assert [correlationId(r) for r in client.responses()] == [1]
+    harness.clock.advance(0.9)
+    assert not client.transport.disconnecting
+    harness.clock.pump([1.0] * 2)
+    assert client.transport.disconnecting
+
+
+def test_aClientThatDoesNotReadIsDropped(logged):
+    harness = Harness(slowReaderTimeoutMs=5000)
+    harness.createTopic("t")
+    client = harness.connect()
+    client.protocol.pauseProducing()  # its send buffer is full
+    harness.clock.advance(4)
+    client.protocol.resumeProducing()  # it read some: the clock starts again
+    client.protocol.pauseProducing()
+    client.send(fetchRequest(1, {"t": {0: (0, BIG)}}, maxWait=60000, minBytes=1))
+    harness.clock.advance(4.9)
+    assert not client.transport.disconnecting
+    harness.clock.advance(0.1)
+    assert client.transport.disconnected  # aborted: its unread output is dropped
+    assert any("has not read its responses for 5 s" in line for line in warnings(logged))
+    assert not client.protocol.gateway.parked
+    client.lose()
+    assert harness.clock.getDelayedCalls() == [] and harness.broker.connections == 0
+
+
+def test_requestsReadTogetherWaitWhileReadingIsPaused():
+    """A pause bounds the work taken on, not only the bytes read: requests the
+    transport had already read wait until reading resumes."""
+    harness = Harness(maxInFlightRequests=2)
+    harness.createTopic("t", 1)
+    client = harness.connect()
+    client.send(*[fetchRequest(n, {"t": {0: (0, BIG)}}, maxWait=5000, minBytes=1) for n in range(1, 6)])
+    assert len(client.protocol.gateway.parked) == 2
+    client.protocol.pauseProducing()  # and the client does not read
+    harness.connect().request(produceRequest(9, {"t": {0: messageSet(b"a")}}))
+    assert len(client.protocol.gateway.parked) == 0  # the two were answered; the rest wait
+    client.protocol.resumeProducing()
+    assert [correlationId(r) for r in client.responses()] == [1, 2, 3, 4, 5]
+    assert client.transport.producerState == "producing"

@@ -18,9 +18,10 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
 from twisted.test import iosim
+from zope.interface.verify import verifyObject
 
 from kafkaw import shim, tap
-from kafkaw.broker.gateway import Broker
+from kafkaw.broker.gateway import Broker, IKafkaConnection
 from kafkaw.broker.services import ClusterService
 from kafkaw.protocol import api
 from kafkaw.protocol.errors import CodecError
@@ -706,3 +707,18 @@ def test_shimPluginIsFound():
 
     names = {plugin.tapname for plugin in getPlugins(IServiceMaker, twisted.plugins)}
     assert {"kafkaw", "kafkaw-shim"} <= names
+
+
+def test_webSocketConnectionsProvideTheConnectionInterface():
+    assert verifyObject(IKafkaConnection, WebSocketPair().server)
+
+
+def test_connectionsOverTheLimitAreClosedWithTryAgainLater(logged):
+    broker = makeBroker(MemoryReactorClock(), maxConnections=1)
+    kept = WebSocketPair(broker=broker)
+    refused = WebSocketPair(broker=broker)
+    refused.closeAfter()
+    assert refused.client.closed is not None and refused.client.closed[1] == 1013
+    assert any("refusing connection" in line for line in logged)
+    assert len(kept.exchange(metadataRequest(1, []))) == 1
+    assert broker.connections == 1
