@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from zope.interface import implementer
 
+from kafkaw.config import ConfigFileOptions
 from kafkaw.protocol import api
 from kafkaw.protocol.api import ApiKey
 from kafkaw.protocol.errors import CodecError
@@ -375,7 +376,8 @@ def _positive(value):
 _positive.coerceDoc = "A positive integer."
 
 
-class Options(usage.Options):
+class Options(ConfigFileOptions):
+    commandName = "kafkaw-shim"
     synopsis = "--connect ws://HOST:PORT/ [options]"
     longdesc = (
         "Listen for stock Kafka clients on TCP and pipe each connection over its own "
