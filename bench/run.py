@@ -35,6 +35,7 @@ kafkaw under such a load with py-spy.
 """
 
 import argparse
+import collections
 import datetime
 import os
 import platform
@@ -403,7 +404,13 @@ def produceLoad(bootstrap, topic, partitions, n, size, acks, broker=None, waitFo
     librdkafka has written them to the socket; with drain=True (null broker,
     acks=0) when the broker has read every byte sent (kernel queues empty).
     """
-    p = producer(bootstrap, acks)
+    failed = collections.Counter()
+
+    def report(err, msg):
+        failed[str(err)] += 1
+
+    # Only failed deliveries are reported (cheap), and any fails the run.
+    p = producer(bootstrap, acks, **{"delivery.report.only.error": True, "on_delivery": report})
     pool = payloads(size)
     mask = len(pool) - 1
     payload = pool[0]
@@ -431,6 +438,8 @@ def produceLoad(bootstrap, topic, partitions, n, size, acks, broker=None, waitFo
     left = p.flush(300)
     if left:
         raise RuntimeError(f"{left} messages undelivered to {bootstrap}")
+    if failed:
+        raise RuntimeError(f"failed deliveries to {bootstrap}: {dict(failed)}")
     if waitForLogEnd is not None:
         waitForStored(waitForLogEnd, topic, partitions, n + partitions)
     if drain:
