@@ -9,7 +9,7 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 
 from kafkaw.broker.gateway import Broker
-from kafkaw.broker.services import ClusterService
+from kafkaw.broker.services import ClusterService, RetentionService
 from kafkaw.config import ConfigFileOptions
 from kafkaw.storage.interfaces import IStorageFactory, StorageError
 from kafkaw.transport.tcp import KafkaFactory
@@ -37,12 +37,23 @@ def _positive(name):
     return convert
 
 
+def _limit(name, minimum):
+    def convert(value):
+        number = int(value)
+        if number != -1 and number < minimum:
+            raise ValueError(f"{name} must be -1 (unlimited) or at least {minimum}")
+        return number
+
+    convert.coerceDoc = f"-1 (unlimited) or an integer of at least {minimum}."
+    return convert
+
+
 class Options(ConfigFileOptions):
     commandName = "kafkaw"
     synopsis = "[options]"
     longdesc = (
-        "A Kafka 0.8 broker: Produce, Fetch, ListOffsets and Metadata (v0) "
-        "over TCP and WebSocket, stored in LevelDB. Endpoints are Twisted strports strings."
+        "A Kafka 0.8 broker: Produce, Fetch, ListOffsets and Metadata (v0), and CreateTopics v0 "
+        "for the kafkaw admin command, over TCP and WebSocket, stored in LevelDB. Endpoints are Twisted strports strings."
     )
     optFlags = [
         ["sync", None, "fsync every append before acknowledging it (survives power loss, slower)"],
@@ -60,6 +71,9 @@ class Options(ConfigFileOptions):
         ["advertised-host", None, None, "host put in Metadata (default: the address the client connected to)"],
         ["advertised-port", None, None, "port put in Metadata (default: the port the client connected to)", int],
         ["broker-id", None, 0, "this broker's node id in Metadata", int],
+        ["retention-hours", None, 168, "delete stored batches older than this (topics may set retention.ms)", _limit("retention-hours", 1)],
+        ["retention-bytes", None, -1, "per partition, delete the oldest batches while what stays is at least this (topics may set retention.bytes)", _limit("retention-bytes", 0)],
+        ["retention-check-interval-ms", None, 300000, "how often retention runs", _positive("retention-check-interval-ms")],
         ["max-connections", None, 1000, "client connections open at once, over all endpoints; more are closed at once", _positive("max-connections")],
         ["idle-timeout-ms", None, 600000, "close a connection with no request for this long (as Kafka's connections.max.idle.ms)", _positive("idle-timeout-ms")],
         ["slow-reader-timeout-ms", None, 60000, "drop a connection that has not read its responses for this long", _positive("slow-reader-timeout-ms")],
@@ -142,6 +156,8 @@ def makeService(options, reactor=None):
         autoCreateTopics=not options["no-auto-create-topics"],
         maxMessageBytes=options["message-max-bytes"],
         maxExpandedBytes=options["max-request-bytes"],
+        retentionMs=-1 if options["retention-hours"] == -1 else options["retention-hours"] * 3600 * 1000,
+        retentionBytes=options["retention-bytes"],
     )
     broker = Broker(
         cluster,
@@ -156,6 +172,7 @@ def makeService(options, reactor=None):
         maxInFlightRequests=options["max-in-flight-requests"],
     )
     top = BrokerService(store)
+    RetentionService(cluster, options["retention-check-interval-ms"] / 1000.0, reactor).setServiceParent(top)
     kafka = KafkaFactory(broker, options["max-request-bytes"])
     for description in options["listen"]:
         _listen(description, kafka, reactor).setServiceParent(top)

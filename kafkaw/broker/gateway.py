@@ -82,10 +82,12 @@ class Broker:
         # Handlers for every version of a key, consulted before C{handlers}:
         # ApiVersions must answer even the versions it does not serve (error 35).
         # C{strict08} leaves it out, so key 18 closes the connection as in 0.8.0.
+        # CreateTopics (key 19) is not 0.8 either: strict, it closes too.
         self.anyVersionHandlers = {}
         if not strict08:
             self.handlers[(apiversions.API_VERSIONS, 0)] = (apiversions.decodeRequest, self.apiVersions)
             self.anyVersionHandlers[apiversions.API_VERSIONS] = (apiversions.decodeRequest, self.apiVersions)
+            self.handlers[(ApiKey.CREATE_TOPICS, 0)] = (api.decodeCreateTopics, self.createTopics)
 
     def openGateway(self, connection):
         """A L{Gateway} for a new connection, or None (logged) when
@@ -179,6 +181,11 @@ class Broker:
             return api.encodeMetadataResponse(header.correlationId, [broker], topics)
 
         return self.cluster.describeTopics(request.topics).addCallback(answer)
+
+    def createTopics(self, header, request, gateway):
+        """CreateTopics v0: each topic is created, or refused with its own error code."""
+        d = self.cluster.createTopics(request.topics)
+        return d.addCallback(lambda results: api.encodeCreateTopicsResponse(header.correlationId, results))
 
 
 def _setResult(results, index, make):

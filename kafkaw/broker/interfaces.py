@@ -29,12 +29,28 @@ class IClusterService(Interface):
             in the order asked (partitions is 0 when errorCode is not 0).
         """
 
-    def createTopic(name, partitions):
-        """Create a topic.
+    def createTopic(name, partitions, configs=None):
+        """Create a topic, with topic configs (C{retention.ms}, C{retention.bytes}).
 
-        @return: Deferred firing with C{None}.
-        @raise TopicError: (in the Deferred) bad name or count, or it exists.
+        @param configs: C{dict} of config name to value (C{str}).
+        @return: Deferred firing with C{None} once the topic is stored.
+        @raise TopicError: (in the Deferred) with the CreateTopics error code
+            (L{kafkaw.protocol.api.AdminErrorCode}): bad name, count or
+            config, or it exists.
         """
+
+    def createTopics(topics):
+        """Answer a CreateTopics request: create each topic, or say why not.
+
+        @param topics: [L{kafkaw.protocol.api.NewTopic}].
+        @return: Deferred firing with C{[(name, errorCode)]}, one per topic asked.
+        """
+
+    def topicConfigs(name):
+        """The configs an existing topic was created with: C{dict} of C{str} to C{str}."""
+
+    def retention(topic):
+        """C{(retentionMs, retentionBytes)} of an existing topic (its configs, else the broker's); -1 is unlimited."""
 
     def partition(topic, partition):
         """The L{IPartitionService} of a topic's partition, or C{None} if unknown."""
@@ -74,4 +90,15 @@ class IPartitionService(Interface):
         """Call C{callback()} after every stored append until it is removed.
 
         @return: a function that removes the callback.
+        """
+
+    def enforceRetention(retentionMs, retentionBytes):
+        """Delete the oldest stored batches that retention no longer keeps.
+
+        A batch goes when it was appended more than C{retentionMs} ago, and
+        oldest batches go while what stays after them is still at least
+        C{retentionBytes}, as Kafka 0.8 deletes segments; -1 turns either
+        off. Only whole batches from the start go; the log end never moves.
+
+        @return: Deferred firing with the new C{logStartOffset}.
         """

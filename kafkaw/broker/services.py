@@ -1,13 +1,17 @@
-"""The cluster service and the partition services, over any L{IStore}."""
+"""The cluster service and the partition services, over any L{IStore}, and
+the retention service that trims their logs on a timer."""
 
+import collections
 import re
 
-from twisted.internet import defer
+from twisted.application import service
+from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from kafkaw.broker.interfaces import IClusterService, IPartitionService, TopicError
+from kafkaw.protocol.api import AdminErrorCode
 from kafkaw.protocol.errors import ErrorCode, MessageSetError
 from kafkaw.protocol.messages import assignOffsets
 from kafkaw.storage.interfaces import StorageError
@@ -17,6 +21,17 @@ EARLIEST = -2
 
 # Kafka's rule for topic names; it also keeps names safe in storage keys and paths.
 _LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+
+# Topic configs a topic can be created with, as Kafka names them.
+RETENTION_MS = "retention.ms"
+RETENTION_BYTES = "retention.bytes"
+TOPIC_CONFIGS = (RETENTION_MS, RETENTION_BYTES)
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
+
+DEFAULT_RETENTION_MS = 168 * 3600 * 1000  # a week, as Kafka's log.retention.hours
+
+# Retention by size looks at this many of the oldest batches at a time.
+_RETENTION_STEP = 1000
 
 # Appends queued while one is being stored are merged into one stored message
 # set, up to this size, so a busy partition writes few large values.
@@ -32,10 +47,24 @@ class OffsetOutOfRange(Exception):
 def checkTopicName(name):
     """Raise L{TopicError} unless C{name} is a legal Kafka topic name."""
     if name in (".", "..") or not _LEGAL_TOPIC.fullmatch(name or ""):
-        raise TopicError(
-            f"illegal topic name {name!r}: use 1..249 of [a-zA-Z0-9._-]",
-            ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-        )
+        raise TopicError(f"illegal topic name {name!r}: use 1..249 of [a-zA-Z0-9._-]", AdminErrorCode.INVALID_TOPIC)
+
+
+def parseTopicConfigs(configs):
+    """Check topic configs (C{dict} of C{str}); return them as C{dict} of C{int}.
+
+    @raise TopicError: an unknown name or a value that is not an integer >= -1.
+    """
+    parsed = {}
+    for name, value in configs.items():
+        if name not in TOPIC_CONFIGS:
+            raise TopicError(
+                f"unknown topic config {name!r} (known: {', '.join(TOPIC_CONFIGS)})", AdminErrorCode.INVALID_CONFIG
+            )
+        if not isinstance(value, str) or not _INTEGER.fullmatch(value) or int(value) < -1:
+            raise TopicError(f"{name} must be an integer >= -1 (-1: unlimited), not {value!r}", AdminErrorCode.INVALID_CONFIG)
+        parsed[name] = int(value)
+    return parsed
 
 
 @implementer(IPartitionService)
@@ -161,6 +190,29 @@ class PartitionService:
         self._listeners.append(callback)
         return lambda: self._listeners.remove(callback)
 
+    @defer.inlineCallbacks
+    def enforceRetention(self, retentionMs, retentionBytes):
+        log = self._partitionLog
+        if retentionMs >= 0:
+            end = log.endOffset
+            # Append times never go back, so the batches before the first one
+            # young enough to keep are all older: whole batches from the start.
+            kept = yield log.firstBatchSince(int(self._clock.seconds() * 1000) - retentionMs)
+            yield log.deleteBefore(max(log.startOffset, end if kept is None else min(kept, end)))
+        while retentionBytes >= 0 and log.sizeBytes > retentionBytes:
+            excess = log.sizeBytes - retentionBytes
+            start = newStart = log.startOffset
+            batches = yield log.oldestBatches(_RETENTION_STEP)
+            for _, nextOffset, size in batches:
+                if size > excess:
+                    break
+                excess -= size
+                newStart = nextOffset
+            if newStart == start:
+                break
+            yield log.deleteBefore(newStart)
+        return log.startOffset
+
 
 @implementer(IClusterService)
 class ClusterService:
@@ -177,6 +229,8 @@ class ClusterService:
         autoCreateTopics=True,
         maxMessageBytes=1000000,
         maxExpandedBytes=100 * 1024 * 1024,
+        retentionMs=DEFAULT_RETENTION_MS,
+        retentionBytes=-1,
     ):
         self._store = store
         self._clock = clock
@@ -185,10 +239,17 @@ class ClusterService:
         self._autoCreate = autoCreateTopics
         self._maxMessageBytes = maxMessageBytes
         self._maxExpandedBytes = maxExpandedBytes
+        self._retentionMs = retentionMs
+        self._retentionBytes = retentionBytes
         self._partitions = {}  # (topic, partition) -> PartitionService
         self._creating = {}  # topic -> Deferred of its creation
+        self._topicRetention = {}  # topic -> {config name: int}, what its configs set
         for name, count in store.topics().items():
-            self._addPartitions(name, count)
+            self._addTopic(name, count, store.topicConfigs(name))
+
+    def _addTopic(self, name, count, configs):
+        self._topicRetention[name] = parseTopicConfigs(configs)
+        self._addPartitions(name, count)
 
     def _addPartitions(self, name, count):
         for number in range(count):
@@ -209,31 +270,70 @@ class ClusterService:
     def partition(self, topic, partition):
         return self._partitions.get((topic, partition))
 
-    def createTopic(self, name, partitions):
+    def topicConfigs(self, name):
+        return self._store.topicConfigs(name)
+
+    def retention(self, topic):
+        configs = self._topicRetention[topic]
+        return configs.get(RETENTION_MS, self._retentionMs), configs.get(RETENTION_BYTES, self._retentionBytes)
+
+    def createTopic(self, name, partitions, configs=None):
+        configs = dict(configs or {})
         try:
             checkTopicName(name)
+            if name in self._creating or name in self._store.topics():
+                raise TopicError(f"topic {name!r} exists", AdminErrorCode.TOPIC_ALREADY_EXISTS)
+            if not 1 <= partitions <= _MAX_PARTITIONS:
+                raise TopicError(
+                    f"partition count {partitions} outside 1..{_MAX_PARTITIONS}", AdminErrorCode.INVALID_PARTITIONS
+                )
+            parseTopicConfigs(configs)
         except TopicError as e:
             return defer.fail(e)
-        if not 1 <= partitions <= _MAX_PARTITIONS:
-            return defer.fail(
-                TopicError(f"partition count {partitions} outside 1..{_MAX_PARTITIONS}", ErrorCode.UNKNOWN)
-            )
-        if name in self._creating or name in self._store.topics():
-            return defer.fail(TopicError(f"topic {name!r} exists", ErrorCode.UNKNOWN))
         waiters = self._creating[name] = []
 
         def finished(result):
             del self._creating[name]
             if not isinstance(result, Failure):
-                self._addPartitions(name, partitions)
+                self._addTopic(name, partitions, configs)
                 self._log.info(
-                    "created topic {topic} with {partitions} partitions", topic=name, partitions=partitions
+                    "created topic {topic} with {partitions} partitions{withConfigs}",
+                    topic=name, partitions=partitions,
+                    withConfigs="".join(f", {k}={v}" for k, v in sorted(configs.items())),
                 )
             for waiter in waiters:
                 waiter.callback(None)
             return result
 
-        return self._store.createTopic(name, partitions).addBoth(finished)
+        return self._store.createTopic(name, partitions, configs).addBoth(finished)
+
+    @defer.inlineCallbacks
+    def createTopics(self, topics):
+        asked = collections.Counter(topic.name for topic in topics)
+        results = []
+        for topic in topics:
+            try:
+                if asked[topic.name] > 1:
+                    raise TopicError(f"topic {topic.name!r} is asked for more than once", AdminErrorCode.INVALID_REQUEST)
+                if topic.assignments:
+                    raise TopicError("replica assignments are not served: every partition is on this broker", AdminErrorCode.INVALID_REQUEST)
+                if topic.replicationFactor not in (1, -1):
+                    raise TopicError(
+                        f"replication factor {topic.replicationFactor}: this broker has no replicas (use 1)",
+                        AdminErrorCode.INVALID_REPLICATION_FACTOR,
+                    )
+                if any(value is None for _, value in topic.configs):
+                    raise TopicError("null config values are not allowed", AdminErrorCode.INVALID_REQUEST)
+                yield self.createTopic(topic.name, topic.numPartitions, dict(topic.configs))
+            except TopicError as e:
+                self._log.info("not creating topic {topic}: {why}", topic=topic.name, why=str(e))
+                results.append((topic.name, e.errorCode))
+            except StorageError:
+                self._log.failure("creating topic {topic} failed", topic=topic.name)
+                results.append((topic.name, ErrorCode.UNKNOWN))
+            else:
+                results.append((topic.name, ErrorCode.NONE))
+        return results
 
     @defer.inlineCallbacks
     def describeTopics(self, names):
@@ -250,7 +350,9 @@ class ClusterService:
                 try:
                     yield self.createTopic(name, self._numPartitions)
                 except TopicError as e:
-                    answers.append((name, e.errorCode, 0))
+                    # Metadata v0 has no code for a bad name; Kafka 0.8 answers 3.
+                    illegal = e.errorCode == AdminErrorCode.INVALID_TOPIC
+                    answers.append((name, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if illegal else ErrorCode.UNKNOWN, 0))
                     continue
                 except StorageError:
                     self._log.failure("creating topic {topic} failed", topic=name)
@@ -262,3 +364,69 @@ class ClusterService:
             else:
                 answers.append((name, ErrorCode.NONE, count))
         return answers
+
+
+class RetentionService(service.Service):
+    """Applies retention to every partition every C{interval} seconds.
+
+    One partition at a time, so retention never competes with itself for the
+    store. Stopping waits for the partition being trimmed, then ends the pass.
+    """
+
+    _log = Logger()
+
+    def __init__(self, cluster, interval, clock):
+        self._cluster = cluster
+        self._interval = interval
+        self._clock = clock
+        self._loop = None
+        self._pass = None
+
+    def startService(self):
+        super().startService()
+        self._loop = task.LoopingCall(self.enforce)
+        self._loop.clock = self._clock
+        self._loop.start(self._interval, now=False)
+
+    def stopService(self):
+        """Stop the timer; fire once the pass under way (if any) has stopped."""
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        if self._pass is None or self._pass.called:
+            return None
+        stopped = defer.Deferred()
+
+        def passDone(result):
+            stopped.callback(None)
+            return result
+
+        self._pass.addBoth(passDone)
+        return stopped
+
+    def enforce(self):
+        """One pass over every partition; fires when it is done."""
+        self._pass = self._enforce()
+        return self._pass
+
+    @defer.inlineCallbacks
+    def _enforce(self):
+        for topic, count in sorted(self._cluster.topics().items()):
+            retentionMs, retentionBytes = self._cluster.retention(topic)
+            if retentionMs < 0 and retentionBytes < 0:
+                continue
+            for number in range(count):
+                if not self.running:
+                    return
+                partition = self._cluster.partition(topic, number)
+                before = partition.logStartOffset
+                try:
+                    after = yield partition.enforceRetention(retentionMs, retentionBytes)
+                except Exception:
+                    self._log.failure("retention of {topic}/{partition} failed", topic=topic, partition=number)
+                    continue
+                if after != before:
+                    self._log.info(
+                        "retention moved the log start of {topic}/{partition} from {before} to {after}",
+                        topic=topic, partition=number, before=before, after=after,
+                    )

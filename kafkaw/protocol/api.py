@@ -1,8 +1,11 @@
-"""Requests and responses of the four Kafka 0.8 APIs (all version 0).
+"""Requests and responses of the four Kafka 0.8 APIs, and of CreateTopics (all version 0).
 
 Decoders take a frame without its size prefix and return plain tuples;
 encoders take plain tuples and return a list of byte chunks (without the size
 prefix) so that stored message sets go out without being copied.
+
+The request encoders at the end are for clients (the C{kafkaw} CLI); they
+return a whole request frame without its size prefix.
 """
 
 import enum
@@ -17,6 +20,18 @@ class ApiKey(enum.IntEnum):
     FETCH = 1
     LIST_OFFSETS = 2
     METADATA = 3
+    CREATE_TOPICS = 19
+
+
+class AdminErrorCode(enum.IntEnum):
+    """Error codes of a CreateTopics answer, which Kafka added after 0.8."""
+
+    INVALID_TOPIC = 17
+    TOPIC_ALREADY_EXISTS = 36
+    INVALID_PARTITIONS = 37
+    INVALID_REPLICATION_FACTOR = 38
+    INVALID_CONFIG = 40
+    INVALID_REQUEST = 42
 
 
 class RequestHeader(NamedTuple):
@@ -63,6 +78,21 @@ class ListOffsetsRequest(NamedTuple):
 
 class MetadataRequest(NamedTuple):
     topics: list  # [topic]; empty means all topics
+
+
+class NewTopic(NamedTuple):
+    """One topic of a CreateTopics request."""
+
+    name: str
+    numPartitions: int
+    replicationFactor: int
+    assignments: list  # [(partition, [replica broker id])]
+    configs: list  # [(name, value or None)]
+
+
+class CreateTopicsRequest(NamedTuple):
+    topics: list  # [NewTopic]
+    timeout: int
 
 
 class ProduceResult(NamedTuple):
@@ -167,6 +197,29 @@ def decodeMetadata(reader):
     return request
 
 
+def decodeCreateTopics(reader):
+    """CreateTopics v0: [topic, num_partitions, replication_factor, [partition, [replica]], [name, value]], timeout."""
+
+    def assignment():
+        return (reader.int32(), reader.array(reader.int32, 4))
+
+    def config():
+        name = reader.string()
+        if name is None:
+            raise CodecError("null config name")
+        return (name, reader.string())
+
+    def topic():
+        return NewTopic(
+            _topicName(reader), reader.int32(), reader.int16(), reader.array(assignment, 4 + 4), reader.array(config, 2 + 2)
+        )
+
+    request = CreateTopicsRequest(reader.array(topic, 2 + 4 + 2 + 4 + 4), reader.int32())
+    reader.expectEnd()
+    return request
+
+
+# The four Kafka 0.8 APIs.
 DECODERS = {
     ApiKey.PRODUCE: decodeProduce,
     ApiKey.FETCH: decodeFetch,
@@ -234,3 +287,46 @@ def encodeMetadataResponse(correlationId, brokers, topics):
             out.append(_array(p.replicas) + b"".join(INT32.pack(r) for r in p.replicas))
             out.append(_array(p.isr) + b"".join(INT32.pack(r) for r in p.isr))
     return out
+
+
+def encodeCreateTopicsResponse(correlationId, results):
+    """results: [(topic, error)]."""
+    out = [INT32.pack(correlationId), _array(results)]
+    out.extend(encodeString(topic) + INT16.pack(error) for topic, error in results)
+    return out
+
+
+# -- requests, for clients ------------------------------------------------------
+
+
+def encodeRequestHeader(apiKey, correlationId, clientId, apiVersion=0):
+    return INT16.pack(apiKey) + INT16.pack(apiVersion) + INT32.pack(correlationId) + encodeString(clientId)
+
+
+def encodeMetadataRequest(correlationId, clientId, topics):
+    """topics: [name]; empty asks for every topic."""
+    body = _array(topics) + b"".join(encodeString(t) for t in topics)
+    return encodeRequestHeader(ApiKey.METADATA, correlationId, clientId) + body
+
+
+def encodeListOffsetsRequest(correlationId, clientId, topics):
+    """topics: [(topic, [OffsetsPartition])]; asked as a consumer (replica id -1)."""
+    out = [encodeRequestHeader(ApiKey.LIST_OFFSETS, correlationId, clientId), INT32.pack(-1), _array(topics)]
+    for topic, partitions in topics:
+        out.append(encodeString(topic) + _array(partitions))
+        out.extend(INT32.pack(p.partition) + INT64.pack(p.time) + INT32.pack(p.maxOffsets) for p in partitions)
+    return b"".join(out)
+
+
+def encodeCreateTopicsRequest(correlationId, clientId, request):
+    """request: L{CreateTopicsRequest}."""
+    out = [encodeRequestHeader(ApiKey.CREATE_TOPICS, correlationId, clientId), _array(request.topics)]
+    for topic in request.topics:
+        out.append(encodeString(topic.name) + INT32.pack(topic.numPartitions) + INT16.pack(topic.replicationFactor))
+        out.append(_array(topic.assignments))
+        for partition, replicas in topic.assignments:
+            out.append(INT32.pack(partition) + _array(replicas) + b"".join(INT32.pack(r) for r in replicas))
+        out.append(_array(topic.configs))
+        out.extend(encodeString(name) + encodeString(value) for name, value in topic.configs)
+    out.append(INT32.pack(request.timeout))
+    return b"".join(out)

@@ -1,11 +1,11 @@
-"""Decoders for responses, for the client side (the TCP-to-WebSocket shim).
+"""Decoders for responses, for the client side (the TCP-to-WebSocket shim, the CLI).
 
 They take a response frame without its size prefix and return the same plain
 tuples that L{kafkaw.protocol.api}'s encoders take, so a decoded response can
 be changed and encoded again with them.
 """
 
-from kafkaw.protocol.api import Broker, PartitionMetadata, TopicMetadata
+from kafkaw.protocol.api import Broker, OffsetsResult, PartitionMetadata, TopicMetadata
 from kafkaw.protocol.primitives import Reader
 
 
@@ -35,3 +35,29 @@ def decodeMetadataResponse(frame):
     topics = reader.array(topic, 2 + 2 + 4)
     reader.expectEnd()
     return correlationId, brokers, topics
+
+
+def decodeListOffsetsResponse(frame):
+    """ListOffsets v0 response -> (correlationId, [(topic, [OffsetsResult])])."""
+    reader = Reader(frame)
+    correlationId = reader.int32()
+
+    def partition():
+        number, error = reader.int32(), reader.int16()
+        return OffsetsResult(number, error, reader.array(reader.int64, 8))
+
+    def topic():
+        return (reader.string(), reader.array(partition, 4 + 2 + 4))
+
+    topics = reader.array(topic, 2 + 4)
+    reader.expectEnd()
+    return correlationId, topics
+
+
+def decodeCreateTopicsResponse(frame):
+    """CreateTopics v0 response -> (correlationId, [(topic, error)])."""
+    reader = Reader(frame)
+    correlationId = reader.int32()
+    results = reader.array(lambda: (reader.string(), reader.int16()), 2 + 2)
+    reader.expectEnd()
+    return correlationId, results

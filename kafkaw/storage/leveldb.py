@@ -2,19 +2,28 @@
 
 Key layout (all integers big-endian, so key order is log order):
 
-    T <topic name>                          -> topic id int32, partitions int32
-    M <topic id><partition>                 -> log start int64, log end int64
-    D <topic id><partition><last offset>    -> one stored message set
+    T <topic name>                          -> topic id int32, partitions int32,
+                                               configs (int32 count, [name string, value string])
+    M <topic id><partition>                 -> log start int64, log end int64, bytes stored int64
+    D <topic id><partition><last offset>    -> one stored message set (a batch)
     I <topic id><partition><time ms><base>  -> (empty) append-time index
 
 Each append writes its message set, its time-index entry and the new log
-start/end in one C{WriteBatch}. Data is keyed by the *last* offset of its
+bounds in one C{WriteBatch}. Data is keyed by the *last* offset of its
 message set, so one iterator seek to the wanted offset lands on the set that
-holds it; reads return stored bytes sliced, never decoded.
+holds it; reads return stored bytes sliced, never decoded. Append times never
+go back, so the time index is in log order too: retention finds the first
+batch to keep with one seek.
 
 All LevelDB calls run in threads: writes in a single thread (so they are
 applied in call order), reads in a small pool. Closing waits for every
 outstanding call before the database is closed, as plyvel has no locking.
+Retention deletes in steps (found by a reader, deleted by the writer), so
+appends never wait long behind it.
+
+Stores written before configs and byte counts were kept (8-byte C{T}
+values, 16-byte C{M} values) open as topics without configs; their byte
+counts are summed once at start-up.
 """
 
 import os
@@ -27,19 +36,46 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from kafkaw.protocol.messages import skipBelow
+from kafkaw.protocol.primitives import INT32, Reader, encodeString
 from kafkaw.storage.interfaces import IPartitionLog, IStorageFactory, IStore, StorageError
 
 _TOPIC_VALUE = struct.Struct(">ii")
 _PARTITION_KEY = struct.Struct(">ii")
-_BOUNDS = struct.Struct(">qq")
+_BOUNDS = struct.Struct(">qqq")
+_OLD_BOUNDS = struct.Struct(">qq")
 _OFFSET = struct.Struct(">q")
 _TIME_ENTRY = struct.Struct(">qq")
 _MAX_KEY_SUFFIX = b"\xff" * 16
 
+# One deletion step: at most this many batches or bytes read, then deleted in
+# one write, so the writer thread (and the appends behind it) waits briefly.
+_DELETE_BATCHES = 1000
+_DELETE_BYTES = 16 * 1024 * 1024
+
+
+def _encodeTopic(topicId, partitions, configs):
+    items = sorted(configs.items())
+    return b"".join(
+        [_TOPIC_VALUE.pack(topicId, partitions), INT32.pack(len(items))]
+        + [encodeString(name) + encodeString(value) for name, value in items]
+    )
+
+
+def _decodeTopic(value):
+    """(topic id, partitions, configs) of a C{T} value."""
+    reader = Reader(value)
+    topicId, partitions = reader.int32(), reader.int32()
+    configs = {}
+    if reader.remaining:
+        for _ in range(reader.int32()):
+            name = reader.string()
+            configs[name] = reader.string()
+    return topicId, partitions, configs
+
 
 @implementer(IPartitionLog)
 class LevelDBPartitionLog:
-    def __init__(self, store, topicId, partition, startOffset, endOffset):
+    def __init__(self, store, topicId, partition, startOffset, endOffset, sizeBytes, lastTimestamp):
         self._store = store
         partitionKey = _PARTITION_KEY.pack(topicId, partition)
         self._boundsKey = b"M" + partitionKey
@@ -47,21 +83,34 @@ class LevelDBPartitionLog:
         self._timePrefix = b"I" + partitionKey
         self.startOffset = startOffset
         self.endOffset = endOffset
+        self.sizeBytes = sizeBytes
+        self._lastTimestamp = lastTimestamp
+        # What the M key holds: (start, end, bytes). Read and written only in
+        # the writer thread, so appends and deletions never store stale bounds.
+        self._written = (startOffset, endOffset, sizeBytes)
+
+    def _putBounds(self, batch, start, end, size):
+        batch.put(self._boundsKey, _BOUNDS.pack(start, end, size))
+        self._written = (start, end, size)
 
     def append(self, messageSet, count, timestamp):
         base = self.endOffset
         newEnd = base + count
+        size = len(messageSet)
+        timestamp = self._lastTimestamp = max(timestamp, self._lastTimestamp)
         sync = self._store.sync
         db = self._store.db
 
         def write():
+            start, _, stored = self._written
             with db.write_batch(sync=sync) as batch:
                 batch.put(self._dataPrefix + _OFFSET.pack(newEnd - 1), messageSet)
                 batch.put(self._timePrefix + _TIME_ENTRY.pack(timestamp, base), b"")
-                batch.put(self._boundsKey, _BOUNDS.pack(self.startOffset, newEnd))
+                self._putBounds(batch, start, newEnd, stored + size)
 
         def stored(_):
             self.endOffset = newEnd
+            self.sizeBytes += size
 
         return self._store.write(write).addCallback(stored)
 
@@ -112,6 +161,106 @@ class LevelDBPartitionLog:
 
         return self._store.read(scan)
 
+    def firstBatchSince(self, timestamp):
+        db = self._store.db
+        prefix = self._timePrefix
+
+        def seek():
+            start = prefix + _OFFSET.pack(timestamp) if timestamp >= 0 else prefix
+            iterator = db.iterator(start=start, stop=prefix + _MAX_KEY_SUFFIX, include_stop=True, include_value=False)
+            with iterator:
+                for key in iterator:
+                    return _TIME_ENTRY.unpack_from(key, len(prefix))[1]
+            return None
+
+        return self._store.read(seek)
+
+    def oldestBatches(self, maxNumber):
+        db = self._store.db
+        prefix = self._dataPrefix
+        start, end = self.startOffset, self.endOffset
+
+        def scan():
+            batches = []
+            if maxNumber <= 0:
+                return batches
+            base = start
+            iterator = db.iterator(start=prefix + _OFFSET.pack(start), stop=prefix + _OFFSET.pack(end))
+            with iterator:
+                for key, value in iterator:
+                    nextOffset = _OFFSET.unpack_from(key, len(prefix))[0] + 1
+                    batches.append((base, nextOffset, len(value)))
+                    base = nextOffset
+                    if len(batches) >= maxNumber:
+                        break
+            return batches
+
+        return self._store.read(scan)
+
+    def deleteBefore(self, offset):
+        if offset > self.endOffset:
+            return defer.fail(ValueError(f"cannot delete below {offset}: the log ends at {self.endOffset}"))
+        if offset <= self.startOffset:
+            return defer.succeed(None)
+        self.startOffset = offset
+        return self._deleteStep(offset)
+
+    def _deleteStep(self, target):
+        """Delete the next batches below C{target}; repeat until none is left, then compact."""
+        db = self._store.db
+        dataPrefix, timePrefix = self._dataPrefix, self._timePrefix
+        sync = self._store.sync
+
+        def find():
+            dataKeys, size, complete = [], 0, True
+            with db.iterator(start=dataPrefix, stop=dataPrefix + _OFFSET.pack(target)) as iterator:
+                for key, value in iterator:
+                    if len(dataKeys) >= _DELETE_BATCHES or size >= _DELETE_BYTES:
+                        complete = False  # more to delete in the next step
+                        break
+                    dataKeys.append(key)
+                    size += len(value)
+            timeKeys = []
+            if dataKeys:
+                lastDeleted = _OFFSET.unpack_from(dataKeys[-1], len(dataPrefix))[0]
+                with db.iterator(prefix=timePrefix, include_value=False) as iterator:
+                    for key in iterator:
+                        if _TIME_ENTRY.unpack_from(key, len(timePrefix))[1] > lastDeleted:
+                            break
+                        timeKeys.append(key)
+            newStart = target if complete else lastDeleted + 1
+            return dataKeys, timeKeys, size, newStart, complete
+
+        def delete(found):
+            if self._store.closing:
+                return None
+            dataKeys, timeKeys, size, newStart, complete = found
+
+            def write():
+                start, end, stored = self._written
+                with db.write_batch(sync=sync) as batch:
+                    for key in dataKeys:
+                        batch.delete(key)
+                    for key in timeKeys:
+                        batch.delete(key)
+                    self._putBounds(batch, max(start, newStart), end, stored - size)
+
+            return self._store.write(write).addCallback(lambda _: deleted(size, complete))
+
+        def deleted(size, complete):
+            self.sizeBytes -= size
+            if self._store.closing:
+                return None
+            if not complete:
+                return self._deleteStep(target)
+            return self._store.read(compact).addCallback(lambda _: None)
+
+        def compact():
+            # Deleted keys only free disk space once compacted away.
+            db.compact_range(start=dataPrefix, stop=dataPrefix + _OFFSET.pack(target))
+
+        return self._store.read(find).addCallback(delete)
+
 
 @implementer(IStore)
 class LevelDBStore:
@@ -130,7 +279,7 @@ class LevelDBStore:
             if "lock" in why.lower():
                 why += " (is another broker using this data directory?)"
             raise StorageError(f"cannot open LevelDB at {path}: {why}") from None
-        self._topics = {}  # name -> (topic id, [LevelDBPartitionLog])
+        self._topics = {}  # name -> (topic id, [LevelDBPartitionLog], configs)
         self._loadTopics()
         self._writer = ThreadPool(1, 1, "kafkaw-leveldb-writer")
         self._readers = ThreadPool(1, 4, "kafkaw-leveldb-reader")
@@ -141,13 +290,27 @@ class LevelDBStore:
 
     def _loadTopics(self):
         for key, value in self.db.iterator(prefix=b"T"):
-            topicId, partitions = _TOPIC_VALUE.unpack(value)
-            logs = []
-            for partition in range(partitions):
-                bounds = self.db.get(b"M" + _PARTITION_KEY.pack(topicId, partition))
-                start, end = _BOUNDS.unpack(bounds) if bounds else (0, 0)
-                logs.append(LevelDBPartitionLog(self, topicId, partition, start, end))
-            self._topics[key[1:].decode("utf-8")] = (topicId, logs)
+            topicId, partitions, configs = _decodeTopic(value)
+            logs = [self._loadPartition(topicId, partition) for partition in range(partitions)]
+            self._topics[key[1:].decode("utf-8")] = (topicId, logs, configs)
+
+    def _loadPartition(self, topicId, partition):
+        partitionKey = _PARTITION_KEY.pack(topicId, partition)
+        bounds = self.db.get(b"M" + partitionKey)
+        if bounds is None:
+            start, end, size = 0, 0, 0
+        elif len(bounds) == _OLD_BOUNDS.size:
+            start, end = _OLD_BOUNDS.unpack(bounds)
+            size = sum(len(data) for data in self.db.iterator(prefix=b"D" + partitionKey, include_key=False))
+        else:
+            start, end, size = _BOUNDS.unpack(bounds)
+        timePrefix = b"I" + partitionKey
+        lastTimestamp = 0
+        with self.db.iterator(prefix=timePrefix, reverse=True, include_value=False) as iterator:
+            for key in iterator:
+                lastTimestamp = _TIME_ENTRY.unpack_from(key, len(timePrefix))[0]
+                break
+        return LevelDBPartitionLog(self, topicId, partition, start, end, size, lastTimestamp)
 
     def _run(self, pool, function):
         if self._closing is not None:
@@ -161,6 +324,11 @@ class LevelDBStore:
 
         return d.addBoth(done)
 
+    @property
+    def closing(self):
+        """True once L{close} was called: background work should stop."""
+        return self._closing is not None
+
     def write(self, function):
         """Run C{function} in the writer thread (calls run in order)."""
         return self._run(self._writer, function)
@@ -170,21 +338,25 @@ class LevelDBStore:
         return self._run(self._readers, function)
 
     def topics(self):
-        return {name: len(logs) for name, (_, logs) in self._topics.items()}
+        return {name: len(logs) for name, (_, logs, _) in self._topics.items()}
 
-    def createTopic(self, name, partitions):
+    def topicConfigs(self, name):
+        return dict(self._topics[name][2])
+
+    def createTopic(self, name, partitions, configs=None):
         if name in self._topics:
             return defer.fail(StorageError(f"topic {name!r} exists"))
-        topicId = max((tid for tid, _ in self._topics.values()), default=-1) + 1
-        logs = [LevelDBPartitionLog(self, topicId, p, 0, 0) for p in range(partitions)]
-        self._topics[name] = (topicId, logs)  # reserve the name and id at once
+        configs = dict(configs or {})
+        topicId = max((tid for tid, _, _ in self._topics.values()), default=-1) + 1
+        logs = [LevelDBPartitionLog(self, topicId, p, 0, 0, 0, 0) for p in range(partitions)]
+        self._topics[name] = (topicId, logs, configs)  # reserve the name and id at once
         sync = self.sync
 
         def write():
             with self.db.write_batch(sync=sync) as batch:
-                batch.put(b"T" + name.encode("utf-8"), _TOPIC_VALUE.pack(topicId, partitions))
+                batch.put(b"T" + name.encode("utf-8"), _encodeTopic(topicId, partitions, configs))
                 for p in range(partitions):
-                    batch.put(b"M" + _PARTITION_KEY.pack(topicId, p), _BOUNDS.pack(0, 0))
+                    batch.put(b"M" + _PARTITION_KEY.pack(topicId, p), _BOUNDS.pack(0, 0, 0))
 
         def failed(reason):
             self._topics.pop(name, None)

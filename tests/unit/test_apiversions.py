@@ -279,7 +279,8 @@ def brokerOf(args, tmp_path):
     options = Options()
     options.parseOptions(["--storage", "memory", "--data-dir", str(tmp_path), "--listen", "tcp:0:interface=127.0.0.1", *args])
     service = makeService(options)
-    [broker] = {listener.factory.broker for listener in service}  # every listener shares one
+    # every listener shares one (the retention timer is no listener)
+    [broker] = {listener.factory.broker for listener in service if hasattr(listener, "factory")}
     return broker
 
 

@@ -9,16 +9,20 @@ for the memory store (whose Deferreds have fired already).
 
 import threading
 
+import plyvel
 import pytest
 from twisted.internet import task
 from twisted.plugin import IPlugin
 from zope.interface.verify import verifyObject
 
 from kafkaw.broker.interfaces import IClusterService, IPartitionService, TopicError
-from kafkaw.broker.services import ClusterService, OffsetOutOfRange
+from kafkaw.broker import services
+from kafkaw.broker.services import EARLIEST as EARLIEST_TIME, LATEST as LATEST_TIME, ClusterService, OffsetOutOfRange
+from kafkaw.protocol.api import AdminErrorCode, NewTopic
 from kafkaw.protocol.errors import ErrorCode, InvalidMessage, MessageTooLarge
 from kafkaw.protocol.messages import decodeMessageSet, encodeMessageSet
 from kafkaw.storage.interfaces import IPartitionLog, IStorageFactory, IStore, StorageError
+from kafkaw.storage import leveldb as leveldbStorage
 from kafkaw.storage.leveldb import LevelDBStore
 from kafkaw.storage.memory import MemoryStore
 from kafkaw.tap import storageBackends
@@ -255,6 +259,114 @@ def test_batchesBeforeNewestFirst(backend, store):
     assert before(3000, 0) == []
 
 
+def test_createTopicKeepsItsConfigs(backend, store):
+    createTopic(backend, store, "plain")
+    backend.wait(store.createTopic("tuned", 2, {"retention.ms": "60000", "retention.bytes": "-1"}))
+    assert store.topics() == {"plain": 1, "tuned": 2}
+    assert store.topicConfigs("plain") == {}
+    assert store.topicConfigs("tuned") == {"retention.ms": "60000", "retention.bytes": "-1"}
+    store.topicConfigs("tuned").clear()  # a copy
+    assert store.topicConfigs("tuned") == {"retention.ms": "60000", "retention.bytes": "-1"}
+
+
+def test_sizeBytesCountsStoredMessageSets(backend, store):
+    createTopic(backend, store, "t")
+    log = store.partitionLog("t", 0)
+    assert log.sizeBytes == 0
+    appendValues(backend, log, [b"a", b"b"])
+    appendValues(backend, log, [b"c" * 100])
+    assert log.sizeBytes == len(backend.wait(log.read(0, BIG, log.endOffset)))
+
+
+def test_appendTimesNeverGoBack(backend, store):
+    createTopic(backend, store, "t")
+    log = store.partitionLog("t", 0)
+    appendValues(backend, log, [b"0"], timestamp=2000)
+    appendValues(backend, log, [b"1"], timestamp=1000)  # the clock stepped back
+    appendValues(backend, log, [b"2"], timestamp=3000)
+    assert backend.wait(log.batchesBefore(1999, 10)) == []
+    assert backend.wait(log.batchesBefore(2000, 10)) == [1, 0]
+    assert backend.wait(log.firstBatchSince(1500)) == 0
+    assert backend.wait(log.firstBatchSince(2001)) == 2
+
+
+def test_firstBatchSince(backend, store):
+    createTopic(backend, store, "t")
+    log = store.partitionLog("t", 0)
+    assert backend.wait(log.firstBatchSince(0)) is None
+    appendValues(backend, log, [b"0", b"1", b"2"], timestamp=1000)  # base 0
+    appendValues(backend, log, [b"3", b"4"], timestamp=2000)  # base 3
+    appendValues(backend, log, [b"5"], timestamp=2000)  # base 5
+
+    def since(timestamp):
+        return backend.wait(log.firstBatchSince(timestamp))
+
+    assert since(-5) == 0
+    assert since(0) == 0
+    assert since(1000) == 0
+    assert since(1001) == 3
+    assert since(2000) == 3
+    assert since(2001) is None
+
+
+def test_oldestBatches(backend, threeSets):
+    sizes = [len(encodeMessageSet([(None, v) for v in vals])) for vals in ([b"a0", b"a1", b"a2"], [b"b3", b"b4"], [b"c5"])]
+    assert backend.wait(threeSets.oldestBatches(10)) == [(0, 3, sizes[0]), (3, 5, sizes[1]), (5, 6, sizes[2])]
+    assert backend.wait(threeSets.oldestBatches(2)) == [(0, 3, sizes[0]), (3, 5, sizes[1])]
+    assert backend.wait(threeSets.oldestBatches(0)) == []
+
+
+def test_deleteBeforeDeletesWholeBatches(backend, threeSets):
+    log = threeSets
+    full = log.sizeBytes
+    [first, second, third] = backend.wait(log.oldestBatches(10))
+    backend.wait(log.deleteBefore(3))
+    assert (log.startOffset, log.endOffset) == (3, 6)
+    assert log.sizeBytes == full - first[2]
+    assert values(backend.wait(log.read(3, BIG, 6))) == EXPECTED[3:]
+    assert backend.wait(log.oldestBatches(10)) == [second, third]
+    assert backend.wait(log.batchesBefore(10**12, 10)) == [5, 3]
+    assert backend.wait(log.firstBatchSince(0)) == 3
+
+
+def test_deleteBeforeInsideABatchKeepsIt(backend, threeSets):
+    log = threeSets
+    [first, second, third] = backend.wait(log.oldestBatches(10))
+    d = log.deleteBefore(4)
+    assert log.startOffset == 4  # at once: nothing below is served from now on
+    backend.wait(d)
+    assert log.sizeBytes == second[2] + third[2]
+    assert values(backend.wait(log.read(4, BIG, 6))) == EXPECTED[4:]
+    assert backend.wait(log.oldestBatches(10)) == [(4, 5, second[2]), third]
+
+
+def test_deleteBeforeTheLogEndDeletesEverything(backend, threeSets):
+    log = threeSets
+    backend.wait(log.deleteBefore(6))
+    assert (log.startOffset, log.endOffset, log.sizeBytes) == (6, 6, 0)
+    assert backend.wait(log.read(6, BIG, 6)) == b""
+    assert backend.wait(log.oldestBatches(10)) == []
+    assert backend.wait(log.firstBatchSince(0)) is None
+    assert backend.wait(log.batchesBefore(10**12, 10)) == []
+    # the log goes on from its end
+    appendValues(backend, log, [b"d6"], timestamp=5000)
+    assert values(backend.wait(log.read(6, BIG, 7))) == [(6, b"d6")]
+    assert backend.wait(log.oldestBatches(10)) == [(6, 7, log.sizeBytes)]
+    assert backend.wait(log.batchesBefore(10**12, 10)) == [6]
+
+
+def test_deleteBeforeLimits(backend, threeSets):
+    log = threeSets
+    with pytest.raises(ValueError):
+        backend.wait(log.deleteBefore(7))
+    backend.wait(log.deleteBefore(0))
+    assert log.startOffset == 0
+    backend.wait(log.deleteBefore(3))
+    backend.wait(log.deleteBefore(2))  # never back
+    assert log.startOffset == 3
+    assert values(backend.wait(log.read(3, BIG, 6))) == EXPECTED[3:]
+
+
 # -- LevelDB only -------------------------------------------------------------
 
 
@@ -377,6 +489,104 @@ def test_leveldbSyncStore(leveldb):
     log = store.partitionLog("t", 0)
     appendValues(leveldb, log, [b"durable"])
     assert values(leveldb.wait(log.read(0, BIG, 1))) == [(0, b"durable")]
+
+
+def test_leveldbConfigsAndDeletionsSurviveReopening(leveldb):
+    store = leveldb.open()
+    leveldb.wait(store.createTopic("t", 1, {"retention.bytes": "100"}))
+    log = store.partitionLog("t", 0)
+    appendValues(leveldb, log, [b"a0", b"a1"], timestamp=1000)
+    appendValues(leveldb, log, [b"b2"], timestamp=3000)
+    appendValues(leveldb, log, [b"c3"], timestamp=4000)
+    leveldb.wait(log.deleteBefore(2))
+    size = log.sizeBytes
+    leveldb.close(store)
+
+    store = leveldb.open()
+    assert store.topicConfigs("t") == {"retention.bytes": "100"}
+    log = store.partitionLog("t", 0)
+    assert (log.startOffset, log.endOffset, log.sizeBytes) == (2, 4, size)
+    assert values(leveldb.wait(log.read(2, BIG, 4))) == [(2, b"b2"), (3, b"c3")]
+    assert leveldb.wait(log.batchesBefore(10**12, 10)) == [3, 2]
+    appendValues(leveldb, log, [b"d4"], timestamp=2000)  # the last append time is remembered
+    assert leveldb.wait(log.firstBatchSince(4000)) == 3
+
+
+def test_leveldbDeletesInSteps(leveldb, monkeypatch):
+    monkeypatch.setattr(leveldbStorage, "_DELETE_BATCHES", 2)
+    store = leveldb.open()
+    createTopic(leveldb, store, "t")
+    log = store.partitionLog("t", 0)
+    for n in range(7):
+        appendValues(leveldb, log, [b"%d" % n], timestamp=1000 + n)
+    writes = []
+    write = store.write
+    monkeypatch.setattr(store, "write", lambda f: writes.append(f) or write(f))
+    leveldb.wait(log.deleteBefore(6))
+    assert len(writes) == 3  # 2 + 2 + 2 batches
+    assert (log.startOffset, log.sizeBytes) == (6, len(messageSet(b"6")))
+    assert list(store.db.iterator(prefix=b"D", include_value=False)) == [b"D" + bytes(8) + (6).to_bytes(8, "big")]
+    assert len(list(store.db.iterator(prefix=b"I"))) == 1
+    leveldb.close(store)
+    assert leveldb.open().partitionLog("t", 0).startOffset == 6
+
+
+def test_leveldbAppendDuringDeletionKeepsBothBounds(leveldb, monkeypatch):
+    monkeypatch.setattr(leveldbStorage, "_DELETE_BATCHES", 1)
+    store = leveldb.open()
+    createTopic(leveldb, store, "t")
+    log = store.partitionLog("t", 0)
+    for n in range(4):
+        appendValues(leveldb, log, [b"%d" % n])
+    deleted = log.deleteBefore(3)
+    appended = log.append(encodeMessageSet([(None, b"4")], 4), 1, 2000)
+    leveldb.wait(appended)
+    leveldb.wait(deleted)
+    assert (log.startOffset, log.endOffset) == (3, 5)
+    size = log.sizeBytes
+    leveldb.close(store)
+    log = leveldb.open().partitionLog("t", 0)
+    assert (log.startOffset, log.endOffset, log.sizeBytes) == (3, 5, size)
+    assert values(leveldb.wait(log.read(3, BIG, 5))) == [(3, b"3"), (4, b"4")]
+
+
+def test_leveldbDeletionStopsWhenTheStoreCloses(leveldb, monkeypatch):
+    monkeypatch.setattr(leveldbStorage, "_DELETE_BATCHES", 1)
+    store = leveldb.open()
+    createTopic(leveldb, store, "t")
+    log = store.partitionLog("t", 0)
+    for n in range(5):
+        appendValues(leveldb, log, [b"%d" % n])
+    deleted = log.deleteBefore(5)
+    closed = store.close()
+    assert leveldb.wait(deleted) is None  # stopped, not failed
+    leveldb.wait(closed)
+    log = leveldb.open().partitionLog("t", 0)
+    assert log.startOffset < 5 and log.endOffset == 5
+    assert values(leveldb.wait(log.read(log.startOffset, BIG, 5)))[-1] == (4, b"4")
+
+
+def test_leveldbOpensStoresWithoutConfigsOrByteCounts(leveldb):
+    """Stores written before topic configs and byte counts were kept."""
+    store = leveldb.open()
+    createTopic(leveldb, store, "t", 2)
+    appendValues(leveldb, store.partitionLog("t", 1), [b"a", b"b"])
+    appendValues(leveldb, store.partitionLog("t", 1), [b"c"])
+    size = store.partitionLog("t", 1).sizeBytes
+    leveldb.close(store)
+    db = plyvel.DB(leveldb.path)
+    for key, value in list(db.iterator(prefix=b"T")):
+        db.put(key, value[:8])
+    for key, value in list(db.iterator(prefix=b"M")):
+        db.put(key, value[:16])
+    db.close()
+
+    store = leveldb.open()
+    assert store.topics() == {"t": 2} and store.topicConfigs("t") == {}
+    assert [store.partitionLog("t", p).sizeBytes for p in range(2)] == [0, size]
+    log = store.partitionLog("t", 1)
+    leveldb.wait(log.deleteBefore(2))
+    assert log.sizeBytes == len(messageSet(b"c"))
 
 
 # -- service level ------------------------------------------------------------
@@ -597,8 +807,8 @@ def test_illegalTopicNames(backend, store, clock, name):
     cluster = makeCluster(store, clock)
     with pytest.raises(TopicError) as raised:
         backend.wait(cluster.createTopic(name, 1))
-    assert raised.value.errorCode == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
-    if name is not None:
+    assert raised.value.errorCode == AdminErrorCode.INVALID_TOPIC
+    if name is not None:  # Metadata v0 answers 3, as Kafka 0.8
         assert backend.wait(cluster.describeTopics([name])) == [(name, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, 0)]
     assert cluster.topics() == {} and store.topics() == {}
 
@@ -676,3 +886,136 @@ def test_clusterLoadsAnExistingStore(backend, store, clock):
     assert service.logEndOffset == 2
     assert backend.wait(service.append(messageSet(b"c"))) == 2
     assert readAll(backend, service) == [(0, b"a"), (1, b"b"), (2, b"c")]
+
+
+# -- topic configs and retention, at the service level ----------------------------
+
+
+def test_createTopicsAnswersEachTopic(backend, store, clock):
+    cluster = makeCluster(store, clock)
+    backend.wait(cluster.createTopic("old", 1))
+
+    def new(name, partitions=1, replicationFactor=1, assignments=(), configs=()):
+        return NewTopic(name, partitions, replicationFactor, list(assignments), list(configs))
+
+    answer = backend.wait(
+        cluster.createTopics(
+            [
+                new("a", 3, configs=[("retention.ms", "60000")]),
+                new("b", 1, replicationFactor=-1),
+                new("old"),
+                new("bad/name"),
+                new("zero", 0),
+                new("many", 10001),
+                new("rf2", replicationFactor=2),
+                new("rf0", replicationFactor=0),
+                new("assigned", -1, -1, assignments=[(0, [0])]),
+                new("unknownConfig", configs=[("cleanup.policy", "compact")]),
+                new("badValue", configs=[("retention.bytes", "lots")]),
+                new("tooLow", configs=[("retention.ms", "-2")]),
+                new("nullValue", configs=[("retention.ms", None)]),
+                new("twice"),
+                new("twice"),
+            ]
+        )
+    )
+    assert answer == [
+        ("a", 0),
+        ("b", 0),
+        ("old", 36),  # TOPIC_ALREADY_EXISTS
+        ("bad/name", 17),  # INVALID_TOPIC_EXCEPTION
+        ("zero", 37),  # INVALID_PARTITIONS
+        ("many", 37),
+        ("rf2", 38),  # INVALID_REPLICATION_FACTOR
+        ("rf0", 38),
+        ("assigned", 42),  # INVALID_REQUEST
+        ("unknownConfig", 40),  # INVALID_CONFIG
+        ("badValue", 40),
+        ("tooLow", 40),
+        ("nullValue", 42),
+        ("twice", 42),
+        ("twice", 42),
+    ]
+    assert cluster.topics() == {"old": 1, "a": 3, "b": 1}
+    assert cluster.partition("a", 2) is not None
+    assert cluster.topicConfigs("a") == {"retention.ms": "60000"}
+    assert cluster.topicConfigs("b") == {}
+
+
+def test_retentionOfATopicIsItsConfigElseTheBrokers(backend, store, clock):
+    cluster = makeCluster(store, clock, retentionMs=5000, retentionBytes=-1)
+    backend.wait(cluster.createTopic("plain", 1))
+    backend.wait(cluster.createTopic("short", 1, {"retention.ms": "100"}))
+    backend.wait(cluster.createTopic("small", 1, {"retention.bytes": "1000"}))
+    backend.wait(cluster.createTopic("forever", 1, {"retention.ms": "-1", "retention.bytes": "-1"}))
+    expected = {"plain": (5000, -1), "short": (100, -1), "small": (5000, 1000), "forever": (-1, -1)}
+    assert {topic: cluster.retention(topic) for topic in expected} == expected
+    if backend.persistent:
+        backend.close(store)
+        store = backend.open()
+    again = makeCluster(store, clock, retentionMs=7000)
+    assert again.retention("plain") == (7000, -1)
+    assert again.retention("short") == (100, -1)
+    assert again.topicConfigs("small") == {"retention.bytes": "1000"}
+
+
+@pytest.fixture
+def aged(backend, cluster, clock):
+    """t/0 holding batches of offsets 0-1 (at 1,000,000 ms), 2-4 (1,001,000) and 5 (1,002,000); now is 1,003,000."""
+    service = cluster.partition("t", 0)
+    for vals in ([b"a0", b"a1"], [b"b2", b"b3", b"b4"], [b"c5"]):
+        backend.wait(service.append(messageSet(*vals)))
+        clock.advance(1)
+    return service
+
+
+def test_retentionByTime(backend, aged, clock):
+    service = aged
+    assert backend.wait(service.enforceRetention(-1, -1)) == 0
+    assert backend.wait(service.enforceRetention(3000, -1)) == 0  # nothing is more than 3 s old
+    assert backend.wait(service.enforceRetention(2000, -1)) == 2  # the first batch is
+    assert service.logStartOffset == 2 and service.logEndOffset == 6
+    assert readAll(backend, service) == [(2, b"b2"), (3, b"b3"), (4, b"b4"), (5, b"c5")]
+    with pytest.raises(OffsetOutOfRange):
+        backend.wait(service.read(1, BIG))
+    assert backend.wait(service.offsetsBefore(EARLIEST_TIME, 1)) == [2]
+    assert backend.wait(service.offsetsBefore(1000999, 10)) == []  # only the deleted batch was older
+    assert backend.wait(service.offsetsBefore(1001000, 10)) == [2]
+    clock.advance(10)
+    assert backend.wait(service.enforceRetention(2000, -1)) == 6  # everything is old: log start = log end
+    assert (service.logStartOffset, service.logEndOffset) == (6, 6)
+    assert backend.wait(service.offsetsBefore(EARLIEST_TIME, 1)) == [6]
+    assert backend.wait(service.offsetsBefore(LATEST_TIME, 1)) == [6]
+    assert backend.wait(service.read(6, BIG)) == b""
+    assert backend.wait(service.append(messageSet(b"d6"))) == 6
+    assert readAll(backend, service) == [(6, b"d6")]
+
+
+def test_retentionByBytesKeepsAtLeastRetentionBytes(backend, aged, monkeypatch):
+    """As Kafka 0.8: an oldest batch goes only if what stays is still at least retention.bytes."""
+    monkeypatch.setattr(services, "_RETENTION_STEP", 1)  # one batch a step
+    service = aged
+    a, b, c = (len(messageSet(*vals)) for vals in ([b"a0", b"a1"], [b"b2", b"b3", b"b4"], [b"c5"]))
+    assert backend.wait(service.enforceRetention(-1, a + b + c)) == 0
+    assert backend.wait(service.enforceRetention(-1, b + c + 1)) == 0
+    assert backend.wait(service.enforceRetention(-1, b + c)) == 2
+    assert backend.wait(service.enforceRetention(-1, 1)) == 5  # the last batch stays
+    assert readAll(backend, service) == [(5, b"c5")]
+    assert backend.wait(service.enforceRetention(-1, 0)) == 6
+
+
+def test_retentionByBytesOverManySteps(backend, cluster, monkeypatch):
+    monkeypatch.setattr(services, "_RETENTION_STEP", 2)
+    service = cluster.partition("t", 0)
+    for n in range(9):
+        backend.wait(service.append(messageSet(b"%d" % n)))
+    one = len(messageSet(b"0"))
+    assert backend.wait(service.enforceRetention(-1, 2 * one)) == 7
+    assert readAll(backend, service) == [(7, b"7"), (8, b"8")]
+
+
+def test_retentionByTimeThenBytes(backend, aged):
+    service = aged
+    c = len(messageSet(b"c5"))
+    assert backend.wait(service.enforceRetention(2000, c)) == 5  # a by time, b by size
+    assert readAll(backend, service) == [(5, b"c5")]

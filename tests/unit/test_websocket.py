@@ -424,9 +424,9 @@ def test_noWebsocket():
 
 
 def test_makeServiceListensOnBothTransports(tmp_path):
-    from twisted.internet.testing import MemoryReactor
+    from twisted.internet.testing import MemoryReactorClock
 
-    reactor = MemoryReactor()
+    reactor = MemoryReactorClock()  # a clock too: the retention timer runs on it
     options = parseBrokerOptions("--data-dir", str(tmp_path), "--listen", "tcp:1092", "--websocket", "tcp:1093", "--websocket", "tcp:1094")
     top = tap.makeService(options, reactor=reactor)
     top.startService()

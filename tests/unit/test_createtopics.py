@@ -1,0 +1,227 @@
+"""CreateTopics v0 (key 19): golden bytes, kafka-python's own encoder and
+decoder, and the gateway over a memory store (no sockets)."""
+
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from kafka.protocol.admin import CreateTopicsRequest as KpCreateTopicsRequest
+from kafka.protocol.admin import CreateTopicsResponse as KpCreateTopicsResponse
+from twisted.internet import task
+from zope.interface import implementer
+
+from kafkaw.broker.gateway import Broker, Gateway, IKafkaConnection
+from kafkaw.broker.services import ClusterService
+from kafkaw.protocol import api, apiversions, responses
+from kafkaw.protocol.api import CreateTopicsRequest, NewTopic
+from kafkaw.protocol.errors import CodecError
+from kafkaw.protocol.primitives import Reader
+from kafkaw.storage.memory import MemoryStore
+from tests.unit.helpers import metadataRequest, parseMetadataResponse
+
+# CreateTopics v0 with two topics, field by field (after the request header).
+BODY = b"".join(
+    [
+        struct.pack(">i", 2),  # topics: 2
+        struct.pack(">h", 4) + b"logs",  # name
+        struct.pack(">i", 3),  # num_partitions
+        struct.pack(">h", 1),  # replication_factor
+        struct.pack(">i", 1),  # replica_assignment: 1
+        struct.pack(">i", 0),  # . partition
+        struct.pack(">i", 2) + struct.pack(">ii", 0, 1),  # . replicas [0, 1]
+        struct.pack(">i", 2),  # config_entries: 2
+        struct.pack(">h", 12) + b"retention.ms",  # . name
+        struct.pack(">h", 5) + b"60000",  # . value
+        struct.pack(">h", 15) + b"retention.bytes",  # . name
+        struct.pack(">h", -1),  # . value: null
+        struct.pack(">h", 1) + b"x",  # name
+        struct.pack(">i", 1),  # num_partitions
+        struct.pack(">h", -1),  # replication_factor
+        struct.pack(">i", 0),  # replica_assignment: none
+        struct.pack(">i", 0),  # config_entries: none
+        struct.pack(">i", 5000),  # timeout
+    ]
+)
+REQUEST = CreateTopicsRequest(
+    [
+        NewTopic("logs", 3, 1, [(0, [0, 1])], [("retention.ms", "60000"), ("retention.bytes", None)]),
+        NewTopic("x", 1, -1, [], []),
+    ],
+    5000,
+)
+HEADER = struct.pack(">hhih", 19, 0, 7, 3) + b"cli"  # api key 19, version 0, correlation id 7, client id "cli"
+
+
+def decodeBody(body):
+    return api.decodeCreateTopics(Reader(body))
+
+
+def test_decodeGoldenBytes():
+    assert decodeBody(BODY) == REQUEST
+
+
+def test_encodeRequestGoldenBytes():
+    assert api.encodeCreateTopicsRequest(7, "cli", REQUEST) == HEADER + BODY
+
+
+def test_encodeResponseGoldenBytes():
+    chunks = api.encodeCreateTopicsResponse(9, [("logs", 0), ("x", 36)])
+    assert b"".join(chunks) == b"".join(
+        [
+            struct.pack(">i", 9),  # correlation id
+            struct.pack(">i", 2),  # topics: 2
+            struct.pack(">h", 4) + b"logs" + struct.pack(">h", 0),  # name, error_code
+            struct.pack(">h", 1) + b"x" + struct.pack(">h", 36),
+        ]
+    )
+    assert responses.decodeCreateTopicsResponse(b"".join(chunks)) == (9, [("logs", 0), ("x", 36)])
+
+
+def kafkaPythonRequest():
+    T = KpCreateTopicsRequest.CreatableTopic
+    return KpCreateTopicsRequest(
+        topics=[
+            T(
+                name="logs", num_partitions=3, replication_factor=1,
+                assignments=[T.CreatableReplicaAssignment(partition_index=0, broker_ids=[0, 1])],
+                configs=[T.CreatableTopicConfig(name="retention.ms", value="60000"), T.CreatableTopicConfig(name="retention.bytes", value=None)],
+            ),
+            T(name="x", num_partitions=1, replication_factor=-1, assignments=[], configs=[]),
+        ],
+        timeout_ms=5000,
+        version=0,
+    )
+
+
+def test_kafkaPythonEncodesTheSameRequest():
+    assert kafkaPythonRequest().encode(version=0) == BODY
+
+
+def test_kafkaPythonDecodesTheResponse():
+    body = b"".join(api.encodeCreateTopicsResponse(9, [("logs", 0), ("x", 37)]))[4:]
+    decoded = KpCreateTopicsResponse.decode(body, version=0)
+    assert [(t.name, t.error_code) for t in decoded.topics] == [("logs", 0), ("x", 37)]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        BODY[:-1],  # no complete timeout
+        BODY + b"\x00",  # a byte too many
+        struct.pack(">ih", 1, -1) + BODY[6:],  # null topic name
+        struct.pack(">i", 1000) + BODY[4:],  # more topics than bytes
+        struct.pack(">i", 1) + struct.pack(">h", 1) + b"t" + struct.pack(">ihii", 1, 1, 0, 1) + struct.pack(">hh", -1, -1) + struct.pack(">i", 0),  # null config name
+    ],
+)
+def test_malformedRequestsAreCodecErrors(body):
+    with pytest.raises(CodecError):
+        decodeBody(body)
+
+
+@given(st.binary(max_size=120))
+def test_anyBytesDecodeOrRaiseCodecError(body):
+    try:
+        decodeBody(body)
+    except CodecError:
+        pass
+
+
+names = st.text(min_size=0, max_size=8)
+topics = st.builds(
+    NewTopic,
+    names,
+    st.integers(-(2**31), 2**31 - 1),
+    st.integers(-(2**15), 2**15 - 1),
+    st.lists(st.tuples(st.integers(0, 9), st.lists(st.integers(-1, 9), max_size=3)), max_size=3),
+    st.lists(st.tuples(names, st.none() | names), max_size=3),
+)
+
+
+@given(st.builds(CreateTopicsRequest, st.lists(topics, max_size=3), st.integers(-(2**31), 2**31 - 1)))
+def test_encodeDecodeRoundTrip(request):
+    frame = api.encodeCreateTopicsRequest(1, None, request)
+    header, reader = api.decodeHeader(frame)
+    assert (header.apiKey, header.apiVersion) == (19, 0)
+    assert api.decodeCreateTopics(reader) == request
+
+
+# -- through the gateway ------------------------------------------------------
+
+
+@implementer(IKafkaConnection)
+class FakeConnection:
+    peer = "fake-peer"
+
+    def __init__(self):
+        self.responses = []
+        self.closed = False
+
+    def localAddress(self):
+        return ("127.0.0.1", 9092)
+
+    def sendResponse(self, chunks):
+        self.responses.append(b"".join(chunks))
+
+    def pauseReading(self):
+        pass
+
+    def resumeReading(self):
+        pass
+
+    def close(self):
+        self.closed = True
+
+
+def connect(**brokerOptions):
+    """(cluster, gateway, connection) over a memory store."""
+    cluster = ClusterService(MemoryStore(), task.Clock())
+    connection = FakeConnection()
+    return cluster, Gateway(Broker(cluster, task.Clock(), **brokerOptions), connection), connection
+
+
+def ask(gateway, connection, frame):
+    gateway.requestReceived(frame)
+    return connection.responses.pop()
+
+
+def test_gatewayCreatesTopics():
+    cluster, gateway, connection = connect()
+    response = ask(gateway, connection, HEADER + struct.pack(">i", 2) + BODY[4:])
+    # "logs" has a replica assignment and a null config: both are refused (42)
+    assert responses.decodeCreateTopicsResponse(response) == (7, [("logs", 42), ("x", 0)])
+    created = api.encodeCreateTopicsRequest(8, "cli", CreateTopicsRequest([NewTopic("logs", 3, 1, [], [("retention.ms", "60000")])], 100))
+    assert responses.decodeCreateTopicsResponse(ask(gateway, connection, created)) == (8, [("logs", 0)])
+    assert cluster.topics() == {"logs": 3, "x": 1}
+    assert cluster.retention("logs")[0] == 60000
+    _, _, topics = parseMetadataResponse(ask(gateway, connection, metadataRequest(9)[4:]))
+    assert {name: len(partitions) for name, (_, partitions) in topics.items()} == {"logs": 3, "x": 1}
+    again = api.encodeCreateTopicsRequest(10, "cli", CreateTopicsRequest([NewTopic("x", 1, 1, [], [])], 100))
+    assert responses.decodeCreateTopicsResponse(ask(gateway, connection, again)) == (10, [("x", 36)])
+    assert not connection.closed
+
+
+def test_gatewayAnswersKafkaPython():
+    cluster, gateway, connection = connect()
+    request = kafkaPythonRequest()
+    request.topics[0].assignments = []
+    request.topics[0].configs = request.topics[0].configs[:1]
+    response = ask(gateway, connection, HEADER + request.encode(version=0))
+    decoded = KpCreateTopicsResponse.decode(response[4:], version=0)
+    assert [(t.name, t.error_code) for t in decoded.topics] == [("logs", 0), ("x", 0)]
+    assert cluster.topicConfigs("logs") == {"retention.ms": "60000"}
+
+
+def test_apiVersionsListsCreateTopicsV0():
+    _, gateway, connection = connect()
+    error, served = apiversions.decodeResponse(ask(gateway, connection, struct.pack(">hhih", 18, 0, 1, -1))[4:])
+    assert error == 0
+    assert apiversions.ApiVersion(19, 0, 0) in served
+
+
+def test_strictModeDoesNotServeCreateTopics():
+    cluster, gateway, connection = connect(strict08=True)
+    assert (19, 0) not in gateway.broker.handlers
+    gateway.requestReceived(HEADER + BODY)
+    assert connection.responses == [] and connection.closed  # as Kafka 0.8.0 does with any unknown key
+    assert cluster.topics() == {}
