@@ -75,7 +75,7 @@ def _decodeTopic(value):
 
 @implementer(IPartitionLog)
 class LevelDBPartitionLog:
-    def __init__(self, store, topicId, partition, startOffset, endOffset, sizeBytes, lastTimestamp):
+    def __init__(self, store, topicId, partition, startOffset, endOffset, sizeBytes, oldestTimestamp, lastTimestamp):
         self._store = store
         partitionKey = _PARTITION_KEY.pack(topicId, partition)
         self._boundsKey = b"M" + partitionKey
@@ -85,6 +85,10 @@ class LevelDBPartitionLog:
         self.endOffset = endOffset
         self.sizeBytes = sizeBytes
         self._lastTimestamp = lastTimestamp
+        # Where the last deletion stored ended: no data key below _deletedBefore,
+        # no time-index key below _oldestTime.
+        self._deletedBefore = startOffset
+        self._oldestTime = oldestTimestamp
         # What the M key holds: (start, end, bytes). Read and written only in
         # the writer thread, so appends and deletions never store stale bounds.
         self._written = (startOffset, endOffset, sizeBytes)
@@ -206,35 +210,48 @@ class LevelDBPartitionLog:
         return self._deleteStep(offset)
 
     def _deleteStep(self, target):
-        """Delete the next batches below C{target}; repeat until none is left, then compact."""
+        """Delete the next batches below C{target}; repeat until none is left, then compact.
+
+        Each step reads on from where the last stored one ended: deleted keys
+        stay in LevelDB as tombstones until compacted, and reading past them
+        again and again would make a long deletion quadratic.
+        """
         db = self._store.db
         dataPrefix, timePrefix = self._dataPrefix, self._timePrefix
         sync = self._store.sync
+        fromOffset, fromTime = self._deletedBefore, self._oldestTime
 
         def find():
             dataKeys, size, complete = [], 0, True
-            with db.iterator(start=dataPrefix, stop=dataPrefix + _OFFSET.pack(target)) as iterator:
+            iterator = db.iterator(start=dataPrefix + _OFFSET.pack(fromOffset), stop=dataPrefix + _OFFSET.pack(target))
+            with iterator:
                 for key, value in iterator:
                     if len(dataKeys) >= _DELETE_BATCHES or size >= _DELETE_BYTES:
                         complete = False  # more to delete in the next step
                         break
                     dataKeys.append(key)
                     size += len(value)
-            timeKeys = []
+            timeKeys, lastTime = [], fromTime
             if dataKeys:
                 lastDeleted = _OFFSET.unpack_from(dataKeys[-1], len(dataPrefix))[0]
-                with db.iterator(prefix=timePrefix, include_value=False) as iterator:
+                # Append times never go back: the deleted batches' entries come first.
+                iterator = db.iterator(
+                    start=timePrefix + _OFFSET.pack(fromTime), stop=timePrefix + _MAX_KEY_SUFFIX, include_stop=True, include_value=False
+                )
+                with iterator:
                     for key in iterator:
-                        if _TIME_ENTRY.unpack_from(key, len(timePrefix))[1] > lastDeleted:
+                        time, base = _TIME_ENTRY.unpack_from(key, len(timePrefix))
+                        if base > lastDeleted:
                             break
                         timeKeys.append(key)
+                        lastTime = time
             newStart = target if complete else lastDeleted + 1
-            return dataKeys, timeKeys, size, newStart, complete
+            return dataKeys, timeKeys, size, newStart, lastTime, complete
 
         def delete(found):
             if self._store.closing:
                 return None
-            dataKeys, timeKeys, size, newStart, complete = found
+            dataKeys, timeKeys, size, newStart, lastTime, complete = found
 
             def write():
                 start, end, stored = self._written
@@ -245,19 +262,22 @@ class LevelDBPartitionLog:
                         batch.delete(key)
                     self._putBounds(batch, max(start, newStart), end, stored - size)
 
-            return self._store.write(write).addCallback(lambda _: deleted(size, complete))
+            return self._store.write(write).addCallback(lambda _: deleted(size, newStart, lastTime, complete))
 
-        def deleted(size, complete):
+        def deleted(size, newStart, lastTime, complete):
             self.sizeBytes -= size
+            self._deletedBefore = max(self._deletedBefore, newStart)
+            self._oldestTime = lastTime
             if self._store.closing:
                 return None
             if not complete:
                 return self._deleteStep(target)
-            return self._store.read(compact).addCallback(lambda _: None)
+            return self._store.read(lambda: compact(lastTime)).addCallback(lambda _: None)
 
-        def compact():
+        def compact(lastTime):
             # Deleted keys only free disk space once compacted away.
             db.compact_range(start=dataPrefix, stop=dataPrefix + _OFFSET.pack(target))
+            db.compact_range(start=timePrefix, stop=timePrefix + _OFFSET.pack(lastTime + 1))
 
         return self._store.read(find).addCallback(delete)
 
@@ -276,7 +296,7 @@ class LevelDBStore:
             # No block compression: clients compress their own message sets,
             # and snappy on every flush and compaction costs the writer thread
             # more than the disk it saves (measured: bench/results.md).
-            self.db = plyvel.DB(path, create_if_missing=True, compression=None)
+            self.db = plyvel.DB(path, create_if_missing=True)
         except plyvel.IOError as e:
             why = e.args[0].decode(errors="replace") if e.args and isinstance(e.args[0], bytes) else str(e)
             if "lock" in why.lower():
@@ -308,12 +328,15 @@ class LevelDBStore:
         else:
             start, end, size = _BOUNDS.unpack(bounds)
         timePrefix = b"I" + partitionKey
-        lastTimestamp = 0
-        with self.db.iterator(prefix=timePrefix, reverse=True, include_value=False) as iterator:
+        oldest, last = (self._firstTime(timePrefix, reverse) for reverse in (False, True))
+        return LevelDBPartitionLog(self, topicId, partition, start, end, size, oldest, last)
+
+    def _firstTime(self, timePrefix, reverse):
+        """The append time of the first (or last) entry of a time index; 0 if it is empty."""
+        with self.db.iterator(prefix=timePrefix, reverse=reverse, include_value=False) as iterator:
             for key in iterator:
-                lastTimestamp = _TIME_ENTRY.unpack_from(key, len(timePrefix))[0]
-                break
-        return LevelDBPartitionLog(self, topicId, partition, start, end, size, lastTimestamp)
+                return _TIME_ENTRY.unpack_from(key, len(timePrefix))[0]
+        return 0
 
     def _run(self, pool, function):
         if self._closing is not None:
@@ -351,7 +374,7 @@ class LevelDBStore:
             return defer.fail(StorageError(f"topic {name!r} exists"))
         configs = dict(configs or {})
         topicId = max((tid for tid, _, _ in self._topics.values()), default=-1) + 1
-        logs = [LevelDBPartitionLog(self, topicId, p, 0, 0, 0, 0) for p in range(partitions)]
+        logs = [LevelDBPartitionLog(self, topicId, p, 0, 0, 0, 0, 0) for p in range(partitions)]
         self._topics[name] = (topicId, logs, configs)  # reserve the name and id at once
         sync = self.sync
 
