@@ -296,7 +296,7 @@ class LevelDBStore:
             # No block compression: clients compress their own message sets,
             # and snappy on every flush and compaction costs the writer thread
             # more than the disk it saves (measured: bench/results.md).
-            self.db = plyvel.DB(path, create_if_missing=True)
+            self.db = plyvel.DB(path, create_if_missing=True, compression=None)
         except plyvel.IOError as e:
             why = e.args[0].decode(errors="replace") if e.args and isinstance(e.args[0], bytes) else str(e)
             if "lock" in why.lower():
