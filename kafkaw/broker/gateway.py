@@ -136,6 +136,7 @@ class Broker:
         return done.addCallback(lambda _: api.encodeProduceResponse(header.correlationId, topics))
 
     def fetch(self, header, request, gateway):
+        request = request._replace(topics=_onePerPartition(request.topics))
         return _Fetch(self, header, request, gateway).start()
 
     def listOffsets(self, header, request, gateway):
@@ -186,6 +187,19 @@ class Broker:
         """CreateTopics v0: each topic is created, or refused with its own error code."""
         d = self.cluster.createTopics(request.topics)
         return d.addCallback(lambda results: api.encodeCreateTopicsResponse(header.correlationId, results))
+
+
+def _onePerPartition(topics):
+    """C{topics} with each (topic, partition) once, the last asked winning.
+
+    Kafka 0.8 reads a Fetch into a map, so a partition repeated in a request
+    is answered once; answering every copy would let a small request ask for
+    an answer of any size.
+    """
+    merged = {}
+    for topic, partitions in topics:
+        merged.setdefault(topic, {}).update((item.partition, item) for item in partitions)
+    return [(topic, list(byPartition.values())) for topic, byPartition in merged.items()]
 
 
 def _setResult(results, index, make):

@@ -1,6 +1,8 @@
 """The gateway through the TCP protocol: StringTransport, task.Clock and a
 memory store; requests in, size-prefixed responses out, no sockets."""
 
+import struct
+
 import pytest
 from twisted.internet import task
 from twisted.internet.address import IPv4Address
@@ -13,6 +15,7 @@ from zope.interface.verify import verifyObject
 from kafkaw.broker.gateway import Broker, IKafkaConnection
 from kafkaw.broker.services import ClusterService
 from kafkaw.protocol.messages import decodeMessageSet, encodeMessageSet
+from kafkaw.protocol.primitives import Reader, encodeString
 from kafkaw.storage.memory import MemoryStore
 from kafkaw.transport.tcp import KafkaProtocol
 from tests.unit.helpers import (
@@ -577,3 +580,15 @@ def test_requestsReadTogetherWaitWhileReadingIsPaused():
     client.protocol.resumeProducing()
     assert [correlationId(r) for r in client.responses()] == [1, 2, 3, 4, 5]
     assert client.transport.producerState == "producing"
+
+
+def test_aPartitionRepeatedInAFetchIsAnsweredOnce(harness, client):
+    """As Kafka 0.8 (which reads a Fetch into a map): once, as last asked."""
+    client.request(produceRequest(1, {"t": {0: messageSet(b"a", b"b")}}))
+    asked = [(0, 0), (1, 0), (0, 1)]
+    body = struct.pack(">iiii", -1, 0, 0, 1) + encodeString("t") + struct.pack(">i", len(asked))
+    body += b"".join(struct.pack(">iqi", p, offset, BIG) for p, offset in asked)
+    response = client.request(requestFrame(1, 2, body))
+    reader = Reader(response)
+    assert (reader.int32(), reader.int32(), reader.string(), reader.int32()) == (2, 1, "t", 2)  # two partitions
+    assert fetched(response) == (0, 2, [(1, b"b")])
