@@ -11,6 +11,7 @@ from twisted.python import usage
 from kafkaw.broker.gateway import Broker
 from kafkaw.broker.services import ClusterService, RetentionService
 from kafkaw.config import ConfigFileOptions
+from kafkaw.metrics import NO_METRICS, PrometheusMetrics, metricsSite
 from kafkaw.storage.interfaces import IStorageFactory, StorageError
 from kafkaw.transport.tcp import KafkaFactory
 from kafkaw.transport.websocket import KafkaWebSocketFactory
@@ -78,6 +79,7 @@ class Options(ConfigFileOptions):
         ["idle-timeout-ms", None, 600000, "close a connection with no request for this long (as Kafka's connections.max.idle.ms)", _positive("idle-timeout-ms")],
         ["slow-reader-timeout-ms", None, 60000, "drop a connection that has not read its responses for this long", _positive("slow-reader-timeout-ms")],
         ["max-in-flight-requests", None, 16, "requests of one connection handled at once; it is not read further meanwhile", _positive("max-in-flight-requests")],
+        ["metrics", None, None, "serve Prometheus metrics at /metrics on this strports endpoint, e.g. tcp:9308:interface=127.0.0.1 (default: off)"],
     ]
 
     def __init__(self):
@@ -170,6 +172,7 @@ def makeService(options, reactor=None):
         idleTimeoutMs=options["idle-timeout-ms"],
         slowReaderTimeoutMs=options["slow-reader-timeout-ms"],
         maxInFlightRequests=options["max-in-flight-requests"],
+        metrics=PrometheusMetrics(cluster) if options["metrics"] else NO_METRICS,
     )
     top = BrokerService(store)
     RetentionService(cluster, options["retention-check-interval-ms"] / 1000.0, reactor).setServiceParent(top)
@@ -181,6 +184,8 @@ def makeService(options, reactor=None):
     )
     for description in options["websocket"]:
         _listen(description, websocket, reactor).setServiceParent(top)
+    if options["metrics"]:
+        _listen(options["metrics"], metricsSite(broker.metrics), reactor).setServiceParent(top)
     return top
 
 

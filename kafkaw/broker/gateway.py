@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from zope.interface import Attribute, Interface
 
 from kafkaw.broker.services import OffsetOutOfRange
+from kafkaw.metrics import NO_METRICS
 from kafkaw.protocol import api, apiversions
 from kafkaw.protocol.api import ApiKey
 from kafkaw.protocol.errors import CodecError, ErrorCode, MessageSetError
@@ -62,8 +63,10 @@ class Broker:
         maxConnections=1000,
         idleTimeoutMs=600000,
         slowReaderTimeoutMs=60000,
+        metrics=NO_METRICS,
     ):
         self.cluster = cluster
+        self.metrics = metrics  # an IBrokerMetrics
         self.clock = clock
         self.advertisedHost = advertisedHost
         self.advertisedPort = advertisedPort
@@ -130,10 +133,13 @@ class Broker:
                     _setError(results, index, lambda code, p=item.partition: api.ProduceResult(p, code, -1), gateway, topic, item.partition),
                 )
                 waits.append(d)
-        done = defer.DeferredList(waits)
-        if request.acks == 0:
-            return done.addCallback(lambda _: None)
-        return done.addCallback(lambda _: api.encodeProduceResponse(header.correlationId, topics))
+
+        def answer(_):
+            _countErrors(self.metrics, ApiKey.PRODUCE, topics)
+            if request.acks != 0:
+                return api.encodeProduceResponse(header.correlationId, topics)
+
+        return defer.DeferredList(waits).addCallback(answer)
 
     def fetch(self, header, request, gateway):
         request = request._replace(topics=_onePerPartition(request.topics))
@@ -158,8 +164,12 @@ class Broker:
                     _setError(results, index, lambda code, p=item.partition: api.OffsetsResult(p, code, []), gateway, topic, item.partition),
                 )
                 waits.append(d)
-        done = defer.DeferredList(waits)
-        return done.addCallback(lambda _: api.encodeListOffsetsResponse(header.correlationId, topics))
+
+        def answer(_):
+            _countErrors(self.metrics, ApiKey.LIST_OFFSETS, topics)
+            return api.encodeListOffsetsResponse(header.correlationId, topics)
+
+        return defer.DeferredList(waits).addCallback(answer)
 
     def metadata(self, header, request, gateway):
         host, port = gateway.connection.localAddress()
@@ -200,6 +210,14 @@ def _onePerPartition(topics):
     for topic, partitions in topics:
         merged.setdefault(topic, {}).update((item.partition, item) for item in partitions)
     return [(topic, list(byPartition.values())) for topic, byPartition in merged.items()]
+
+
+def _countErrors(metrics, apiKey, topics):
+    """Report the error code of each partition result, once per answer."""
+    for _, results in topics:
+        for result in results:
+            if result.error:
+                metrics.partitionError(apiKey, result.error)
 
 
 def _setResult(results, index, make):
@@ -318,6 +336,7 @@ class _Fetch:
 
     def _finish(self, topics):
         self.cancel()
+        _countErrors(self._broker.metrics, ApiKey.FETCH, topics)
         self._result.callback(api.encodeFetchResponse(self._header.correlationId, topics))
 
     def cancel(self):
@@ -341,17 +360,18 @@ class Gateway:
         self.broker = broker
         self.connection = connection
         self.parked = set()  # unanswered fetches, cancelled when the connection goes
-        self._slots = collections.deque()  # [response chunks or None], in request order
+        self._slots = collections.deque()  # [response chunks or None, api key, time received], in request order
         self._inFlight = 0
         self._producing = set()  # Deferreds firing when an unanswered Produce is stored
         self._pauses = set()
-        self._backlog = collections.deque()  # requests read but not handled while paused
+        self._backlog = collections.deque()  # (request, time received) read but not handled while paused
         self._draining = False
         self._closed = False
         clock = broker.clock
         broker.connections += 1
         self._counted = True  # in broker.connections, until connectionLost
-        self._lastActive = clock.seconds()
+        self.openedAt = self._lastActive = clock.seconds()
+        self.requests = 0  # handled, for the log line at close
         self._idleTimer = clock.callLater(broker.idleTimeout, self._checkIdle)
         self._slowReaderTimer = None
 
@@ -364,11 +384,11 @@ class Gateway:
         """
         if self._closed:
             return
-        self._lastActive = self.broker.clock.seconds()
+        self._lastActive = receivedAt = self.broker.clock.seconds()
         if self._pauses or self._backlog:
-            self._backlog.append(frame)
+            self._backlog.append((frame, receivedAt))
         else:
-            self._handle(frame)
+            self._handle(frame, receivedAt)
 
     def _drainBacklog(self):
         if self._draining:
@@ -376,20 +396,24 @@ class Gateway:
         self._draining = True
         try:
             while self._backlog and not self._pauses and not self._closed:
-                self._handle(self._backlog.popleft())
+                self._handle(*self._backlog.popleft())
         finally:
             self._draining = False
 
-    def _handle(self, frame):
+    def _handle(self, frame, receivedAt):
+        self.requests += 1
         try:
             header, reader = api.decodeHeader(frame)
         except CodecError as e:
-            return self._drop("undecodable request header ({why})", why=str(e))
+            self.broker.metrics.requestReceived(None, 4 + len(frame))
+            return self._drop(None, "undecodable request header ({why})", why=str(e))
+        self.broker.metrics.requestReceived(header.apiKey, 4 + len(frame))
         entry = self.broker.anyVersionHandlers.get(header.apiKey) or self.broker.handlers.get(
             (header.apiKey, header.apiVersion)
         )
         if entry is None:
             return self._drop(
+                header.apiKey,
                 "unsupported request: api key {apiKey} ({apiName}) version {apiVersion} (client {clientId})",
                 apiKey=header.apiKey,
                 apiName=apiversions.apiName(header.apiKey),
@@ -401,11 +425,11 @@ class Gateway:
             request = decode(reader)
         except CodecError as e:
             return self._drop(
-                "malformed request: api key {apiKey} ({why})", apiKey=header.apiKey, why=str(e)
+                header.apiKey, "malformed request: api key {apiKey} ({why})", apiKey=header.apiKey, why=str(e)
             )
-        slot = None
-        if not (header.apiKey == ApiKey.PRODUCE and request.acks == 0):
-            slot = [None]
+        slot = [None, header.apiKey, receivedAt]
+        owed = not (header.apiKey == ApiKey.PRODUCE and request.acks == 0)
+        if owed:
             self._slots.append(slot)
         self._inFlight += 1
         if self._inFlight >= self.broker.maxInFlightRequests:
@@ -419,7 +443,7 @@ class Gateway:
             d.addCallback(lambda _: None if self._closed else handle(header, request, self))
         else:
             d = defer.maybeDeferred(handle, header, request, self)
-        d.addCallbacks(self._answered, self._failed, (slot,))
+        d.addCallbacks(self._answered, self._failed, (slot, owed), None, (header.apiKey,))
 
     def _produce(self, handle, header, request):
         """Run a Produce, tracked until its appends are stored (or failed)."""
@@ -433,23 +457,31 @@ class Gateway:
 
         return defer.maybeDeferred(handle, header, request, self).addBoth(done)
 
-    def _answered(self, chunks, slot):
+    def _answered(self, chunks, slot, owed):
         self._inFlight -= 1
         if self._inFlight < self.broker.maxInFlightRequests:
             self.resume("in-flight")
-        if slot is None or self._closed:
+        if self._closed:
+            return
+        if not owed:  # an acks=0 Produce is done once stored
+            self.broker.metrics.requestAnswered(slot[1], self.broker.clock.seconds() - slot[2], None)
             return
         slot[0] = chunks
         while self._slots and self._slots[0][0] is not None:
-            self.connection.sendResponse(self._slots.popleft()[0])
-            self._lastActive = self.broker.clock.seconds()
+            chunks, apiKey, receivedAt = self._slots.popleft()
+            self.connection.sendResponse(chunks)
+            self._lastActive = now = self.broker.clock.seconds()
+            self.broker.metrics.requestAnswered(apiKey, now - receivedAt, chunks)
 
-    def _failed(self, reason):
+    def _failed(self, reason, apiKey):
         self._inFlight -= 1
+        self.broker.metrics.requestRefused(apiKey)
         self.log.failure("request from {peer} failed; closing the connection", reason, peer=self.connection.peer)
         self._close()
 
-    def _drop(self, format, **fields):
+    def _drop(self, refusedKey, format, **fields):
+        """Close the connection over a request of API C{refusedKey} (None: unknown)."""
+        self.broker.metrics.requestRefused(refusedKey)
         self.log.warn(format + "; closing the connection to {peer}", peer=self.connection.peer, **fields)
         self._close()
 

@@ -44,7 +44,8 @@ class KafkaProtocol(protocol.Protocol):
         self.transport.registerProducer(self, True)
         if hasattr(self.transport, "setTcpNoDelay"):  # TCP and TLS; not UNIX sockets
             self.transport.setTcpNoDelay(True)  # a small response must not wait for a delayed ACK
-        self.log.info("connection from {peer}", peer=self.peer)
+        self._broker.metrics.connectionOpened("tcp")
+        self.log.info("{transport} connection from {peer}", transport="tcp", peer=self.peer)
 
     def dataReceived(self, data):
         if self.gateway is None:
@@ -52,6 +53,7 @@ class KafkaProtocol(protocol.Protocol):
         try:
             frames = self._framer.feed(data)
         except FrameTooLarge as e:
+            self._broker.metrics.requestRefused(None)
             self.log.warn("request frame from {peer} rejected: {why}; closing", peer=self.peer, why=str(e))
             self.transport.loseConnection()
             return
@@ -61,7 +63,12 @@ class KafkaProtocol(protocol.Protocol):
     def connectionLost(self, reason):
         if self.gateway is not None:
             self.gateway.connectionLost()
-            self.log.info("connection from {peer} closed", peer=self.peer)
+            self._broker.metrics.connectionClosed("tcp")
+            self.log.info(
+                "{transport} connection from {peer} closed after {duration:.1f} s and {requests} requests",
+                transport="tcp", peer=self.peer, duration=self._broker.clock.seconds() - self.gateway.openedAt,
+                requests=self.gateway.requests,
+            )
 
     # IKafkaConnection
     def localAddress(self):

@@ -76,7 +76,8 @@ class KafkaWebSocketProtocol(WebSocketServerProtocol):
             self._closeWith(CLOSE_TRY_AGAIN_LATER, "too many connections; try again later")
             return
         self.transport.registerProducer(self, True)
-        log.info("WebSocket connection from {peer}", peer=self.peer)
+        self._broker.metrics.connectionOpened("websocket")
+        log.info("{transport} connection from {peer}", transport="websocket", peer=self.peer)
 
     def onMessageBegin(self, isBinary):
         super().onMessageBegin(isBinary)
@@ -94,6 +95,7 @@ class KafkaWebSocketProtocol(WebSocketServerProtocol):
                 "WebSocket message from {peer} too large ({size:,d} > {maximum:,d} bytes); closing with {code}",
                 peer=self.peer, size=self.message_data_total_length, maximum=self.factory.maxMessageBytes, code=CLOSE_MESSAGE_TOO_BIG,
             )
+            self._broker.metrics.requestRefused(None)
             self._closeWith(CLOSE_MESSAGE_TOO_BIG, "message larger than --max-request-bytes")
 
     def onMessage(self, payload, isBinary):
@@ -102,6 +104,7 @@ class KafkaWebSocketProtocol(WebSocketServerProtocol):
         try:
             frames = self._framer.feed(payload)
         except FrameTooLarge as e:
+            self._broker.metrics.requestRefused(None)
             log.warn("request frame from {peer} rejected: {why}; closing with {code}", peer=self.peer, why=str(e), code=CLOSE_MESSAGE_TOO_BIG)
             return self._closeWith(CLOSE_MESSAGE_TOO_BIG, "request larger than --max-request-bytes")
         for frame in frames:
@@ -112,7 +115,12 @@ class KafkaWebSocketProtocol(WebSocketServerProtocol):
             self.gateway.connectionLost()
             if self.closedByMe:
                 code = self.localCloseCode
-            log.info("WebSocket connection from {peer} closed (code {code})", peer=self.peer, code=code)
+            self._broker.metrics.connectionClosed("websocket")
+            log.info(
+                "{transport} connection from {peer} closed (code {code}) after {duration:.1f} s and {requests} requests",
+                transport="websocket", peer=self.peer, code=code,
+                duration=self._broker.clock.seconds() - self.gateway.openedAt, requests=self.gateway.requests,
+            )
 
     def _closeWith(self, code, reason):
         self._kafkaClosing = True
