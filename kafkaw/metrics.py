@@ -93,8 +93,8 @@ class _ApiMetrics:
 class PrometheusMetrics:
     """Counts into C{self.registry}, a registry of this broker's own."""
 
-    def __init__(self, cluster, registry=None):
-        self.registry = CollectorRegistry() if registry is None else registry
+    def __init__(self, cluster):
+        self.registry = CollectorRegistry()
         self.requests = Counter(
             "kafkaw_requests",
             "Requests done, by API and outcome: ok (answered; an acks=0 Produce: stored) or refused (closed the connection)",
