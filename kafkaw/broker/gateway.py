@@ -17,6 +17,7 @@ from kafkaw.metrics import NO_METRICS
 from kafkaw.protocol import api, apiversions
 from kafkaw.protocol.api import ApiKey
 from kafkaw.protocol.errors import CodecError, ErrorCode, MessageSetError
+from kafkaw.storage.interfaces import StorageError
 
 log = Logger()
 
@@ -237,6 +238,10 @@ def _setError(results, index, make, gateway, topic, partition):
             )
         elif reason.check(OffsetOutOfRange):
             code = ErrorCode.OFFSET_OUT_OF_RANGE
+        elif reason.check(StorageError):
+            # Kafka 0.8 has no storage error code. Not logged here: the store
+            # logs each failure episode once, not once per request.
+            code = ErrorCode.UNKNOWN
         else:
             code = ErrorCode.UNKNOWN
             gateway.log.failure("request for {topic}/{partition} failed", reason, topic=topic, partition=partition)

@@ -151,9 +151,10 @@ class PartitionService:
 
     def _storeFailed(self, reason, accepted):
         self._storing = False
-        self._log.failure(
-            "storing to {topic}/{partition} failed", reason, topic=self.topic, partition=self.partition
-        )
+        if not reason.check(StorageError):  # the store logs its own failures, once per episode
+            self._log.failure(
+                "storing to {topic}/{partition} failed", reason, topic=self.topic, partition=self.partition
+            )
         for _, d in accepted:
             d.errback(reason)
         self._storeWaiting()

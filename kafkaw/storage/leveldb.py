@@ -21,6 +21,10 @@ outstanding call before the database is closed, as plyvel has no locking.
 Retention deletes in steps (found by a reader, deleted by the writer), so
 appends never wait long behind it.
 
+A write that fails (disk full, I/O error) stops every write until the
+database has been closed and opened again, which is tried every second once
+the disk has room; reads go on meanwhile (docs/durability.md, "Disk full").
+
 Stores written before configs and byte counts were kept (8-byte C{T}
 values, 16-byte C{M} values) open as topics without configs; their byte
 counts are summed once at start-up.
@@ -31,6 +35,7 @@ import struct
 
 import plyvel
 from twisted.internet import defer, threads
+from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
@@ -47,10 +52,32 @@ _OFFSET = struct.Struct(">q")
 _TIME_ENTRY = struct.Struct(">qq")
 _MAX_KEY_SUFFIX = b"\xff" * 16
 
+# After a failed write, reopening is tried this often.
+_RETRY_SECONDS = 1.0
+# Room a reopen wants besides the size of LevelDB's log files (see _checkRoom).
+_ROOM_MARGIN = 1 << 20
+_PROBE_NAME = "kafkaw-room-probe"
+_CANNOT_REOPEN = "cannot reopen: "
+
 # One deletion step: at most this many batches or bytes read, then deleted in
 # one write, so the writer thread (and the appends behind it) waits briefly.
 _DELETE_BATCHES = 1000
 _DELETE_BYTES = 16 * 1024 * 1024
+
+
+class _WriteFailed(StorageError):
+    """A LevelDB write failed (disk full, file too large, I/O error...)."""
+
+    def __init__(self, why):
+        super().__init__(f"LevelDB write failed: {why}")
+        self.why = why
+
+
+def _describe(error):
+    """The text of a plyvel error (its message is bytes)."""
+    if error.args and isinstance(error.args[0], bytes):
+        return error.args[0].decode(errors="replace")
+    return str(error)
 
 
 def _encodeTopic(topicId, partitions, configs):
@@ -93,9 +120,26 @@ class LevelDBPartitionLog:
         # the writer thread, so appends and deletions never store stale bounds.
         self._written = (startOffset, endOffset, sizeBytes)
 
-    def _putBounds(self, batch, start, end, size):
+    def _writeBounds(self, batch, start, end, size):
+        """Put the new bounds in C{batch}, write it, then remember them as written."""
         batch.put(self._boundsKey, _BOUNDS.pack(start, end, size))
+        batch.write()
         self._written = (start, end, size)
+
+    def _reload(self, stored):
+        """Take the bounds C{stored} in the M key once the store is reopened.
+
+        An append that failed may have become durable all the same (LevelDB
+        replays whatever of its log reached the disk): then the stored log end
+        includes it, and the next append goes after it, leaving no hole.
+        Called while nothing is written.
+        """
+        if stored is None or len(stored) != _BOUNDS.size:
+            return  # a topic whose creation failed, or a partition not written since an old store was opened
+        start, end, size = self._written = _BOUNDS.unpack(stored)
+        self.startOffset = max(self.startOffset, start)  # a deletion under way may have moved it on
+        self.endOffset = end
+        self.sizeBytes = size
 
     def append(self, messageSet, count, timestamp):
         base = self.endOffset
@@ -103,14 +147,13 @@ class LevelDBPartitionLog:
         size = len(messageSet)
         timestamp = self._lastTimestamp = max(timestamp, self._lastTimestamp)
         sync = self._store.sync
-        db = self._store.db
 
         def write():
             start, _, stored = self._written
-            with db.write_batch(sync=sync) as batch:
-                batch.put(self._dataPrefix + _OFFSET.pack(newEnd - 1), messageSet)
-                batch.put(self._timePrefix + _TIME_ENTRY.pack(timestamp, base), b"")
-                self._putBounds(batch, start, newEnd, stored + size)
+            batch = self._store.db.write_batch(sync=sync)
+            batch.put(self._dataPrefix + _OFFSET.pack(newEnd - 1), messageSet)
+            batch.put(self._timePrefix + _TIME_ENTRY.pack(timestamp, base), b"")
+            self._writeBounds(batch, start, newEnd, stored + size)
 
         def stored(_):
             self.endOffset = newEnd
@@ -119,13 +162,12 @@ class LevelDBPartitionLog:
         return self._store.write(write).addCallback(stored)
 
     def read(self, offset, maxBytes, endOffset):
-        db = self._store.db
         prefix = self._dataPrefix
 
         def read():
             pieces = []
             total = 0
-            iterator = db.iterator(
+            iterator = self._store.db.iterator(
                 start=prefix + _OFFSET.pack(max(offset, 0)),
                 stop=prefix + _OFFSET.pack(endOffset),
                 include_key=False,
@@ -145,7 +187,6 @@ class LevelDBPartitionLog:
         return self._store.read(read)
 
     def batchesBefore(self, timestamp, maxNumber):
-        db = self._store.db
         prefix = self._timePrefix
 
         def scan():
@@ -155,7 +196,9 @@ class LevelDBPartitionLog:
             if maxNumber <= 0 or timestamp < 0:
                 return found
             stop = prefix + _OFFSET.pack(timestamp) + _MAX_KEY_SUFFIX[:8]
-            iterator = db.iterator(start=prefix, stop=stop, include_stop=True, reverse=True, include_value=False)
+            iterator = self._store.db.iterator(
+                start=prefix, stop=stop, include_stop=True, reverse=True, include_value=False
+            )
             with iterator:
                 for key in iterator:
                     found.append(_TIME_ENTRY.unpack_from(key, len(prefix))[1])
@@ -166,12 +209,13 @@ class LevelDBPartitionLog:
         return self._store.read(scan)
 
     def firstBatchSince(self, timestamp):
-        db = self._store.db
         prefix = self._timePrefix
 
         def seek():
             start = prefix + _OFFSET.pack(timestamp) if timestamp >= 0 else prefix
-            iterator = db.iterator(start=start, stop=prefix + _MAX_KEY_SUFFIX, include_stop=True, include_value=False)
+            iterator = self._store.db.iterator(
+                start=start, stop=prefix + _MAX_KEY_SUFFIX, include_stop=True, include_value=False
+            )
             with iterator:
                 for key in iterator:
                     return _TIME_ENTRY.unpack_from(key, len(prefix))[1]
@@ -180,7 +224,6 @@ class LevelDBPartitionLog:
         return self._store.read(seek)
 
     def oldestBatches(self, maxNumber):
-        db = self._store.db
         prefix = self._dataPrefix
         start, end = self.startOffset, self.endOffset
 
@@ -189,7 +232,7 @@ class LevelDBPartitionLog:
             if maxNumber <= 0:
                 return batches
             base = start
-            iterator = db.iterator(start=prefix + _OFFSET.pack(start), stop=prefix + _OFFSET.pack(end))
+            iterator = self._store.db.iterator(start=prefix + _OFFSET.pack(start), stop=prefix + _OFFSET.pack(end))
             with iterator:
                 for key, value in iterator:
                     nextOffset = _OFFSET.unpack_from(key, len(prefix))[0] + 1
@@ -216,14 +259,14 @@ class LevelDBPartitionLog:
         stay in LevelDB as tombstones until compacted, and reading past them
         again and again would make a long deletion quadratic.
         """
-        db = self._store.db
+        store = self._store
         dataPrefix, timePrefix = self._dataPrefix, self._timePrefix
         sync = self._store.sync
         fromOffset, fromTime = self._deletedBefore, self._oldestTime
 
         def find():
             dataKeys, size, complete = [], 0, True
-            iterator = db.iterator(start=dataPrefix + _OFFSET.pack(fromOffset), stop=dataPrefix + _OFFSET.pack(target))
+            iterator = store.db.iterator(start=dataPrefix + _OFFSET.pack(fromOffset), stop=dataPrefix + _OFFSET.pack(target))
             with iterator:
                 for key, value in iterator:
                     if len(dataKeys) >= _DELETE_BATCHES or size >= _DELETE_BYTES:
@@ -235,7 +278,7 @@ class LevelDBPartitionLog:
             if dataKeys:
                 lastDeleted = _OFFSET.unpack_from(dataKeys[-1], len(dataPrefix))[0]
                 # Append times never go back: the deleted batches' entries come first.
-                iterator = db.iterator(
+                iterator = store.db.iterator(
                     start=timePrefix + _OFFSET.pack(fromTime), stop=timePrefix + _MAX_KEY_SUFFIX, include_stop=True, include_value=False
                 )
                 with iterator:
@@ -255,12 +298,12 @@ class LevelDBPartitionLog:
 
             def write():
                 start, end, stored = self._written
-                with db.write_batch(sync=sync) as batch:
-                    for key in dataKeys:
-                        batch.delete(key)
-                    for key in timeKeys:
-                        batch.delete(key)
-                    self._putBounds(batch, max(start, newStart), end, stored - size)
+                batch = store.db.write_batch(sync=sync)
+                for key in dataKeys:
+                    batch.delete(key)
+                for key in timeKeys:
+                    batch.delete(key)
+                self._writeBounds(batch, max(start, newStart), end, stored - size)
 
             return self._store.write(write).addCallback(lambda _: deleted(size, newStart, lastTime, complete))
 
@@ -276,8 +319,8 @@ class LevelDBPartitionLog:
 
         def compact(lastTime):
             # Deleted keys only free disk space once compacted away.
-            db.compact_range(start=dataPrefix, stop=dataPrefix + _OFFSET.pack(target))
-            db.compact_range(start=timePrefix, stop=timePrefix + _OFFSET.pack(lastTime + 1))
+            store.db.compact_range(start=dataPrefix, stop=dataPrefix + _OFFSET.pack(target))
+            store.db.compact_range(start=timePrefix, stop=timePrefix + _OFFSET.pack(lastTime + 1))
 
         return self._store.read(find).addCallback(delete)
 
@@ -286,30 +329,52 @@ class LevelDBPartitionLog:
 class LevelDBStore:
     """A LevelDB database holding every topic of one broker."""
 
+    _log = Logger()
+
     def __init__(self, path, sync, reactor=None):
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
         self.sync = bool(sync)
-        os.makedirs(path, exist_ok=True)
+        self._path = path
         try:
-            # No block compression: clients compress their own message sets,
-            # and snappy on every flush and compaction costs the writer thread
-            # more than the disk it saves (measured: bench/results.md).
-            self.db = plyvel.DB(path, create_if_missing=True, compression=None)
-        except plyvel.IOError as e:
-            why = e.args[0].decode(errors="replace") if e.args and isinstance(e.args[0], bytes) else str(e)
-            if "lock" in why.lower():
-                why += " (is another broker using this data directory?)"
-            raise StorageError(f"cannot open LevelDB at {path}: {why}") from None
+            os.makedirs(path, exist_ok=True)
+        except OSError as e:
+            raise StorageError(f"cannot create the data directory {path}: {e.strerror}") from None
+        self.db = self._open()
         self._topics = {}  # name -> (topic id, [LevelDBPartitionLog], configs)
         self._loadTopics()
+        # Ids are never reused, not even an id whose topic failed to be stored
+        # (its definition may be on disk all the same).
+        self._nextTopicId = max((tid for tid, _, _ in self._topics.values()), default=-1) + 1
         self._writer = ThreadPool(1, 1, "kafkaw-leveldb-writer")
         self._readers = ThreadPool(1, 4, "kafkaw-leveldb-reader")
         self._writer.start()
         self._readers.start()
         self._outstanding = set()
+        self._idle = []  # Deferreds fired once nothing is outstanding
         self._closing = None
+        # After a failed write: why (writes are refused until a reopen succeeds).
+        self._failure = None
+        self._failedAt = None
+        self._retry = None  # the next reopen attempt (IDelayedCall)
+        self._recovering = None  # Deferred of the reopen under way
+        self._waitingReads = []  # [(function, Deferred)] held during a reopen
+        # Set in the writer thread by a failed write, cleared by a reopen: no
+        # write queued behind a failed one touches the database.
+        self._writesStopped = None
+
+    def _open(self):
+        try:
+            # No block compression: clients compress their own message sets,
+            # and snappy on every flush and compaction costs the writer thread
+            # more than the disk it saves (measured: bench/results.md).
+            return plyvel.DB(self._path, create_if_missing=True, compression=None)
+        except plyvel.Error as e:
+            why = _describe(e)
+            if "lock" in why.lower():
+                why += " (is another broker using this data directory?)"
+            raise StorageError(f"cannot open LevelDB at {self._path}: {why}") from None
 
     def _loadTopics(self):
         for key, value in self.db.iterator(prefix=b"T"):
@@ -346,6 +411,10 @@ class LevelDBStore:
 
         def done(result):
             self._outstanding.discard(d)
+            if not self._outstanding:
+                idle, self._idle = self._idle, []
+                for waiter in idle:
+                    waiter.callback(None)
             return result
 
         return d.addBoth(done)
@@ -356,11 +425,132 @@ class LevelDBStore:
         return self._closing is not None
 
     def write(self, function):
-        """Run C{function} in the writer thread (calls run in order)."""
-        return self._run(self._writer, function)
+        """Run C{function} in the writer thread (calls run in order).
+
+        Once a write has failed, writes fail at once with L{StorageError}
+        until the database is reopened (see L{_recover}).
+        """
+        if self._failure is not None and self._closing is None:
+            return defer.fail(StorageError(f"LevelDB is not writable: {self._failure}"))
+        return self._run(self._writer, lambda: self._guardedWrite(function)).addErrback(self._writeFailed)
+
+    def _guardedWrite(self, function):
+        # In the writer thread. A write that fails may leave LevelDB's log
+        # with a torn record, or LevelDB with a sticky background error: only
+        # a reopen (which replays the log, dropping a torn tail) makes it
+        # safe to write again, so nothing is written until then.
+        if self._writesStopped is not None:
+            raise _WriteFailed(self._writesStopped)
+        try:
+            return function()
+        except plyvel.Error as e:
+            self._writesStopped = _describe(e)
+            raise _WriteFailed(self._writesStopped) from None
+
+    def _writeFailed(self, reason):
+        if reason.check(_WriteFailed) and self._failure is None and self._closing is None:
+            self._failure = reason.value.why
+            self._failedAt = self._reactor.seconds()
+            self._log.warn(
+                "LevelDB write failed ({why}): produce is answered with error -1 until it can write again"
+                " (retried every {interval:g} s); reads go on",
+                why=self._failure, interval=_RETRY_SECONDS,
+            )
+            self._retry = self._reactor.callLater(_RETRY_SECONDS, self._recover)
+        return reason
+
+    def _recover(self):
+        """Try to reopen the database; reads wait meanwhile, writes are refused."""
+        self._retry = None
+        d = self._recovering = self._reopenWhenIdle()
+        d.addErrback(self._reopenFailed)
+        d.addBoth(self._releaseReads)
+
+    @defer.inlineCallbacks
+    def _reopenWhenIdle(self):
+        # plyvel has no locking: the database is closed only while no call runs.
+        yield self._whenIdle()
+        if self._closing is not None:
+            return
+        logs = [log for _, topicLogs, _ in self._topics.values() for log in topicLogs]
+        bounds = yield threads.deferToThreadPool(self._reactor, self._writer, self._reopen, logs)
+        # Here, not in the writer thread: callbacks of the last write before
+        # the reopen may have moved these after the reopen started.
+        for log, stored in zip(logs, bounds):
+            log._reload(stored)
+        self._failure = None
+        self._log.info(
+            "LevelDB is writable again after {seconds:.1f} s (reopened {path})",
+            seconds=self._reactor.seconds() - self._failedAt, path=self._path,
+        )
+
+    def _whenIdle(self):
+        if not self._outstanding:
+            return defer.succeed(None)
+        waiter = defer.Deferred()
+        self._idle.append(waiter)
+        return waiter
+
+    def _reopen(self, logs):
+        """In the writer thread: check for room, reopen, read back the bounds of C{logs}."""
+        self._checkRoom()
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+        self.db = self._open()
+        try:
+            bounds = [self.db.get(log._boundsKey) for log in logs]
+        except plyvel.Error as e:
+            raise StorageError(f"cannot read LevelDB at {self._path}: {_describe(e)}") from None
+        self._writesStopped = None
+        return bounds
+
+    def _checkRoom(self):
+        """Raise L{StorageError} unless the data directory has room for a reopen.
+
+        Reopening turns LevelDB's log files into a table and starts a new log,
+        so it needs about their size, plus a margin: checked by allocating a
+        file that big, so a disk still full leaves the open database (and the
+        reads it serves) alone.
+        """
+        logs = sum(entry.stat().st_size for entry in os.scandir(self._path) if entry.name.endswith(".log"))
+        probe = os.path.join(self._path, _PROBE_NAME)
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, logs + _ROOM_MARGIN)
+            finally:
+                os.close(fd)
+                os.unlink(probe)
+        except OSError as e:
+            raise StorageError(f"no room to reopen LevelDB in {self._path}: {e.strerror}") from None
+
+    def _reopenFailed(self, reason):
+        """Stay failed; try again later."""
+        if not reason.check(StorageError):
+            self._log.failure("reopening LevelDB failed", reason)
+        if self.db is None:
+            # Closed but not reopened: from now on reads fail too.
+            if not self._failure.startswith(_CANNOT_REOPEN):
+                self._log.warn("LevelDB cannot be reopened ({why}): reads fail too until it can", why=reason.getErrorMessage())
+            self._failure = _CANNOT_REOPEN + reason.getErrorMessage()
+        if self._closing is None:
+            self._retry = self._reactor.callLater(_RETRY_SECONDS, self._recover)
+
+    def _releaseReads(self, _):
+        self._recovering = None
+        waiting, self._waitingReads = self._waitingReads, []
+        for function, d in waiting:
+            self.read(function).chainDeferred(d)
 
     def read(self, function):
-        """Run C{function} in a reader thread."""
+        """Run C{function} in a reader thread (held while the database is reopened)."""
+        if self._recovering is not None and self._closing is None:
+            d = defer.Deferred()
+            self._waitingReads.append((function, d))
+            return d
+        if self.db is None and self._closing is None:
+            return defer.fail(StorageError(f"LevelDB is not open: {self._failure}"))
         return self._run(self._readers, function)
 
     def topics(self):
@@ -373,16 +563,18 @@ class LevelDBStore:
         if name in self._topics:
             return defer.fail(StorageError(f"topic {name!r} exists"))
         configs = dict(configs or {})
-        topicId = max((tid for tid, _, _ in self._topics.values()), default=-1) + 1
+        topicId = self._nextTopicId
+        self._nextTopicId += 1
         logs = [LevelDBPartitionLog(self, topicId, p, 0, 0, 0, 0, 0) for p in range(partitions)]
         self._topics[name] = (topicId, logs, configs)  # reserve the name and id at once
         sync = self.sync
 
         def write():
-            with self.db.write_batch(sync=sync) as batch:
-                batch.put(b"T" + name.encode("utf-8"), _encodeTopic(topicId, partitions, configs))
-                for p in range(partitions):
-                    batch.put(b"M" + _PARTITION_KEY.pack(topicId, p), _BOUNDS.pack(0, 0, 0))
+            batch = self.db.write_batch(sync=sync)
+            batch.put(b"T" + name.encode("utf-8"), _encodeTopic(topicId, partitions, configs))
+            for p in range(partitions):
+                batch.put(b"M" + _PARTITION_KEY.pack(topicId, p), _BOUNDS.pack(0, 0, 0))
+            batch.write()
 
         def failed(reason):
             self._topics.pop(name, None)
@@ -395,14 +587,19 @@ class LevelDBStore:
 
     def close(self):
         if self._closing is None:
-            self._closing = defer.DeferredList(list(self._outstanding), consumeErrors=True)
+            if self._retry is not None:
+                self._retry.cancel()
+                self._retry = None
+            waits = list(self._outstanding) + ([self._recovering] if self._recovering is not None else [])
+            self._closing = defer.DeferredList(waits, consumeErrors=True)
             self._closing.addCallback(lambda _: self._release())
         return self._closing
 
     def _release(self):
         self._writer.stop()
         self._readers.stop()
-        self.db.close()
+        if self.db is not None:
+            self.db.close()
 
 
 @implementer(IStorageFactory, IPlugin)

@@ -40,7 +40,7 @@ def waitForPort(port, timeout=20.0, process=None):
 class BrokerProcess:
     """One `twistd -n kafkaw` process; restartable on the same data dir."""
 
-    def __init__(self, dataDir, extraArgs=(), plugin="kafkaw"):
+    def __init__(self, dataDir, extraArgs=(), plugin="kafkaw", preexec=None):
         self.dataDir = Path(dataDir)
         self.port = freePort()
         # Every broker also serves WebSocket (on by default); give it a free port
@@ -48,6 +48,7 @@ class BrokerProcess:
         self.websocketPort = freePort()
         self.extraArgs = list(extraArgs)
         self.plugin = plugin
+        self.preexec = preexec  # run in the child before exec, e.g. to set resource limits
         self.process = None
         self.logPath = self.dataDir.parent / f"{self.dataDir.name}-broker.log"
 
@@ -74,7 +75,9 @@ class BrokerProcess:
     def start(self, wait=True):
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.log = open(self.logPath, "ab")
-        self.process = subprocess.Popen(self.command(), stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=self.dataDir.parent)
+        self.process = subprocess.Popen(
+            self.command(), stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=self.dataDir.parent, preexec_fn=self.preexec
+        )
         if wait:
             waitForPort(self.port, process=self.process)
         return self
