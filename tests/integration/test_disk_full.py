@@ -10,6 +10,7 @@ process (prlimit) is the room coming back.
 
 import resource
 import signal
+import subprocess
 import time
 
 from confluent_kafka import Producer
@@ -100,6 +101,9 @@ def test_produceFailsWhileFullAndWorksOnceThereIsRoom(tmp_path):
         assert len(errors) == 10
         assert {err.code() for err in errors} == {-1}  # UNKNOWN: Kafka 0.8 has no storage error code
         assert errorAfter < 2
+        time.sleep(1.5)  # a reopen is tried every second: not while still full
+        assert len(producing.send(4)) == 4
+        assert "writable again" not in broker.logText()
         assert broker.process.poll() is None
         stored = checkStored(broker, producing)  # reads go on
         assert sum(len(m) for m in stored.values()) == len(producing.acked)
@@ -129,3 +133,18 @@ def test_produceFailsWhileFullAndWorksOnceThereIsRoom(tmp_path):
         print(f"failed produce answered in {errorAfter:.3f} s; reopened {reopened:.2f} s after room came back")
     finally:
         broker.stop()
+
+
+def test_unusableDataDirectoryStopsTheStartWithOneLine(brokerFactory, tmp_path):
+    regular = tmp_path / "regular-file"
+    regular.write_bytes(b"")
+    broker = brokerFactory("--data-dir", str(regular / "data"), start=False)
+    broker.start(wait=False)
+    try:
+        code = broker.process.wait(20)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the broker kept running without a usable data directory")
+    assert code == 1
+    log = broker.logText()
+    assert f"kafkaw: cannot create the data directory {regular / 'data' / 'leveldb'}: Not a directory" in log
+    assert "Traceback" not in log
