@@ -329,8 +329,9 @@ class ClusterService:
             except TopicError as e:
                 self._log.info("not creating topic {topic}: {why}", topic=topic.name, why=str(e))
                 results.append((topic.name, e.errorCode))
-            except StorageError:
-                self._log.failure("creating topic {topic} failed", topic=topic.name)
+            except StorageError as e:
+                # The store logs the failure episode itself; no traceback here.
+                self._log.warn("creating topic {topic} failed: {why}", topic=topic.name, why=str(e))
                 results.append((topic.name, ErrorCode.UNKNOWN))
             else:
                 results.append((topic.name, ErrorCode.NONE))
@@ -355,8 +356,8 @@ class ClusterService:
                     illegal = e.errorCode == AdminErrorCode.INVALID_TOPIC
                     answers.append((name, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if illegal else ErrorCode.UNKNOWN, 0))
                     continue
-                except StorageError:
-                    self._log.failure("creating topic {topic} failed", topic=name)
+                except StorageError as e:
+                    self._log.warn("creating topic {topic} failed: {why}", topic=name, why=str(e))
                     answers.append((name, ErrorCode.UNKNOWN, 0))
                     continue
                 count = self.topics()[name]
@@ -423,6 +424,9 @@ class RetentionService(service.Service):
                 before = partition.logStartOffset
                 try:
                     after = yield partition.enforceRetention(retentionMs, retentionBytes)
+                except StorageError as e:
+                    self._log.warn("retention of {topic}/{partition} postponed: {why}", topic=topic, partition=number, why=str(e))
+                    continue
                 except Exception:
                     self._log.failure("retention of {topic}/{partition} failed", topic=topic, partition=number)
                     continue
