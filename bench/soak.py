@@ -15,7 +15,8 @@ Then a consumer reads every partition from offset 0 and checks that:
 - a last SIGTERM and restart keep every partition's log end.
 
 It prints a summary (cycles, messages sent / acked / found, unacked but
-present, peak RSS of the broker over all cycles) and exits 1 on any failure.
+present, peak RSS of the broker over all cycles) and exits 1 on any failure,
+including an error logged by the broker.
 Not part of the test run: the default takes 3-5 minutes.
 """
 
@@ -74,7 +75,7 @@ class Broker:
         ]
         self.logPath = workDir / "broker.log"
         self.process = None
-        self.peakRssKb = 0
+        self.peakRssKb = self.lastRssKb = self.peakAnonKb = self.lastAnonKb = 0
 
     @property
     def bootstrap(self):
@@ -97,10 +98,18 @@ class Broker:
                 time.sleep(0.05)
 
     def sampleRss(self):
+        """Note this process's peak RSS and its anonymous RSS now (kB), and the peaks over all processes.
+
+        RSS includes the pages of LevelDB's table files that it has mapped
+        and read (RssFile), which grow with the data read; RssAnon is the
+        broker's own memory.
+        """
         with open(f"/proc/{self.process.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    self.peakRssKb = max(self.peakRssKb, int(line.split()[1]))
+            fields = dict(line.split(":", 1) for line in status)
+        self.lastRssKb = int(fields["VmHWM"].split()[0])
+        self.lastAnonKb = int(fields["RssAnon"].split()[0])
+        self.peakRssKb = max(self.peakRssKb, self.lastRssKb)
+        self.peakAnonKb = max(self.peakAnonKb, self.lastAnonKb)
 
     def stop(self, sig):
         """Send C{sig}; return (exit code, seconds to exit)."""
@@ -130,16 +139,20 @@ def produceUntilStopped(broker, cycle, sig, window, partitions, state):
             "compression.codec": CODECS[cycle % len(CODECS)],
         }
     )
-    acked, failed = state["acked"], [0]
+    acked, failed = state["acked"], collections.Counter()
 
     def delivered(err, msg):
         if err is None:
             acked[msg.partition()].append(msg.offset() << 32 | int(msg.value().split(b":", 1)[0]))
         else:
-            failed[0] += 1
+            failed[err.name()] += 1
 
     stopAt = time.monotonic() + window
+    sampleAt = 0
     while time.monotonic() < stopAt:
+        if time.monotonic() > sampleAt:
+            broker.sampleRss()
+            sampleAt = time.monotonic() + 0.25
         for _ in range(100):
             n = state["sent"]
             try:
@@ -150,7 +163,7 @@ def produceUntilStopped(broker, cycle, sig, window, partitions, state):
         producer.poll(0.002)
     code, seconds = broker.stop(sig)
     producer.flush(15)
-    return code, seconds, failed[0]
+    return code, seconds, failed
 
 
 def readAndCheck(bootstrap, partitions, acked, sent):
@@ -236,7 +249,7 @@ def main():
     broker = Broker(workDir, args.partitions, ["--sync"] if args.sync else [])
     state = {"sent": 0, "acked": {p: array("q") for p in range(args.partitions)}}
     sigterms = []
-    failedDeliveries = 0
+    failedDeliveries = collections.Counter()  # error name -> messages
     began = time.monotonic()
     log(f"soak: {args.cycles} cycles, {args.partitions} partitions, seed {args.seed}, kafkaw from {ROOT}, data in {workDir}")
     try:
@@ -246,13 +259,14 @@ def main():
             window = rng.uniform(args.min_window, args.max_window)
             ackedBefore = sum(map(len, state["acked"].values()))
             code, seconds, failed = produceUntilStopped(broker, cycle, sig, window, args.partitions, state)
-            failedDeliveries += failed
+            failedDeliveries.update(failed)
             ackedNow = sum(map(len, state["acked"].values()))
             if sig == signal.SIGTERM:
                 sigterms.append((code, seconds))
             log(
                 f"cycle {cycle + 1:2d}: {sig.name:7s} after {window:.1f} s ({CODECS[cycle % len(CODECS)]}): "
-                f"{ackedNow - ackedBefore:,} acked, {failed:,} not; exit {code} in {seconds:.2f} s"
+                f"{ackedNow - ackedBefore:,} acked, {sum(failed.values()):,} not {dict(failed)}; exit {code} in {seconds:.2f} s; "
+                f"RSS peak {broker.lastRssKb / 1024:.0f} MB, anonymous {broker.lastAnonKb / 1024:.0f} MB"
             )
         broker.start()
         log("reading everything back")
@@ -260,6 +274,10 @@ def main():
         # A clean stop and restart must keep every log end.
         code, seconds = broker.stop(signal.SIGTERM)
         sigterms.append((code, seconds))
+        log(
+            f"read back {counts['found']:,} messages; that broker's RSS peak {broker.lastRssKb / 1024:.0f} MB, "
+            f"anonymous {broker.lastAnonKb / 1024:.0f} MB"
+        )
         broker.start()
         consumer = Consumer({**RDKAFKA_08, "bootstrap.servers": broker.bootstrap, "group.id": "soak"})
         endsAfter = {p: consumer.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=10)[1] for p in ends}
@@ -289,12 +307,13 @@ def main():
     print(
         f"cycles: {args.cycles} ({len(sigterms) - 2} ended by SIGTERM, {args.cycles - len(sigterms) + 2} by SIGKILL), then two clean restarts, "
         f"{args.partitions} partitions{', --sync' if args.sync else ''}, seed {args.seed}\n"
-        f"messages sent: {state['sent']:,}; acked: {acked:,}; failed deliveries: {failedDeliveries:,}\n"
+        f"messages sent: {state['sent']:,}; acked: {acked:,}; failed deliveries: {sum(failedDeliveries.values()):,} {dict(failedDeliveries)}\n"
         f"messages found: {counts['found']:,} (log ends {', '.join(f'{end:,}' for end in ends.values())}); "
         f"acked and present: {counts['ackedPresent']:,}; unacked but present: {counts['unackedPresent']:,}; "
         f"acked but lost: {counts['lost']:,}\n"
         f"SIGTERM exits: {', '.join(f'{code} in {seconds:.2f} s' for code, seconds in sigterms)}\n"
-        f"broker peak RSS (VmHWM) over all cycles: {broker.peakRssKb / 1024:.0f} MB; data dir {dataBytes / 1e6:.0f} MB; "
+        f"broker peak RSS (VmHWM) over all runs: {broker.peakRssKb / 1024:.0f} MB (with the LevelDB table files it mapped); "
+        f"anonymous RSS at most {broker.peakAnonKb / 1024:.0f} MB; data dir {dataBytes / 1e6:.0f} MB; "
         f"{time.monotonic() - began:.0f} s in all"
     )
     if problems:
