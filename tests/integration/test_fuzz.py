@@ -538,7 +538,7 @@ def test_fuzzedFramesLeaveTheBrokerServing(brokerFactory):
     assert "closing the connection" in log and "rejected message set" in log
 
 
-# --- broker bugs found by the fuzzing and by bench/soak.py ------------------------------
+# --- what the fuzzing and bench/soak.py found -------------------------------------------
 
 
 @pytest.mark.xfail(
@@ -606,7 +606,10 @@ def test_sigtermUnderLoadKeepsEveryAck(brokerFactory):
             if response is None:
                 return
             error, offset = decodeProduceResponse(response[4:])["term"][0]
-            (failed.append(error) if error else acked.append(offset))
+            if error:
+                failed.append(error)
+            else:
+                acked.append(offset)
 
     threads = [threading.Thread(target=f, args=(s,), daemon=True) for s in sockets for f in (send, receive)]
     for thread in threads:
