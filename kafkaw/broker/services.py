@@ -105,7 +105,13 @@ class PartitionService:
         return d
 
     def _storeWaiting(self):
-        """Check, number and store the waiting appends as one message set."""
+        """Check, number and store the waiting appends, one merged batch at a time.
+
+        C{_storing} stays true until nothing is waiting, so an append made by
+        a callback fired here (a client's next request) only queues: one
+        write per partition at a time, each numbered from the stored log end.
+        """
+        self._storing = True
         while self._waiting:
             taken, size = 0, 0
             while taken < len(self._waiting) and (not taken or size < _MERGE_BYTES):
@@ -127,16 +133,28 @@ class PartitionService:
                 nextOffset += assigned.count
             if not accepted:
                 continue
-            self._storing = True
             count = nextOffset - self._partitionLog.endOffset
-            stored = self._partitionLog.append(
-                b"".join(pieces), count, int(self._clock.seconds() * 1000)
-            )
-            stored.addCallbacks(self._stored, self._storeFailed, (accepted,), None, (accepted,))
-            return
-
-    def _stored(self, _, accepted):
+            stored = self._partitionLog.append(b"".join(pieces), count, int(self._clock.seconds() * 1000))
+            if not stored.called:
+                stored.addBoth(self._stored, accepted)
+                return
+            stored.addBoth(self._settle, accepted)  # a store that answers at once: no recursion
         self._storing = False
+
+    def _stored(self, result, accepted):
+        self._settle(result, accepted)
+        self._storeWaiting()
+
+    def _settle(self, result, accepted):
+        """Answer the appends of one stored (or failed) batch, then wake listeners."""
+        if isinstance(result, Failure):
+            if not result.check(StorageError):  # the store logs its own failures, once per episode
+                self._log.failure(
+                    "storing to {topic}/{partition} failed", result, topic=self.topic, partition=self.partition
+                )
+            for _, d in accepted:
+                d.errback(result)
+            return
         for baseOffset, d in accepted:
             d.callback(baseOffset)
         for listener in list(self._listeners):
@@ -147,17 +165,6 @@ class PartitionService:
                 self._log.failure(
                     "append listener of {topic}/{partition} failed", topic=self.topic, partition=self.partition
                 )
-        self._storeWaiting()
-
-    def _storeFailed(self, reason, accepted):
-        self._storing = False
-        if not reason.check(StorageError):  # the store logs its own failures, once per episode
-            self._log.failure(
-                "storing to {topic}/{partition} failed", reason, topic=self.topic, partition=self.partition
-            )
-        for _, d in accepted:
-            d.errback(reason)
-        self._storeWaiting()
 
     def read(self, offset, maxBytes):
         start, end = self._partitionLog.startOffset, self._partitionLog.endOffset

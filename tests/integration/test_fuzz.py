@@ -541,13 +541,6 @@ def test_fuzzedFramesLeaveTheBrokerServing(brokerFactory):
 # --- what the fuzzing and bench/soak.py found -------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="acknowledged messages are lost: PartitionService._stored clears _storing and fires the appends' "
-    "Deferreds; a callback can append again at once (the gateway drains its backlog when the in-flight pause "
-    "ends), which starts a store; then _stored calls _storeWaiting() anyway and starts a second store from the "
-    "same log end, so two batches get the same offsets and one overwrites the other",
-)
 def test_pipelinedProducesKeepEveryAcknowledgedMessage(brokerFactory):
     """Pipelined Produce requests, as librdkafka sends them: every ack is stored, in order, at its offset."""
     broker = brokerFactory()

@@ -708,6 +708,33 @@ def test_failedStoreLeavesNoHole(backend, cluster, store):
     assert readAll(backend, service) == [(0, b"kept")]
 
 
+def test_appendsMadeByCallbacksQueueBehindTheWriteInProgress(backend, cluster, store):
+    """An append's callback may append again at once (the gateway then reads
+    the client's next Produce): that append must wait for the write in
+    progress, not be numbered from the same log end and overwrite it."""
+    service = cluster.partition("t", 0)
+    gate = Gate(store.partitionLog("t", 0), "append")
+    bases, pending = [], []
+
+    def again(base, round):
+        bases.append(base)
+        if round < 6:  # two appends at once, as when a backlog of requests is read
+            pending.append(service.append(messageSet(b"r%d" % round, b"s%d" % round)).addCallback(again, round + 1))
+            service.append(badCrc(messageSet(b"bad"))).addErrback(lambda f: bases.append("rejected"))
+            pending.append(service.append(messageSet(b"t%d" % round)))
+
+    first = service.append(messageSet(b"a", b"b")).addCallback(again, 1)
+    gate.open()
+    backend.wait(first)
+    while pending:
+        backend.wait(pending.pop(0))
+    assert [b for b in bases if b != "rejected"] == [0, 2, 5, 8, 11, 14]
+    assert bases.count("rejected") == 5
+    stored = readAll(backend, service)
+    assert [offset for offset, _ in stored] == list(range(17))
+    assert stored[:5] == [(0, b"a"), (1, b"b"), (2, b"r1"), (3, b"s1"), (4, b"t1")] and stored[-1] == (16, b"t5")
+
+
 def test_readOutOfRange(backend, cluster):
     service = cluster.partition("t", 0)
     backend.wait(service.append(messageSet(b"a", b"b")))
