@@ -5,6 +5,13 @@ magic and attributes are checked and its offset is written in place. Compressed
 wrappers (gzip, snappy) are expanded so that every inner message gets its own
 offset, then recompressed, as Kafka 0.8.0 does; the wrapper carries the offset
 of its last inner message.
+
+Magic-1 messages (Kafka 0.10: an int64 timestamp after the attributes) are
+accepted too and stored as magic 0, since 0.8 fetchers read nothing else:
+stock kafka-python sends them whatever Produce version the broker serves. The
+timestamp and the timestamp-type attribute bit are dropped and the CRC is
+recomputed; a magic-1 wrapper's inner messages (magic 1, relative offsets) are
+converted the same way and numbered like any others.
 """
 
 import struct
@@ -22,12 +29,17 @@ CODEC_NONE = 0
 CODEC_GZIP = 1
 CODEC_SNAPPY = 2
 CODEC_MASK = 0x03
+TIMESTAMP_TYPE = 0x08  # magic 1 only: log-append time rather than create time
+TIMESTAMP_SIZE = 8  # magic 1 only: the int64 between the attributes and the key
 
 _ENTRY_HEAD = struct.Struct(">qi")
-_MESSAGE_HEAD = struct.Struct(">IbbI")
-# offset, size, crc, magic and attributes together, key length: one unpack per plain message
-_PLAIN_HEAD = struct.Struct(">qiIhi")  # crc, magic, attributes, key length (as unsigned)
+_MESSAGE_HEAD = struct.Struct(">Ibb")  # crc, magic, attributes
+# One unpack per plain message: offset, size, crc, magic and attributes as one
+# int16, key length, and the int32 after it: the value length when the key is
+# null or empty.
+_PLAIN_HEAD = struct.Struct(">qiIhii")
 _INT32 = struct.Struct(">i")
+_UINT32 = struct.Struct(">I")
 _INT64 = struct.Struct(">q")
 _XERIAL_MAGIC = b"\x82SNAPPY\x00"
 _XERIAL_HEADER = struct.Struct(">8sii")
@@ -55,72 +67,99 @@ class AssignedMessageSet:
 def assignOffsets(messageSet, baseOffset, maxMessageBytes, maxExpandedBytes):
     """Check C{messageSet} and give its messages offsets from C{baseOffset}.
 
-    A partial message at the end is dropped, as Kafka 0.8 does. Raises
-    L{InvalidMessage} (bad size, CRC, magic, attributes or compression, or no
-    complete message) or L{MessageTooLarge} (an entry above C{maxMessageBytes}).
+    A partial message at the end is dropped, as Kafka 0.8 does; magic-1
+    messages come out as magic 0. Raises L{InvalidMessage} (bad size, CRC,
+    magic, attributes or compression, or no complete message) or
+    L{MessageTooLarge} (an entry above C{maxMessageBytes}, as stored).
     C{maxExpandedBytes} bounds what decompression may produce, summed over the
     set's wrappers, so many small bombs cannot add up.
     """
-    out, count = _assign(messageSet, baseOffset, maxMessageBytes, maxExpandedBytes, nested=False)
+    out, count = _assign(messageSet, baseOffset, maxMessageBytes, maxExpandedBytes, None)
     if not count:
         raise InvalidMessage("no complete message in the message set")
     return AssignedMessageSet(bytes(out), count)
 
 
-def _assign(data, baseOffset, maxMessageBytes, maxExpandedBytes, nested):
-    """Return (bytearray with offsets assigned, number of offsets used)."""
+def _assign(data, baseOffset, maxMessageBytes, maxExpandedBytes, wrapperMagic):
+    """Return (bytearray with offsets assigned, number of offsets used).
+
+    C{wrapperMagic} is None for a produced set, else the magic of the wrapper
+    that C{data} was inflated from: inner messages must have the same.
+    """
     out = bytearray(data)
     end = len(out)
     position = 0
     offset = baseOffset
-    wrappers = []  # (start, end, rebuilt wrapper entry) for each compressed message
+    replaced = []  # (start, end, new entry) for each wrapper and magic-1 message
     expandBudget = maxExpandedBytes
+    maxPlainSize = maxMessageBytes - LOG_OVERHEAD
+    # Magic and attributes both 0: a plain magic-0 message, for the fast path
+    # (None inside a magic-1 wrapper, where a magic-0 message is an error).
+    plainHead = None if wrapperMagic == 1 else 0
     crc32 = zlib.crc32
     unpackEntry = _ENTRY_HEAD.unpack_from
     unpackHead = _MESSAGE_HEAD.unpack_from
     unpackInt32 = _INT32.unpack_from
     packOffset = _INT64.pack_into
     unpackPlain = _PLAIN_HEAD.unpack_from
+    plainHeadSize = _PLAIN_HEAD.size
     with memoryview(out) as view:
         while end - position >= LOG_OVERHEAD:
-            # Fast path: a whole, plain, well-formed message. Anything else
-            # falls through to the checks below, which name the problem.
-            if end - position >= _PLAIN_HEAD.size:
-                _, size, crc, magicAndAttributes, keySize = unpackPlain(view, position)
+            # Fast path: whole, plain, well-formed magic-0 messages. Anything
+            # else falls through to the checks below, which name the problem.
+            while end - position >= plainHeadSize:
+                _, size, crc, magicAndAttributes, keySize, valueSize = unpackPlain(view, position)
                 messageEnd = position + LOG_OVERHEAD + size
-                valueAt = position + 22 + (keySize if keySize > 0 else 0)
-                if (
-                    not magicAndAttributes
+                rest = size - MIN_MESSAGE_SIZE  # bytes left for the key and the value
+                if keySize > 0:  # the value length follows the key (22: entry head, crc to key length)
+                    rest -= keySize
+                    valueSize = (
+                        unpackInt32(view, position + 22 + keySize)[0] if rest >= 0 and messageEnd <= end else -2
+                    )
+                if not (
+                    magicAndAttributes == plainHead
                     and keySize >= -1
-                    and valueAt + 4 <= messageEnd <= end
-                    and size + LOG_OVERHEAD <= maxMessageBytes
+                    and messageEnd <= end
+                    and size <= maxPlainSize
+                    and (valueSize == rest >= 0 or (valueSize == -1 and not rest))
                     and crc == crc32(view[position + 16 : messageEnd])
                 ):
-                    valueSize = unpackInt32(view, valueAt)[0]
-                    if valueSize == messageEnd - valueAt - 4 or (valueSize == -1 and messageEnd == valueAt + 4):
-                        packOffset(view, position, offset)
-                        offset += 1
-                        position = messageEnd
-                        continue
+                    break
+                packOffset(view, position, offset)
+                offset += 1
+                position = messageEnd
+            if end - position < LOG_OVERHEAD:
+                break
             _, size = unpackEntry(view, position)
             body = position + LOG_OVERHEAD
             if size < MIN_MESSAGE_SIZE:
                 raise InvalidMessage(f"message size {size} at byte {position}")
             if body + size > end:
                 break  # partial trailing message: dropped, as 0.8 does
-            if LOG_OVERHEAD + size > maxMessageBytes:
-                raise MessageTooLarge(
-                    f"message of {LOG_OVERHEAD + size:,d} bytes exceeds {maxMessageBytes:,d}"
-                )
-            crc, magic, attributes, keySize = unpackHead(view, body)
-            if crc != crc32(view[body + 4 : body + size]):
-                raise InvalidMessage(f"CRC mismatch at byte {position}")
-            if magic != 0:
-                raise InvalidMessage(f"magic {magic} is not 0")
-            if attributes & ~CODEC_MASK:
-                raise InvalidMessage(f"attributes {attributes:#x} use bits 0.8 does not define")
-            valueAt = body + 10 + (0 if keySize == 0xFFFFFFFF else keySize)
             messageEnd = body + size
+            crc, magic, attributes = unpackHead(view, body)
+            # The limit is on the message as stored: magic 1 loses its timestamp.
+            storedSize = LOG_OVERHEAD + size - (TIMESTAMP_SIZE if magic == 1 else 0)
+            if storedSize > maxMessageBytes:
+                raise MessageTooLarge(f"message of {storedSize:,d} bytes exceeds {maxMessageBytes:,d}")
+            if crc != crc32(view[body + 4 : messageEnd]):
+                raise InvalidMessage(f"CRC mismatch at byte {position}")
+            if magic == 0:
+                keyAt = body + 6
+                undefined = attributes & ~CODEC_MASK
+            elif magic == 1:
+                keyAt = body + 6 + TIMESTAMP_SIZE
+                undefined = attributes & ~(CODEC_MASK | TIMESTAMP_TYPE)
+            else:
+                raise InvalidMessage(f"magic {magic} is neither 0 nor 1")
+            if wrapperMagic is not None and magic != wrapperMagic:
+                raise InvalidMessage(f"magic-{magic} message inside a magic-{wrapperMagic} wrapper")
+            if undefined:
+                raise InvalidMessage(f"attributes {attributes:#x} use bits magic {magic} does not define")
+            if keyAt + 4 > messageEnd:
+                raise InvalidMessage(f"message too short for its magic-{magic} header at byte {position}")
+            (keySize,) = _UINT32.unpack_from(view, keyAt)  # -1 (null) reads as 0xFFFFFFFF
+            valueAt = keyAt + 4 + (0 if keySize == 0xFFFFFFFF else keySize)
             if valueAt + 4 > messageEnd:
                 raise InvalidMessage(f"key overruns its message at byte {position}")
             (valueSize,) = unpackInt32(view, valueAt)
@@ -128,49 +167,53 @@ def _assign(data, baseOffset, maxMessageBytes, maxExpandedBytes, nested):
                 raise InvalidMessage(f"key and value do not fill the message at byte {position}")
             codec = attributes & CODEC_MASK
             if codec == CODEC_NONE:
-                packOffset(view, position, offset)
+                if magic == 0:
+                    packOffset(view, position, offset)
+                else:  # stored as magic 0, attributes 0: timestamp dropped, key and value as they are
+                    replaced.append((position, messageEnd, _entry(offset, b"\x00\x00" + view[keyAt:messageEnd])))
                 offset += 1
             else:
-                if nested:
+                if wrapperMagic is not None:
                     raise InvalidMessage("compressed message inside a compressed message")
                 if valueSize < 0:
                     raise InvalidMessage("compressed wrapper without a value")
                 # A null wrapper key stays null (not b"").
-                key = None if keySize == 0xFFFFFFFF else view[body + 10 : valueAt].tobytes()
+                key = None if keySize == 0xFFFFFFFF else view[keyAt + 4 : valueAt].tobytes()
                 inner = _decompress(codec, view[valueAt + 4 : messageEnd], expandBudget)
                 expandBudget -= len(inner)
-                assigned, used = _assign(inner, offset, maxExpandedBytes, maxExpandedBytes, True)
+                assigned, used = _assign(inner, offset, maxExpandedBytes, maxExpandedBytes, magic)
                 if not used:
                     raise InvalidMessage("compressed wrapper holds no complete message")
                 offset += used
-                rebuilt = encodeMessage(
-                    offset - 1, key, _compress(codec, bytes(assigned), view[valueAt + 4 : messageEnd]),
-                    attributes,
-                )
-                wrappers.append((position, messageEnd, rebuilt))
+                compressed = _compress(codec, bytes(assigned), view[valueAt + 4 : messageEnd])
+                replaced.append((position, messageEnd, encodeMessage(offset - 1, key, compressed, codec)))
             position = messageEnd
-    if not wrappers:
+    if not replaced:
         del out[position:]
         return out, offset - baseOffset
     pieces = []
     copied = 0
-    for start, stop, rebuilt in wrappers:
+    for start, stop, entry in replaced:
         pieces.append(out[copied:start])
-        pieces.append(rebuilt)
+        pieces.append(entry)
         copied = stop
     pieces.append(out[copied:position])
     return bytearray(b"".join(pieces)), offset - baseOffset
 
 
+def _entry(offset, body):
+    """A message set entry around a magic-0 C{body} (magic to the end of the value)."""
+    return _ENTRY_HEAD.pack(offset, len(body) + 4) + _UINT32.pack(zlib.crc32(body)) + body
+
+
 def encodeMessage(offset, key, value, attributes=0):
     """One message set entry: offset, size, and a magic-0 message with its CRC."""
-    body = (
+    return _entry(
+        offset,
         bytes((0, attributes))
         + (_INT32.pack(-1) if key is None else _INT32.pack(len(key)) + key)
-        + (_INT32.pack(-1) if value is None else _INT32.pack(len(value)) + value)
+        + (_INT32.pack(-1) if value is None else _INT32.pack(len(value)) + value),
     )
-    crc = zlib.crc32(body)
-    return _ENTRY_HEAD.pack(offset, len(body) + 4) + struct.pack(">I", crc) + body
 
 
 def encodeMessageSet(messages, baseOffset=0):
@@ -192,7 +235,7 @@ def decodeMessageSet(data):
         body = position + LOG_OVERHEAD
         if size < MIN_MESSAGE_SIZE or body + size > len(data):
             break
-        _, _, attributes, _ = _MESSAGE_HEAD.unpack_from(data, body)
+        _, _, attributes = _MESSAGE_HEAD.unpack_from(data, body)
         (keySize,) = _INT32.unpack_from(data, body + 6)
         key = None if keySize < 0 else bytes(data[body + 10 : body + 10 + keySize])
         valueAt = body + 10 + max(keySize, 0)

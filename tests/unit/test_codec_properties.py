@@ -222,6 +222,50 @@ def messageSets(draw):
     return b"".join(parts), expected
 
 
+def magic1Entry(offset, key, value, attributes, timestamp):
+    body = struct.pack(">bbq", 1, attributes, timestamp)  # magic 1, attributes, timestamp
+    body += struct.pack(">i", -1) if key is None else struct.pack(">i", len(key)) + key
+    body += struct.pack(">i", -1) if value is None else struct.pack(">i", len(value)) + value
+    return struct.pack(">qiI", offset, 4 + len(body), zlib.crc32(body)) + body
+
+
+@st.composite
+def bothMagics(draw):
+    """The same plain runs and wrappers, as magic 0 and as magic 1 (any timestamps)."""
+    magic0, magic1 = [], []
+    for _ in range(draw(st.integers(1, 3))):
+        run = draw(pairs)
+        timestamps = draw(st.lists(int64s, min_size=len(run), max_size=len(run)))
+        timestampType = draw(st.sampled_from([0, 0x08]))
+        plain0 = encodeMessageSet(run, baseOffset=draw(st.integers(0, 2**40)))
+        # Inner offsets relative, as 0.10 producers write them.
+        plain1 = b"".join(
+            magic1Entry(i, k, v, timestampType, t) for i, ((k, v), t) in enumerate(zip(run, timestamps))
+        )
+        compressor = draw(st.none() | st.sampled_from(COMPRESSORS))
+        if compressor is None:
+            magic0.append(plain0)
+            magic1.append(plain1)
+        else:
+            codec, compress = compressor
+            magic0.append(wrapperEntry(codec, compress(plain0)))
+            magic1.append(magic1Entry(len(run) - 1, None, compress(plain1), codec | timestampType, max(timestamps)))
+    return b"".join(magic0), b"".join(magic1)
+
+
+@SETTINGS
+@given(bothMagics(), st.integers(0, 2**62))
+def test_magicOneIsStoredAsMagicZeroWouldBe(sets, base):
+    magic0, magic1 = sets
+    assert assignOffsets(magic1, base, LIMIT, LIMIT) == assignOffsets(magic0, base, LIMIT, LIMIT)
+
+
+@SETTINGS
+@given(mutated(bothMagics().map(lambda sets: sets[1])), st.integers(0, 2**50))
+def test_mutatedMagicOneSetsAssignOrMessageSetError(data, base):
+    checkAssigned(data, base)
+
+
 @SETTINGS
 @given(st.binary(max_size=300))
 def test_anyBytesAssignOrMessageSetError(data):
