@@ -32,6 +32,7 @@ class KafkaProtocol(protocol.Protocol):
     def __init__(self, broker, maxRequestBytes):
         self._broker = broker
         self._framer = Framer(maxRequestBytes)
+        self._badFrame = False  # a bad size prefix was read: closing, the rest is not read
         self.gateway = None
         self.peer = None
 
@@ -48,11 +49,14 @@ class KafkaProtocol(protocol.Protocol):
         self.log.info("{transport} connection from {peer}", transport="tcp", peer=self.peer)
 
     def dataReceived(self, data):
-        if self.gateway is None:
-            return  # refused (--max-connections); closing
+        if self.gateway is None or self._badFrame:
+            return  # refused (--max-connections), or after a bad size prefix; closing
         try:
             frames = self._framer.feed(data)
         except FrameTooLarge as e:
+            self._badFrame = True
+            for frame in e.frames:  # the requests read whole before the bad prefix are served
+                self.gateway.requestReceived(frame)
             self._broker.metrics.requestRefused(None)
             self.log.warn("request frame from {peer} rejected: {why}; closing", peer=self.peer, why=str(e))
             self.transport.loseConnection()

@@ -104,6 +104,10 @@ class KafkaWebSocketProtocol(WebSocketServerProtocol):
         try:
             frames = self._framer.feed(payload)
         except FrameTooLarge as e:
+            for frame in e.frames:  # the requests read whole before the bad prefix are served
+                self.gateway.requestReceived(frame)
+            if self._kafkaClosing:
+                return  # one of them closed the connection already
             self._broker.metrics.requestRefused(None)
             log.warn("request frame from {peer} rejected: {why}; closing with {code}", peer=self.peer, why=str(e), code=CLOSE_MESSAGE_TOO_BIG)
             return self._closeWith(CLOSE_MESSAGE_TOO_BIG, "request larger than --max-request-bytes")

@@ -1,12 +1,23 @@
-"""The size-prefixed Framer: any chunking, bad sizes caught early, bounded memory."""
+"""The size-prefixed Framer: any chunking, bad sizes caught early, bounded memory;
+and how the TCP and WebSocket transports serve what precedes a bad size prefix."""
 
 import struct
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twisted.internet import task
+from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, capturedLogs
 
+from kafkaw.broker.gateway import Broker
+from kafkaw.broker.services import ClusterService
 from kafkaw.protocol.framing import Framer, FrameTooLarge, frame
+from kafkaw.protocol.messages import decodeMessageSet, encodeMessageSet
+from kafkaw.storage.memory import MemoryStore
+from kafkaw.transport.tcp import KafkaProtocol
+from tests.unit.helpers import correlationId, metadataRequest, parseProduceResponse, produceRequest, responseFrames
+from tests.unit.test_websocket import WebSocketPair, oneResponse
 
 
 def prefixed(payload):
@@ -74,7 +85,7 @@ def test_badSizeRaisesBeforeTheBody(size):
     assert framer.feed(prefix[:3]) == []  # three bytes say nothing yet
     with pytest.raises(FrameTooLarge) as e:
         framer.feed(prefix[3:])  # the fourth byte completes the prefix: no body sent
-    assert (e.value.size, e.value.maximum) == (size, 10)
+    assert (e.value.size, e.value.maximum, e.value.frames) == (size, 10, [])
 
 
 def test_badSizeAfterGoodFrames():
@@ -82,6 +93,29 @@ def test_badSizeAfterGoodFrames():
     assert framer.feed(prefixed(b"ok")) == [b"ok"]
     with pytest.raises(FrameTooLarge):
         framer.feed(struct.pack(">i", 11))
+
+
+@pytest.mark.parametrize("size", [-1, 11])
+def test_framesBeforeABadSizeComeWithTheError(size):
+    framer = Framer(10)
+    assert framer.feed(prefixed(b"first")[:6]) == []  # a frame begun in an earlier chunk
+    with pytest.raises(FrameTooLarge) as e:
+        framer.feed(b"rst" + prefixed(b"") + prefixed(b"third") + struct.pack(">i", size) + b"junk")
+    assert e.value.frames == [b"first", b"", b"third"]
+    assert e.value.size == size
+    assert framer.buffered == 0
+
+
+def test_nothingIsFramedPastABadSize():
+    """The stream cannot be re-synchronised: later bytes are refused, and not kept."""
+    framer = Framer(10)
+    with pytest.raises(FrameTooLarge):
+        framer.feed(struct.pack(">i", 11))
+    for chunk in [prefixed(b"ok"), b"\x00" * 100]:
+        with pytest.raises(FrameTooLarge) as e:
+            framer.feed(chunk)
+        assert (e.value.size, e.value.frames) == (11, [])
+        assert framer.buffered == 0
 
 
 def test_bufferedStaysBounded():
@@ -113,3 +147,54 @@ def test_anyChunkingGivesTheSameFrames(payloads, cuts):
         assert framer.buffered < 4 + 50  # at most one partial frame is held
     assert frames == payloads
     assert framer.buffered == 0
+
+
+# --- the transports: good requests first, then one close and one log line --
+
+
+def brokerAndStore():
+    clock, store = task.Clock(), MemoryStore()
+    return Broker(ClusterService(store, clock), clock), store
+
+
+def stored(store, topic):
+    log = store.partitionLog(topic, 0)
+    return [m.value for m in decodeMessageSet(log.read(0, 1 << 20, log.endOffset).result)]
+
+
+def warnings(events):
+    return [e for e in events if e["log_level"] == LogLevel.warn]
+
+
+def test_tcpServesTheRequestsBeforeABadSizeThenClosesOnce():
+    kafka, store = brokerAndStore()
+    protocol = KafkaProtocol(kafka, 1000)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    good = metadataRequest(1, ["t"]) + produceRequest(2, {"t": {0: encodeMessageSet([(None, b"kept")])}})
+    with capturedLogs() as events:
+        protocol.dataReceived(good + struct.pack(">i", 1001) + b"junk")
+        assert transport.disconnecting
+        responses = responseFrames(transport.value())
+        assert [correlationId(r) for r in responses] == [1, 2]
+        assert parseProduceResponse(responses[1])[1] == {"t": {0: (0, 0)}}
+        assert stored(store, "t") == [b"kept"]
+        # The client goes on sending before the close takes effect: none of it is read.
+        transport.clear()
+        protocol.dataReceived(produceRequest(3, {"t": {0: encodeMessageSet([(None, b"late")])}}))
+        protocol.dataReceived(struct.pack(">i", -1))
+    assert transport.value() == b""
+    assert stored(store, "t") == [b"kept"]
+    (warning,) = warnings(events)
+    assert "rejected" in warning["log_format"] and "1,001" in warning["why"]
+
+
+def test_webSocketServesTheRequestsBeforeABadSizeThenCloses():
+    pair = WebSocketPair(maxRequestBytes=1000)
+    with capturedLogs() as events:
+        good = metadataRequest(1, ["t"]) + metadataRequest(2, ["u"])
+        payloads = pair.exchange(good + struct.pack(">i", 1001) + b"junk")
+        pair.closeAfter()
+    assert [correlationId(oneResponse(p)) for p in payloads] == [1, 2]
+    assert pair.client.closed[1] == 1009
+    assert len([e for e in warnings(events) if "rejected" in e["log_format"]]) == 1
