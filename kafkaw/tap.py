@@ -150,6 +150,18 @@ def makeService(options, reactor=None):
         store = factory.openStore(os.path.abspath(options["data-dir"]), options["sync"])
     except StorageError as e:
         raise SystemExit(f"kafkaw: {e}")
+    # The store's threads would keep a failed start-up from exiting: close it.
+    try:
+        return _brokerService(options, store, reactor)
+    except (ValueError, OSError) as e:  # an endpoint string that does not parse, a missing certificate...
+        store.close()
+        raise SystemExit(f"kafkaw: {e}")
+    except BaseException:
+        store.close()
+        raise
+
+
+def _brokerService(options, store, reactor):
     cluster = ClusterService(
         store,
         reactor,
@@ -178,20 +190,13 @@ def makeService(options, reactor=None):
     RetentionService(cluster, options["retention-check-interval-ms"] / 1000.0, reactor).setServiceParent(top)
     kafka = KafkaFactory(broker, options["max-request-bytes"])
     for description in options["listen"]:
-        _listen(description, kafka, reactor).setServiceParent(top)
+        strports.service(description, kafka, reactor=reactor).setServiceParent(top)
     websocket = KafkaWebSocketFactory(
         broker, options["max-request-bytes"], reactor=reactor, allowedOrigins=options["websocket-allowed-origin"]
     )
     for description in options["websocket"]:
-        _listen(description, websocket, reactor).setServiceParent(top)
+        strports.service(description, websocket, reactor=reactor).setServiceParent(top)
     if options["metrics"]:
-        _listen(options["metrics"], metricsSite(broker.metrics), reactor).setServiceParent(top)
+        strports.service(options["metrics"], metricsSite(broker.metrics), reactor=reactor).setServiceParent(top)
     return top
 
-
-def _listen(description, factory, reactor):
-    """A listener that makes start-up fail (twistd exits) when it cannot listen,
-    rather than leaving a broker running without one of its endpoints."""
-    listener = strports.service(description, factory, reactor=reactor)
-    listener._raiseSynchronously = True
-    return listener

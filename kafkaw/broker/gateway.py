@@ -329,6 +329,8 @@ class _Fetch:
         self._timer = self._broker.clock.callLater(wait, self._expire)
 
     def _appended(self):
+        if self._finished:
+            return  # answered while the appends' listeners were being called
         if self._reading:
             self._readAgain = True
         else:
@@ -538,7 +540,7 @@ class Gateway:
             self._pauses.discard(reason)
             if not self._pauses and not self._closed:
                 self._drainBacklog()
-                if not self._pauses:
+                if not self._pauses and not self._closed:
                     self.connection.resumeReading()
 
     def connectionLost(self):

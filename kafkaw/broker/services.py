@@ -128,13 +128,19 @@ class PartitionService:
                 except MessageSetError as e:
                     d.errback(e)
                     continue
+                except Exception:  # a bug must fail this append, not stall the partition
+                    self._log.failure("checking a message set for {topic}/{partition} failed", topic=self.topic, partition=self.partition)
+                    d.errback()
+                    continue
                 pieces.append(assigned.data)
                 accepted.append((nextOffset, d))
                 nextOffset += assigned.count
             if not accepted:
                 continue
             count = nextOffset - self._partitionLog.endOffset
-            stored = self._partitionLog.append(b"".join(pieces), count, int(self._clock.seconds() * 1000))
+            stored = defer.maybeDeferred(
+                self._partitionLog.append, b"".join(pieces), count, int(self._clock.seconds() * 1000)
+            )
             if not stored.called:
                 stored.addBoth(self._stored, accepted)
                 return
@@ -147,6 +153,7 @@ class PartitionService:
 
     def _settle(self, result, accepted):
         """Answer the appends of one stored (or failed) batch, then wake listeners."""
+        listeners = list(self._listeners)  # not fetches that the answers start: they read after this batch
         if isinstance(result, Failure):
             if not result.check(StorageError):  # the store logs its own failures, once per episode
                 self._log.failure(
@@ -157,7 +164,7 @@ class PartitionService:
             return
         for baseOffset, d in accepted:
             d.callback(baseOffset)
-        for listener in list(self._listeners):
+        for listener in listeners:
             try:
                 listener()
             except Exception:

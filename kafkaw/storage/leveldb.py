@@ -247,9 +247,12 @@ class LevelDBPartitionLog:
     def deleteBefore(self, offset):
         if offset > self.endOffset:
             return defer.fail(ValueError(f"cannot delete below {offset}: the log ends at {self.endOffset}"))
-        if offset <= self.startOffset:
+        # What is stored decides whether there is work: a deletion whose write
+        # failed moved startOffset (reads below it are refused at once) but
+        # left its batches, so asking again must retry it.
+        if offset <= self._deletedBefore:
             return defer.succeed(None)
-        self.startOffset = offset
+        self.startOffset = max(self.startOffset, offset)
         return self._deleteStep(offset)
 
     def _deleteStep(self, target):

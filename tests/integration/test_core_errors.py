@@ -254,3 +254,23 @@ def test_start_fails_when_an_endpoint_cannot_listen(brokerFactory, busy):
     assert code == 1
     log = broker.logText()
     assert f"kafkaw: Couldn't listen on 127.0.0.1:{port}" in log and "Traceback" not in log
+
+
+@pytest.mark.parametrize(
+    "option, value, why",
+    [
+        ("--listen", "tcpx:9092", "Unknown endpoint type: 'tcpx'"),
+        ("--websocket", "ssl:0:privateKey=missing.pem:certKey=missing.pem:interface=127.0.0.1", "missing.pem"),
+        ("--metrics", "tcp:notaport", "notaport"),
+    ],
+)
+def test_start_fails_with_one_line_for_an_endpoint_that_does_not_parse(brokerFactory, option, value, why):
+    broker = brokerFactory(option, value, start=False)
+    broker.start(wait=False)
+    try:
+        code = broker.process.wait(20)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the broker hung on {option} {value}")
+    assert code == 1
+    log = broker.logText()
+    assert "kafkaw: " in log and why in log and "Traceback" not in log

@@ -351,3 +351,21 @@ def test_gatewayAnswersAStorageErrorWithUnknownAndServesFetches():
     assert [m.value for m in decodeMessageSet(data)] == [b"kept"]
     assert not [e for e in events if e["log_level"] >= LogLevel.warn]  # the store logs, once per episode
     protocol.connectionLost(Failure(ConnectionDone()))
+
+
+def test_aDeletionWhoseWriteFailedIsRetried(stores, twoPartitions):
+    """The next deleteBefore to the same offset does the deletion that failed,
+    rather than trusting the start offset it had already moved."""
+    store, log0, _ = twoPartitions
+    size = log0.sizeBytes
+    store.db = FailingWrites(store.db)
+    failed(stores, log0.deleteBefore(1))
+    assert log0.startOffset == 1  # reads below it are refused at once
+    stores.reopenAfterRetry(store)
+    assert log0.sizeBytes == size  # nothing was deleted
+    stores.wait(log0.deleteBefore(1))
+    assert log0.sizeBytes < size and log0.startOffset == 1
+    assert stored(stores, log0) == [(1, b"b")]
+    stores.close(store)
+    reopened = stores.open().partitionLog("t", 0)
+    assert (reopened.startOffset, reopened.sizeBytes) == (1, log0.sizeBytes)
