@@ -25,11 +25,9 @@ from autobahn.websocket.util import parse_url
 from twisted.application import service, strports
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IPushProducer
 from twisted.internet.ssl import Certificate, optionsForClientTLS, trustRootFromCertificates
 from twisted.logger import Logger
 from twisted.python import usage
-from zope.interface import implementer
 
 from kafkaw.config import ConfigFileOptions
 from kafkaw.protocol import api
@@ -38,7 +36,7 @@ from kafkaw.protocol.errors import CodecError
 from kafkaw.protocol.framing import Framer, FrameTooLarge
 from kafkaw.protocol.primitives import Reader
 from kafkaw.protocol.responses import decodeMetadataResponse
-from kafkaw.transport.tcp import hostAndPort
+from kafkaw.transport.tcp import Backpressure, hostAndPort
 
 DEFAULT_LISTEN = "tcp:9092:interface=127.0.0.1"
 CONNECT_ATTEMPTS = 5  # 1 try + 4 retries
@@ -89,24 +87,6 @@ class _ReadPauser:
             self.reasons.discard(reason)
             if not self.reasons:
                 self.transport.resumeProducing()
-
-
-@implementer(IPushProducer)
-class _Backpressure:
-    """Registered on one side's transport: when its write buffer fills, stop reading the other side."""
-
-    def __init__(self, pauser, reason):
-        self.pauser = pauser
-        self.reason = reason
-
-    def pauseProducing(self):
-        self.pauser.pause(self.reason)
-
-    def resumeProducing(self):
-        self.pauser.resume(self.reason)
-
-    def stopProducing(self):
-        pass
 
 
 class BrokerWebSocket(WebSocketClientProtocol):
@@ -271,8 +251,8 @@ class ShimProtocol(protocol.Protocol):
         self._open = True
         self._wsReading = _ReadPauser(ws.transport)
         # A slow client pauses reading from the broker, a slow broker reading from the client.
-        self.transport.registerProducer(_Backpressure(self._wsReading, "client slow"), True)
-        ws.transport.registerProducer(_Backpressure(self._tcpReading, "broker slow"), True)
+        self.transport.registerProducer(Backpressure(self._wsReading, "client slow"), True)
+        ws.transport.registerProducer(Backpressure(self._tcpReading, "broker slow"), True)
         log.info("client {peer} piped to {url}", peer=self.peer, url=self.connector.url)
         waiting, self._waiting = self._waiting, []
         for message in waiting:

@@ -19,12 +19,31 @@ def hostAndPort(address, fallbackPort=9092):
     return host, getattr(address, "port", fallbackPort)
 
 
-@implementer(IKafkaConnection, IPushProducer)
+@implementer(IPushProducer)
+class Backpressure:
+    """A transport's push producer: while its write buffer is full, C{pauser}
+    (a L{Gateway}, or the shim's other side) holds C{reason} and stops reading."""
+
+    def __init__(self, pauser, reason):
+        self.pauser = pauser
+        self.reason = reason
+
+    def pauseProducing(self):
+        self.pauser.pause(self.reason)
+
+    def resumeProducing(self):
+        self.pauser.resume(self.reason)
+
+    def stopProducing(self):
+        pass
+
+
+@implementer(IKafkaConnection)
 class KafkaProtocol(protocol.Protocol):
     """Frames a byte stream for a L{Gateway}.
 
-    It registers itself as the transport's producer, so when the client stops
-    reading and the write buffer fills, it stops reading requests too.
+    It registers a L{Backpressure} on the transport, so when the client stops
+    reading and the write buffer fills, the gateway stops reading requests too.
     """
 
     log = Logger()
@@ -42,7 +61,7 @@ class KafkaProtocol(protocol.Protocol):
         if self.gateway is None:
             self.transport.loseConnection()
             return
-        self.transport.registerProducer(self, True)
+        self.transport.registerProducer(Backpressure(self.gateway, SLOW_READER), True)
         if hasattr(self.transport, "setTcpNoDelay"):  # TCP and TLS; not UNIX sockets
             self.transport.setTcpNoDelay(True)  # a small response must not wait for a delayed ACK
         self._broker.metrics.connectionOpened("tcp")
@@ -93,16 +112,6 @@ class KafkaProtocol(protocol.Protocol):
 
     def abort(self):
         self.transport.abortConnection()
-
-    # IPushProducer: called by the transport about its write buffer
-    def pauseProducing(self):
-        self.gateway.pause(SLOW_READER)
-
-    def resumeProducing(self):
-        self.gateway.resume(SLOW_READER)
-
-    def stopProducing(self):
-        pass
 
 
 class KafkaFactory(protocol.Factory):

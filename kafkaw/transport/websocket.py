@@ -19,13 +19,12 @@ import struct
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from kafkaw.broker.gateway import SLOW_READER, IKafkaConnection
 from kafkaw.protocol.framing import Framer, FrameTooLarge
-from kafkaw.transport.tcp import hostAndPort
+from kafkaw.transport.tcp import Backpressure, hostAndPort
 
 _SIZE = struct.Struct(">i")
 
@@ -38,12 +37,12 @@ CLOSE_TRY_AGAIN_LATER = 1013  # --max-connections are open
 log = Logger()
 
 
-@implementer(IKafkaConnection, IPushProducer)
+@implementer(IKafkaConnection)
 class KafkaWebSocketProtocol(WebSocketServerProtocol):
     """One WebSocket client: binary messages in, one binary message per response out.
 
-    Backpressure as in L{kafkaw.transport.tcp.KafkaProtocol}: this protocol is
-    the push producer of the underlying (TCP or TLS) transport, so when the
+    Backpressure as in L{kafkaw.transport.tcp.KafkaProtocol}: a L{Backpressure}
+    is the push producer of the underlying (TCP or TLS) transport, so when the
     client stops reading and the write buffer fills, the gateway stops reading
     requests; the gateway pauses reading through the same transport.
     """
@@ -75,7 +74,7 @@ class KafkaWebSocketProtocol(WebSocketServerProtocol):
         if self.gateway is None:
             self._closeWith(CLOSE_TRY_AGAIN_LATER, "too many connections; try again later")
             return
-        self.transport.registerProducer(self, True)
+        self.transport.registerProducer(Backpressure(self.gateway, SLOW_READER), True)
         self._broker.metrics.connectionOpened("websocket")
         log.info("{transport} connection from {peer}", transport="websocket", peer=self.peer)
 
@@ -159,17 +158,6 @@ class KafkaWebSocketProtocol(WebSocketServerProtocol):
     def abort(self):
         self._kafkaClosing = True
         self.dropConnection(abort=True)
-
-    # --- IPushProducer: called by the transport about its write buffer -----
-
-    def pauseProducing(self):
-        self.gateway.pause(SLOW_READER)
-
-    def resumeProducing(self):
-        self.gateway.resume(SLOW_READER)
-
-    def stopProducing(self):
-        pass
 
 
 class KafkaWebSocketFactory(WebSocketServerFactory):

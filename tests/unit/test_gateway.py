@@ -12,12 +12,12 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
-from kafkaw.broker.gateway import Broker, IKafkaConnection
+from kafkaw.broker.gateway import SLOW_READER, Broker, IKafkaConnection
 from kafkaw.broker.services import ClusterService
 from kafkaw.protocol.messages import decodeMessageSet, encodeMessageSet
 from kafkaw.protocol.primitives import Reader, encodeString
 from kafkaw.storage.memory import MemoryStore
-from kafkaw.transport.tcp import KafkaProtocol
+from kafkaw.transport.tcp import Backpressure, KafkaProtocol
 from tests.unit.helpers import (
     Gate,
     correlationId,
@@ -472,11 +472,13 @@ def test_badRequestCancelsParkedFetches(harness, client, logged):
 
 
 def test_slowReaderPausesReading(client):
-    assert client.transport.producer is client.protocol and client.transport.streaming
+    producer = client.transport.producer
+    assert isinstance(producer, Backpressure) and client.transport.streaming
+    assert (producer.pauser, producer.reason) == (client.protocol.gateway, SLOW_READER)
     assert client.transport.producerState == "producing"
-    client.protocol.pauseProducing()
+    producer.pauseProducing()
     assert client.transport.producerState == "paused"
-    client.protocol.resumeProducing()
+    producer.resumeProducing()
     assert client.transport.producerState == "producing"
 
 
@@ -488,10 +490,10 @@ def test_tooManyRequestsInFlightPauseReading():
     assert client.transport.producerState == "producing"
     client.send(fetchRequest(2, {"t": {1: (0, BIG)}}, maxWait=5000, minBytes=1))
     assert client.transport.producerState == "paused"
-    client.protocol.pauseProducing()  # and the client stops reading too
+    client.transport.producer.pauseProducing()  # and the client stops reading too
     harness.connect().request(produceRequest(3, {"t": {0: messageSet(b"a")}}))
     assert client.transport.producerState == "paused"
-    client.protocol.resumeProducing()  # fewer in flight, reader fast again
+    client.transport.producer.resumeProducing()  # fewer in flight, reader fast again
     assert client.transport.producerState == "producing"
     assert [correlationId(r) for r in client.responses()] == [1]
 
@@ -551,10 +553,10 @@ def test_aClientThatDoesNotReadIsDropped(logged):
     harness = Harness(slowReaderTimeoutMs=5000)
     harness.createTopic("t")
     client = harness.connect()
-    client.protocol.pauseProducing()  # its send buffer is full
+    client.transport.producer.pauseProducing()  # its send buffer is full
     harness.clock.advance(4)
-    client.protocol.resumeProducing()  # it read some: the clock starts again
-    client.protocol.pauseProducing()
+    client.transport.producer.resumeProducing()  # it read some: the clock starts again
+    client.transport.producer.pauseProducing()
     client.send(fetchRequest(1, {"t": {0: (0, BIG)}}, maxWait=60000, minBytes=1))
     harness.clock.advance(4.9)
     assert not client.transport.disconnecting
@@ -574,10 +576,10 @@ def test_requestsReadTogetherWaitWhileReadingIsPaused():
     client = harness.connect()
     client.send(*[fetchRequest(n, {"t": {0: (0, BIG)}}, maxWait=5000, minBytes=1) for n in range(1, 6)])
     assert len(client.protocol.gateway.parked) == 2
-    client.protocol.pauseProducing()  # and the client does not read
+    client.transport.producer.pauseProducing()  # and the client does not read
     harness.connect().request(produceRequest(9, {"t": {0: messageSet(b"a")}}))
     assert len(client.protocol.gateway.parked) == 0  # the two were answered; the rest wait
-    client.protocol.resumeProducing()
+    client.transport.producer.resumeProducing()
     assert [correlationId(r) for r in client.responses()] == [1, 2, 3, 4, 5]
     assert client.transport.producerState == "producing"
 

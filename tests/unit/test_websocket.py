@@ -21,14 +21,14 @@ from twisted.test import iosim
 from zope.interface.verify import verifyObject
 
 from kafkaw import shim, tap
-from kafkaw.broker.gateway import Broker, IKafkaConnection
+from kafkaw.broker.gateway import SLOW_READER, Broker, IKafkaConnection
 from kafkaw.broker.services import ClusterService
 from kafkaw.protocol import api
 from kafkaw.protocol.errors import CodecError
 from kafkaw.protocol.messages import decodeMessageSet, encodeMessageSet
 from kafkaw.protocol.responses import decodeMetadataResponse
 from kafkaw.storage.memory import MemoryStore
-from kafkaw.transport.tcp import KafkaProtocol
+from kafkaw.transport.tcp import Backpressure, KafkaProtocol
 from kafkaw.transport.websocket import KafkaWebSocketFactory
 from tests.unit.helpers import (
     correlationId,
@@ -373,12 +373,14 @@ def test_slowReaderPausesRequestReading():
     """When the transport's write buffer fills, the gateway stops reading requests."""
     pair = WebSocketPair(serverTransportClass=PausableTransport)
     serverTransport = pair.server.transport
-    assert serverTransport.producer is pair.server, "the protocol is not the transport's producer"
+    producer = serverTransport.producer
+    assert isinstance(producer, Backpressure), "no Backpressure is the transport's producer"
+    assert (producer.pauser, producer.reason) == (pair.server.gateway, SLOW_READER)
     assert serverTransport.streamingProducer
-    pair.server.pauseProducing()  # what the transport does when its buffer is full
+    producer.pauseProducing()  # what the transport does when its buffer is full
     assert serverTransport.paused
     assert pair.exchange(metadataRequest(1)) == []  # held: not read
-    pair.server.resumeProducing()
+    producer.resumeProducing()
     assert not serverTransport.paused
     pair.flush()
     assert [correlationId(oneResponse(p)) for p, _ in pair.client.messages] == [1]
