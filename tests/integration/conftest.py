@@ -141,9 +141,23 @@ def kcat(*args, input=None, timeout=30):
 # and confluent-kafka produce/consume round trips.
 # ---------------------------------------------------------------------------
 
+import functools  # noqa: E402
 import struct as _struct  # noqa: E402
 
-from kafkaw.protocol.primitives import Reader as _Reader, encodeBytes as _encodeBytes, encodeString as _encodeString  # noqa: E402
+from tests import frames  # noqa: E402
+from tests.frames import (  # noqa: E402, F401 (for the integration tests)
+    decodeFetchResponse,
+    decodeListOffsetsResponse,
+    decodeMetadataResponse,
+    decodeProduceResponse,
+    fetchBody,
+    listOffsetsBody,
+    metadataBody,
+    produceBody,
+)
+
+RAW_CLIENT_ID = "kafkaw-raw"  # the client id of the hand-built requests
+requestHeader = functools.partial(frames.requestHeader, clientId=RAW_CLIENT_ID)
 
 
 def waitUntil(predicate, timeout=10.0, interval=0.02, what="condition"):
@@ -156,120 +170,6 @@ def waitUntil(predicate, timeout=10.0, interval=0.02, what="condition"):
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
-
-
-def _i16(v):
-    return _struct.pack(">h", v)
-
-
-def _i32(v):
-    return _struct.pack(">i", v)
-
-
-def _i64(v):
-    return _struct.pack(">q", v)
-
-
-def requestHeader(apiKey, correlationId, apiVersion=0, clientId="kafkaw-raw"):
-    return _i16(apiKey) + _i16(apiVersion) + _i32(correlationId) + _encodeString(clientId)
-
-
-def produceBody(acks, topics, timeout=5000):
-    """topics: {topic: {partition: messageSetBytes}}."""
-    out = _i16(acks) + _i32(timeout) + _i32(len(topics))
-    for topic, partitions in topics.items():
-        out += _encodeString(topic) + _i32(len(partitions))
-        for partition, messageSet in partitions.items():
-            out += _i32(partition) + _encodeBytes(messageSet)
-    return out
-
-
-def fetchBody(topics, maxWait=0, minBytes=0, replicaId=-1):
-    """topics: {topic: {partition: (offset, maxBytes)}}."""
-    out = _i32(replicaId) + _i32(maxWait) + _i32(minBytes) + _i32(len(topics))
-    for topic, partitions in topics.items():
-        out += _encodeString(topic) + _i32(len(partitions))
-        for partition, (offset, maxBytes) in partitions.items():
-            out += _i32(partition) + _i64(offset) + _i32(maxBytes)
-    return out
-
-
-def listOffsetsBody(topics, replicaId=-1):
-    """topics: {topic: {partition: (time, maxOffsets)}}."""
-    out = _i32(replicaId) + _i32(len(topics))
-    for topic, partitions in topics.items():
-        out += _encodeString(topic) + _i32(len(partitions))
-        for partition, (when, maxOffsets) in partitions.items():
-            out += _i32(partition) + _i64(when) + _i32(maxOffsets)
-    return out
-
-
-def metadataBody(topics):
-    return _i32(len(topics)) + b"".join(_encodeString(t) for t in topics)
-
-
-def _topicsOf(reader, readPartition):
-    topics = {}
-    for _ in range(reader.int32()):
-        name = reader.string()
-        partitions = {}
-        for _ in range(reader.int32()):
-            number, rest = readPartition()
-            partitions[number] = rest
-        topics[name] = partitions
-    return topics
-
-
-def decodeProduceResponse(body):
-    """{topic: {partition: (error, offset)}}."""
-    r = _Reader(body)
-    topics = _topicsOf(r, lambda: (r.int32(), (r.int16(), r.int64())))
-    r.expectEnd()
-    return topics
-
-
-def decodeFetchResponse(body):
-    """{topic: {partition: (error, highWatermark, messageSetBytes)}}."""
-    r = _Reader(body)
-
-    def partition():
-        number, error, hw = r.int32(), r.int16(), r.int64()
-        return number, (error, hw, r.raw(r.int32()))
-
-    topics = _topicsOf(r, partition)
-    r.expectEnd()
-    return topics
-
-
-def decodeListOffsetsResponse(body):
-    """{topic: {partition: (error, [offsets])}}."""
-    r = _Reader(body)
-
-    def partition():
-        number, error = r.int32(), r.int16()
-        return number, (error, [r.int64() for _ in range(r.int32())])
-
-    topics = _topicsOf(r, partition)
-    r.expectEnd()
-    return topics
-
-
-def decodeMetadataResponse(body):
-    """(brokers [(id, host, port)], {topic: (error, {partition: (error, leader, replicas, isr)})})."""
-    r = _Reader(body)
-    brokers = [(r.int32(), r.string(), r.int32()) for _ in range(r.int32())]
-    topics = {}
-    for _ in range(r.int32()):
-        error, name = r.int16(), r.string()
-        partitions = {}
-        for _ in range(r.int32()):
-            perror, number, leader = r.int16(), r.int32(), r.int32()
-            replicas = [r.int32() for _ in range(r.int32())]
-            isr = [r.int32() for _ in range(r.int32())]
-            partitions[number] = (perror, leader, replicas, isr)
-        topics[name] = (error, partitions)
-    r.expectEnd()
-    return brokers, topics
 
 
 class RawClient:
@@ -296,8 +196,7 @@ class RawClient:
     def send(self, apiKey, body, apiVersion=0):
         """Send one framed request; return its correlation id."""
         self._correlationId += 1
-        payload = requestHeader(apiKey, self._correlationId, apiVersion) + body
-        self.sock.sendall(_i32(len(payload)) + payload)
+        self.sock.sendall(frames.requestFrame(apiKey, self._correlationId, body, apiVersion, clientId=RAW_CLIENT_ID))
         return self._correlationId
 
     def _recvExactly(self, size):

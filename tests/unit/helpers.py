@@ -1,15 +1,26 @@
 """Unit test helpers: wait for thread-backed Deferreds without a running
-reactor, hold calls so they overlap, and build/parse Kafka 0.8 frames."""
+reactor, hold calls so they overlap; and the Kafka 0.8 frame builders and
+parsers of L{tests.frames}."""
 
 import queue
-import struct
 import time
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from kafkaw.protocol.framing import Framer, frame
-from kafkaw.protocol.primitives import Reader, encodeBytes, encodeString
+from tests.frames import (  # noqa: F401 (for the unit tests)
+    correlationId,
+    fetchRequest,
+    listOffsetsRequest,
+    metadataRequest,
+    parseFetchResponse,
+    parseListOffsetsResponse,
+    parseMetadataResponse,
+    parseProduceResponse,
+    produceRequest,
+    requestFrame,
+    responseFrames,
+)
 
 
 class ThreadResults:
@@ -89,121 +100,3 @@ class Gate:
         for _, d in held:
             d.errback(exception)
 
-
-# Requests (version 0 unless told), built field by field.
-
-_i16 = struct.Struct(">h").pack
-_i32 = struct.Struct(">i").pack
-_i64 = struct.Struct(">q").pack
-
-
-def requestFrame(apiKey, correlationId, body, apiVersion=0, clientId="test"):
-    """A size-prefixed request: header + body."""
-    return frame(_i16(apiKey) + _i16(apiVersion) + _i32(correlationId) + encodeString(clientId) + body)
-
-
-def _array(items):
-    return _i32(len(items)) + b"".join(items)
-
-
-def produceRequest(correlationId, topics, acks=1, timeout=1000):
-    """topics: {topic: {partition: messageSet bytes}}."""
-    body = _i16(acks) + _i32(timeout) + _array(
-        [
-            encodeString(topic) + _array([_i32(p) + encodeBytes(data) for p, data in partitions.items()])
-            for topic, partitions in topics.items()
-        ]
-    )
-    return requestFrame(0, correlationId, body)
-
-
-def fetchRequest(correlationId, topics, maxWait=0, minBytes=0):
-    """topics: {topic: {partition: (offset, maxBytes)}}."""
-    body = _i32(-1) + _i32(maxWait) + _i32(minBytes) + _array(
-        [
-            encodeString(topic)
-            + _array([_i32(p) + _i64(offset) + _i32(maxBytes) for p, (offset, maxBytes) in partitions.items()])
-            for topic, partitions in topics.items()
-        ]
-    )
-    return requestFrame(1, correlationId, body)
-
-
-def listOffsetsRequest(correlationId, topics):
-    """topics: {topic: {partition: (time, maxNumber)}}."""
-    body = _i32(-1) + _array(
-        [
-            encodeString(topic)
-            + _array([_i32(p) + _i64(t) + _i32(n) for p, (t, n) in partitions.items()])
-            for topic, partitions in topics.items()
-        ]
-    )
-    return requestFrame(2, correlationId, body)
-
-
-def metadataRequest(correlationId, topics=(), apiVersion=0):
-    return requestFrame(3, correlationId, _array([encodeString(t) for t in topics]), apiVersion)
-
-
-# Responses, parsed into plain dicts.
-
-
-def responseFrames(data):
-    """Split a stream of size-prefixed responses; a partial tail is an error."""
-    framer = Framer(1 << 30)
-    frames = framer.feed(data)
-    assert framer.buffered == 0, "partial response frame"
-    return frames
-
-
-def correlationId(response):
-    return Reader(response).int32()
-
-
-def _topics(reader, partition):
-    return {reader.string(): dict(reader.array(partition, 0)) for _ in range(reader.int32())}
-
-
-def parseProduceResponse(response):
-    """(correlation id, {topic: {partition: (error, offset)}})."""
-    reader = Reader(response)
-    cid = reader.int32()
-    topics = _topics(reader, lambda: (reader.int32(), (reader.int16(), reader.int64())))
-    reader.expectEnd()
-    return cid, topics
-
-
-def parseFetchResponse(response):
-    """(correlation id, {topic: {partition: (error, high watermark, message set)}})."""
-    reader = Reader(response)
-    cid = reader.int32()
-    topics = _topics(reader, lambda: (reader.int32(), (reader.int16(), reader.int64(), reader.bytes())))
-    reader.expectEnd()
-    return cid, topics
-
-
-def parseListOffsetsResponse(response):
-    """(correlation id, {topic: {partition: (error, [offsets])}})."""
-    reader = Reader(response)
-    cid = reader.int32()
-    topics = _topics(reader, lambda: (reader.int32(), (reader.int16(), reader.array(reader.int64, 8))))
-    reader.expectEnd()
-    return cid, topics
-
-
-def parseMetadataResponse(response):
-    """(correlation id, [(node, host, port)], {topic: (error, {partition: (error, leader, replicas, isr)})})."""
-    reader = Reader(response)
-    cid = reader.int32()
-    brokers = reader.array(lambda: (reader.int32(), reader.string(), reader.int32()), 10)
-
-    def partition():
-        error, number, leader = reader.int16(), reader.int32(), reader.int32()
-        return number, (error, leader, reader.array(reader.int32, 4), reader.array(reader.int32, 4))
-
-    topics = {}
-    for _ in range(reader.int32()):
-        error, name = reader.int16(), reader.string()
-        topics[name] = (error, dict(reader.array(partition, 18)))
-    reader.expectEnd()
-    return cid, brokers, topics
