@@ -1,13 +1,15 @@
 """Unit test helpers: wait for thread-backed Deferreds without a running
-reactor, hold calls so they overlap; and the Kafka 0.8 frame builders and
-parsers of L{tests.frames}."""
+reactor, hold calls so they overlap, drive a gateway without a transport; and
+the Kafka 0.8 frame builders and parsers of L{tests.frames}."""
 
 import queue
 import time
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from kafkaw.broker.gateway import IKafkaConnection
 from tests.frames import (  # noqa: F401 (for the unit tests)
     correlationId,
     fetchRequest,
@@ -100,3 +102,31 @@ class Gate:
         for _, d in held:
             d.errback(exception)
 
+
+@implementer(IKafkaConnection)
+class FakeConnection:
+    """The L{IKafkaConnection} of a L{Gateway} driven directly: keeps the responses, notes a close."""
+
+    peer = "fake-peer"
+
+    def __init__(self):
+        self.responses = []  # each one response, without a size prefix
+        self.closed = False
+
+    def localAddress(self):
+        return ("127.0.0.1", 9092)
+
+    def sendResponse(self, chunks):
+        self.responses.append(b"".join(chunks))
+
+    def pauseReading(self):
+        pass
+
+    def resumeReading(self):
+        pass
+
+    def close(self):
+        self.closed = True
+
+    def abort(self):
+        self.closed = True

@@ -5,41 +5,14 @@ import struct
 import pytest
 from twisted.internet import task
 from twisted.logger import capturedLogs, formatEvent
-from zope.interface import implementer
 
-from kafkaw.broker.gateway import Broker, Gateway, IKafkaConnection
+from kafkaw.broker.gateway import Broker, Gateway
 from kafkaw.protocol import apiversions
 from kafkaw.protocol.apiversions import ApiVersion
 from kafkaw.protocol.errors import CodecError
 from kafkaw.protocol.primitives import Reader
 from kafkaw.tap import Options, makeService
-
-
-@implementer(IKafkaConnection)
-class FakeConnection:
-    peer = "fake-peer"
-
-    def __init__(self):
-        self.responses = []  # each one response, without a size prefix
-        self.closed = False
-
-    def localAddress(self):
-        return ("127.0.0.1", 9092)
-
-    def sendResponse(self, chunks):
-        self.responses.append(b"".join(chunks))
-
-    def pauseReading(self):
-        pass
-
-    def resumeReading(self):
-        pass
-
-    def close(self):
-        self.closed = True
-
-    def abort(self):
-        self.closed = True
+from tests.unit.helpers import FakeConnection
 
 
 def connect(strict08=False):

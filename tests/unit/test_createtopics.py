@@ -9,16 +9,15 @@ from hypothesis import strategies as st
 from kafka.protocol.admin import CreateTopicsRequest as KpCreateTopicsRequest
 from kafka.protocol.admin import CreateTopicsResponse as KpCreateTopicsResponse
 from twisted.internet import task
-from zope.interface import implementer
 
-from kafkaw.broker.gateway import Broker, Gateway, IKafkaConnection
+from kafkaw.broker.gateway import Broker, Gateway
 from kafkaw.broker.services import ClusterService
 from kafkaw.protocol import api, apiversions, responses
 from kafkaw.protocol.api import CreateTopicsRequest, NewTopic
 from kafkaw.protocol.errors import CodecError
 from kafkaw.protocol.primitives import Reader
 from kafkaw.storage.memory import MemoryStore
-from tests.unit.helpers import metadataRequest, parseMetadataResponse
+from tests.unit.helpers import FakeConnection, metadataRequest, parseMetadataResponse
 
 # CreateTopics v0 with two topics, field by field (after the request header).
 BODY = b"".join(
@@ -147,30 +146,6 @@ def test_encodeDecodeRoundTrip(request):
 
 
 # -- through the gateway ------------------------------------------------------
-
-
-@implementer(IKafkaConnection)
-class FakeConnection:
-    peer = "fake-peer"
-
-    def __init__(self):
-        self.responses = []
-        self.closed = False
-
-    def localAddress(self):
-        return ("127.0.0.1", 9092)
-
-    def sendResponse(self, chunks):
-        self.responses.append(b"".join(chunks))
-
-    def pauseReading(self):
-        pass
-
-    def resumeReading(self):
-        pass
-
-    def close(self):
-        self.closed = True
 
 
 def connect(**brokerOptions):
