@@ -1,5 +1,7 @@
 """Real brokers for integration tests: `twistd kafkaw` subprocesses on free ports of 127.0.0.1."""
 
+import datetime
+import ipaddress
 import os
 import shutil
 import signal
@@ -134,6 +136,35 @@ def kcat(*args, input=None, timeout=30):
     if result.returncode != 0:
         raise AssertionError(f"kcat {args} failed ({result.returncode}): {result.stderr.decode(errors='replace')}")
     return result.stdout
+
+
+def selfSignedCertificate(directory, name, dnsNames=("localhost",), ipAddresses=("127.0.0.1",)):
+    """A self-signed CA certificate with these subject alternative names; (key path, cert path)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"kafkaw test {name}")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    names = [x509.DNSName(n) for n in dnsNames] + [x509.IPAddress(ipaddress.ip_address(a)) for a in ipAddresses]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    keyPath, certPath = directory / f"{name}-key.pem", directory / f"{name}-cert.pem"
+    keyPath.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    certPath.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return keyPath, certPath
 
 
 # ---------------------------------------------------------------------------

@@ -7,8 +7,6 @@ certificate names DNS localhost and IP 127.0.0.1 — Metadata sends clients back
 to 127.0.0.1. wss:// (through the shim, verified) is covered in test_websocket.py.
 """
 
-import datetime
-import ipaddress
 import re
 import socket
 import struct
@@ -27,6 +25,7 @@ from tests.integration.conftest import (
     rdConsume,
     rdProduce,
     requestHeader,
+    selfSignedCertificate,
     waitForPort,
 )
 
@@ -34,39 +33,10 @@ from tests.integration.conftest import (
 RDKAFKA_DEFAULTS = {"api.version.request": True, "broker.version.fallback": "0.10.0"}
 
 
-def certificate(directory, name, dnsNames=("localhost",), ipAddresses=("127.0.0.1",)):
-    """A self-signed CA certificate with these subject alternative names; (key path, cert path)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"kafkaw test {name}")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    names = [x509.DNSName(n) for n in dnsNames] + [x509.IPAddress(ipaddress.ip_address(a)) for a in ipAddresses]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    keyPath, certPath = directory / f"{name}-key.pem", directory / f"{name}-cert.pem"
-    keyPath.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    certPath.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return keyPath, certPath
-
-
 def startTlsBroker(directory, name, **sans):
     """A broker with a TLS listener (besides its plain one) using a fresh certificate."""
     directory.mkdir(exist_ok=True)
-    keyPath, certPath = certificate(directory, name, **sans)
+    keyPath, certPath = selfSignedCertificate(directory, name, **sans)
     tlsPort = freePort()
     broker = BrokerProcess(
         directory / "data",
@@ -90,7 +60,7 @@ def tlsBroker(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def otherCa(tmp_path_factory):
-    return certificate(tmp_path_factory.mktemp("other"), "other")[1]
+    return selfSignedCertificate(tmp_path_factory.mktemp("other"), "other")[1]
 
 
 def sslConf(caPath):

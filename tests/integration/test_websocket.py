@@ -5,7 +5,6 @@ stock client is used, `twistd kafkaw-shim` in front of its WebSocket endpoint.
 """
 
 import contextlib
-import datetime
 import os
 import socket
 import ssl
@@ -34,6 +33,7 @@ from tests.integration.conftest import (
     rdConsume,
     rdProduce,
     requestHeader,
+    selfSignedCertificate,
     waitForPort,
 )
 
@@ -300,42 +300,6 @@ def test_shimGivesUpAndClosesTheClient(shimFactory):
 
 
 # --- TLS: wss:// ---------------------------------------------------------------------
-
-
-def selfSignedCertificate(directory, name):
-    """A self-signed CA certificate for localhost / 127.0.0.1; returns (key path, cert path)."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"kafkaw test {name}")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    keyPath = directory / f"{name}-key.pem"
-    certPath = directory / f"{name}-cert.pem"
-    keyPath.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    certPath.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    return keyPath, certPath
 
 
 @pytest.fixture
