@@ -98,6 +98,16 @@ class BrokerProcess:
         self.log.close()
         return code
 
+    def expectExit(self, timeout=20):
+        """Start a broker that must stop by itself (a failed start-up); return its exit status."""
+        self.start(wait=False)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(f"the broker kept running ({' '.join(self.extraArgs)}); log:\n{self.logText()}")
+        return self.stop()
+
     def restart(self, sig=signal.SIGTERM):
         self.stop(sig)
         return self.start()
