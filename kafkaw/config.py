@@ -20,6 +20,19 @@ from twisted.python import usage
 NOT_FROM_FILE = frozenset({"help", "version", "config"})
 
 
+def positive(name):
+    """A usage.Options coerce for a parameter that takes an integer of at least 1."""
+
+    def convert(value):
+        number = int(value)
+        if number < 1:
+            raise ValueError(f"{name} must be at least 1")
+        return number
+
+    convert.coerceDoc = "A positive integer."
+    return convert
+
+
 class ConfigError(Exception):
     """What is wrong with a config file, in a few words."""
 

@@ -29,7 +29,7 @@ from twisted.internet.ssl import Certificate, optionsForClientTLS, trustRootFrom
 from twisted.logger import Logger
 from twisted.python import usage
 
-from kafkaw.config import ConfigFileOptions
+from kafkaw.config import ConfigFileOptions, positive
 from kafkaw.protocol import api
 from kafkaw.protocol.api import ApiKey
 from kafkaw.protocol.errors import CodecError
@@ -346,16 +346,6 @@ def loadTrustRoot(path):
     return trustRootFromCertificates([Certificate.loadPEM(block) for block in blocks])
 
 
-def _positive(value):
-    number = int(value)
-    if number < 1:
-        raise ValueError("must be at least 1")
-    return number
-
-
-_positive.coerceDoc = "A positive integer."
-
-
 class Options(ConfigFileOptions):
     commandName = "kafkaw-shim"
     synopsis = "--connect ws://HOST:PORT/ [options]"
@@ -367,8 +357,8 @@ class Options(ConfigFileOptions):
     optParameters = [
         ["connect", "c", None, "the broker's WebSocket URL: ws://HOST:PORT/ or wss://HOST:PORT/ (required)"],
         ["ca-cert", None, None, "PEM file of the CA certificate(s) to verify a wss:// broker with (default: the system's trust store)"],
-        ["connect-attempts", None, CONNECT_ATTEMPTS, "attempts to open the WebSocket per client connection before closing it", _positive],
-        ["max-request-bytes", None, 104857600, "largest request frame from a client; a bigger one closes the connection", _positive],
+        ["connect-attempts", None, CONNECT_ATTEMPTS, "attempts to open the WebSocket per client connection before closing it", positive("connect-attempts")],
+        ["max-request-bytes", None, 104857600, "largest request frame from a client; a bigger one closes the connection", positive("max-request-bytes")],
         ["advertised-host", None, None, "host put in Metadata responses (default: the address the client connected to)"],
         ["advertised-port", None, None, "port put in Metadata responses (default: the port the client connected to)", int],
     ]

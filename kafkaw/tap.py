@@ -10,7 +10,7 @@ from twisted.python import usage
 
 from kafkaw.broker.gateway import Broker
 from kafkaw.broker.services import ClusterService, RetentionService
-from kafkaw.config import ConfigFileOptions
+from kafkaw.config import ConfigFileOptions, positive
 from kafkaw.metrics import NO_METRICS, PrometheusMetrics, metricsSite
 from kafkaw.storage.interfaces import IStorageFactory, StorageError
 from kafkaw.transport.tcp import KafkaFactory
@@ -25,17 +25,6 @@ def storageBackends():
     import twisted.plugins
 
     return {factory.name: factory for factory in getPlugins(IStorageFactory, twisted.plugins)}
-
-
-def _positive(name):
-    def convert(value):
-        number = int(value)
-        if number < 1:
-            raise ValueError(f"{name} must be at least 1")
-        return number
-
-    convert.coerceDoc = "A positive integer."
-    return convert
 
 
 def _limit(name, minimum):
@@ -65,20 +54,20 @@ class Options(ConfigFileOptions):
     optParameters = [
         ["data-dir", "d", "kafkaw-data", "directory for stored data"],
         ["storage", None, "leveldb", "storage backend (a plugin): leveldb or memory"],
-        ["num-partitions", None, 1, "partitions of an auto-created topic", _positive("num-partitions")],
-        ["message-max-bytes", None, 1000000, "largest message accepted (Produce error 10 above it)", _positive("message-max-bytes")],
-        ["max-request-bytes", None, 104857600, "largest request frame; a bigger one closes the connection", _positive("max-request-bytes")],
-        ["max-fetch-wait-ms", None, 30000, "cap on how long a Fetch may be parked", _positive("max-fetch-wait-ms")],
+        ["num-partitions", None, 1, "partitions of an auto-created topic", positive("num-partitions")],
+        ["message-max-bytes", None, 1000000, "largest message accepted (Produce error 10 above it)", positive("message-max-bytes")],
+        ["max-request-bytes", None, 104857600, "largest request frame; a bigger one closes the connection", positive("max-request-bytes")],
+        ["max-fetch-wait-ms", None, 30000, "cap on how long a Fetch may be parked", positive("max-fetch-wait-ms")],
         ["advertised-host", None, None, "host put in Metadata (default: the address the client connected to)"],
         ["advertised-port", None, None, "port put in Metadata (default: the port the client connected to)", int],
         ["broker-id", None, 0, "this broker's node id in Metadata", int],
         ["retention-hours", None, 168, "delete stored batches older than this (topics may set retention.ms)", _limit("retention-hours", 1)],
         ["retention-bytes", None, -1, "per partition, delete the oldest batches while what stays is at least this (topics may set retention.bytes)", _limit("retention-bytes", 0)],
-        ["retention-check-interval-ms", None, 300000, "how often retention runs", _positive("retention-check-interval-ms")],
-        ["max-connections", None, 1000, "client connections open at once, over all endpoints; more are closed at once", _positive("max-connections")],
-        ["idle-timeout-ms", None, 600000, "close a connection with no request for this long (as Kafka's connections.max.idle.ms)", _positive("idle-timeout-ms")],
-        ["slow-reader-timeout-ms", None, 60000, "drop a connection that has not read its responses for this long", _positive("slow-reader-timeout-ms")],
-        ["max-in-flight-requests", None, 16, "requests of one connection handled at once; it is not read further meanwhile", _positive("max-in-flight-requests")],
+        ["retention-check-interval-ms", None, 300000, "how often retention runs", positive("retention-check-interval-ms")],
+        ["max-connections", None, 1000, "client connections open at once, over all endpoints; more are closed at once", positive("max-connections")],
+        ["idle-timeout-ms", None, 600000, "close a connection with no request for this long (as Kafka's connections.max.idle.ms)", positive("idle-timeout-ms")],
+        ["slow-reader-timeout-ms", None, 60000, "drop a connection that has not read its responses for this long", positive("slow-reader-timeout-ms")],
+        ["max-in-flight-requests", None, 16, "requests of one connection handled at once; it is not read further meanwhile", positive("max-in-flight-requests")],
         ["metrics", None, None, "serve Prometheus metrics at /metrics on this strports endpoint, e.g. tcp:9308:interface=127.0.0.1 (default: off)"],
     ]
 
