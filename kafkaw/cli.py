@@ -19,13 +19,11 @@ import socket
 import sys
 
 from kafkaw.protocol import api, responses
-from kafkaw.protocol.api import AdminErrorCode, CreateTopicsRequest, NewTopic, OffsetsPartition
+from kafkaw.protocol.api import EARLIEST, LATEST, AdminErrorCode, CreateTopicsRequest, NewTopic, OffsetsPartition
 from kafkaw.protocol.errors import CodecError
 from kafkaw.protocol.framing import Framer, FrameTooLarge, frame
 
 CLIENT_ID = "kafkaw-cli"
-EARLIEST = -2
-LATEST = -1
 
 
 class CommandError(Exception):

@@ -11,13 +11,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from kafkaw.broker.interfaces import IClusterService, IPartitionService, TopicError
-from kafkaw.protocol.api import AdminErrorCode
+from kafkaw.protocol.api import EARLIEST, LATEST, AdminErrorCode
 from kafkaw.protocol.errors import ErrorCode, MessageSetError
 from kafkaw.protocol.messages import assignOffsets
 from kafkaw.storage.interfaces import StorageError
-
-LATEST = -1
-EARLIEST = -2
 
 # Kafka's rule for topic names; it also keeps names safe in storage keys and paths.
 _LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")

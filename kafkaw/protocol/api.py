@@ -65,9 +65,14 @@ class FetchRequest(NamedTuple):
     topics: list  # [(topic, [FetchPartition])]
 
 
+# ListOffsets times that are not timestamps.
+LATEST = -1  # the log end: the offset the next message will get
+EARLIEST = -2  # the log start: the first offset still stored
+
+
 class OffsetsPartition(NamedTuple):
     partition: int
-    time: int
+    time: int  # milliseconds since the epoch, or LATEST or EARLIEST
     maxOffsets: int
 
 

@@ -12,6 +12,7 @@ from zope.interface.verify import verifyObject
 from kafkaw.broker.gateway import Broker
 from kafkaw.broker.services import ClusterService
 from kafkaw.metrics import NO_METRICS, IBrokerMetrics, PrometheusMetrics
+from kafkaw.protocol.api import LATEST
 from kafkaw.protocol.messages import encodeMessage
 from kafkaw.storage.memory import MemoryStore
 from tests.unit.helpers import (
@@ -24,8 +25,6 @@ from tests.unit.helpers import (
 )
 from tests.unit.test_gateway import Harness
 from tests.unit.test_websocket import WebSocketPair
-
-LATEST = -1
 
 
 def messages(*values):
