@@ -120,6 +120,12 @@ class Client:
                 found[result.partition] = result.offsets[0] if not result.error and result.offsets else f"error {result.error}"
         return found
 
+    def bounds(self, topic):
+        """{partition: (log start, log end)} of a L{TopicMetadata}'s partitions, as L{offsets} gives them."""
+        numbers = sorted(p.partition for p in topic.partitions)
+        starts, ends = self.offsets(topic.name, numbers, EARLIEST), self.offsets(topic.name, numbers, LATEST)
+        return {p: (starts.get(p), ends.get(p)) for p in numbers}
+
     def createTopic(self, name, partitions, configs):
         request = CreateTopicsRequest([NewTopic(name, partitions, 1, [], configs)], int(self._timeout * 1000))
         (results,) = self.call(
@@ -167,21 +173,18 @@ def topicsCreate(client, arguments, out):
 
 def topicsDescribe(client, arguments, out):
     topic = client.topic(arguments.name)
-    numbers = sorted(p.partition for p in topic.partitions)
-    starts, ends = client.offsets(topic.name, numbers, EARLIEST), client.offsets(topic.name, numbers, LATEST)
-    print(f"topic {topic.name}: {_count(len(numbers), 'partition')}", file=out)
+    bounds = client.bounds(topic)
+    print(f"topic {topic.name}: {_count(len(topic.partitions), 'partition')}", file=out)
     rows = [("partition", "leader", "replicas", "isr", "start", "end")]
     for p in sorted(topic.partitions, key=lambda p: p.partition):
         replicas, isr = ",".join(map(str, p.replicas)), ",".join(map(str, p.isr))
-        rows.append((p.partition, p.leader, replicas, isr, starts.get(p.partition), ends.get(p.partition)))
+        rows.append((p.partition, p.leader, replicas, isr, *bounds[p.partition]))
     print(table(rows), file=out)
 
 
 def offsets(client, arguments, out):
-    topic = client.topic(arguments.topic)
-    numbers = sorted(p.partition for p in topic.partitions)
-    starts, ends = client.offsets(topic.name, numbers, EARLIEST), client.offsets(topic.name, numbers, LATEST)
-    print(table([("partition", "start", "end")] + [(p, starts.get(p), ends.get(p)) for p in numbers]), file=out)
+    bounds = client.bounds(client.topic(arguments.topic))
+    print(table([("partition", "start", "end")] + [(p, *bounds[p]) for p in sorted(bounds)]), file=out)
 
 
 def _count(number, noun):
