@@ -21,12 +21,9 @@ def decodeMetadataResponse(frame):
     def broker():
         return Broker(reader.int32(), reader.string(), reader.int32())
 
-    def int32():
-        return reader.int32()
-
     def partition():
         error, number, leader = reader.int16(), reader.int32(), reader.int32()
-        return PartitionMetadata(error, number, leader, reader.array(int32, 4), reader.array(int32, 4))
+        return PartitionMetadata(error, number, leader, reader.array(reader.int32, 4), reader.array(reader.int32, 4))
 
     def topic():
         return TopicMetadata(reader.int16(), reader.string(), reader.array(partition, 2 + 4 + 4 + 4 + 4))
