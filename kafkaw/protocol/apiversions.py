@@ -22,9 +22,8 @@ their own. Pure codec, no I/O:
 
 from typing import NamedTuple
 
-from kafkaw.protocol.api import decodeHeader
 from kafkaw.protocol.errors import CodecError
-from kafkaw.protocol.primitives import INT16, INT32, Reader
+from kafkaw.protocol.primitives import INT16, INT32
 
 API_VERSIONS = 18
 UNSUPPORTED_VERSION = 35
@@ -93,17 +92,6 @@ def readUnsignedVarint(reader):
     raise CodecError("unsigned varint longer than 5 bytes")
 
 
-def encodeUnsignedVarint(value):
-    if value < 0:
-        raise ValueError("unsigned varint cannot be negative")
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def skipTaggedFields(reader):
     """Skip a tagged-fields section: count, then (tag, size, data) per field."""
     for _ in range(readUnsignedVarint(reader)):
@@ -139,18 +127,6 @@ def decodeRequest(reader):
         return ApiVersionsRequest(None, None)
 
 
-def decodeFrame(frame):
-    """Decode a whole ApiVersions request frame (no size prefix), any version.
-
-    Returns (RequestHeader, ApiVersionsRequest). Raises L{CodecError} only when
-    the classic header itself (key, version, correlation id, client id) is unreadable.
-    """
-    header, reader = decodeHeader(frame)
-    if header.apiKey != API_VERSIONS:
-        raise CodecError(f"api key {header.apiKey} is not ApiVersions")
-    return header, decodeRequest(reader)
-
-
 def servedVersions(handlers):
     """[ApiVersion] sorted by key, from a dispatch table keyed by (apiKey, version).
 
@@ -184,12 +160,3 @@ def encodeResponse(correlationId, requestedVersion, handlers):
     out = [INT32.pack(correlationId), INT16.pack(errorFor(requestedVersion, handlers)), INT32.pack(len(served))]
     out.extend(INT16.pack(v.apiKey) + INT16.pack(v.minVersion) + INT16.pack(v.maxVersion) for v in served)
     return out
-
-
-def decodeResponse(body):
-    """(error, [ApiVersion]) from a v0-format response body after the correlation id (for tests/tools)."""
-    reader = Reader(body)
-    error = reader.int16()
-    served = reader.array(lambda: ApiVersion(reader.int16(), reader.int16(), reader.int16()), 6)
-    reader.expectEnd()
-    return error, served

@@ -1,4 +1,4 @@
-"""Decoders for responses, for the client side (the TCP-to-WebSocket shim, the CLI).
+"""Decoders for responses, for the client side (the TCP-to-WebSocket shim, the CLI, tests).
 
 They take a response frame without its size prefix and return the same plain
 tuples that L{kafkaw.protocol.api}'s encoders take, so a decoded response can
@@ -6,6 +6,7 @@ be changed and encoded again with them.
 """
 
 from kafkaw.protocol.api import Broker, OffsetsResult, PartitionMetadata, TopicMetadata
+from kafkaw.protocol.apiversions import ApiVersion
 from kafkaw.protocol.primitives import Reader
 
 
@@ -58,3 +59,12 @@ def decodeCreateTopicsResponse(frame):
     results = reader.array(lambda: (reader.string(), reader.int16()), 2 + 2)
     reader.expectEnd()
     return correlationId, results
+
+
+def decodeApiVersionsResponse(frame):
+    """ApiVersions response in the v0 format -> (correlationId, error, [ApiVersion])."""
+    reader = Reader(frame)
+    correlationId, error = reader.int32(), reader.int16()
+    served = reader.array(lambda: ApiVersion(reader.int16(), reader.int16(), reader.int16()), 6)
+    reader.expectEnd()
+    return correlationId, error, served

@@ -7,7 +7,7 @@ from twisted.internet import task
 from twisted.logger import capturedLogs, formatEvent
 
 from kafkaw.broker.gateway import Broker, Gateway
-from kafkaw.protocol import apiversions
+from kafkaw.protocol import api, apiversions, responses
 from kafkaw.protocol.apiversions import ApiVersion
 from kafkaw.protocol.errors import CodecError
 from kafkaw.protocol.primitives import Reader
@@ -81,6 +81,28 @@ CORE_LIST = bytes.fromhex(
 CORE_TABLE = {(0, 0): None, (1, 0): None, (2, 0): None, (3, 0): None, (18, 0): None}
 
 
+def decodeFrame(frame):
+    """(RequestHeader, ApiVersionsRequest) of a whole ApiVersions request frame, any version.
+
+    Read as the gateway reads it: the classic header, then L{apiversions.decodeRequest}.
+    Raises L{CodecError} only when the classic header itself is unreadable, or is not ApiVersions'.
+    """
+    header, reader = api.decodeHeader(frame)
+    if header.apiKey != apiversions.API_VERSIONS:
+        raise CodecError(f"api key {header.apiKey} is not ApiVersions")
+    return header, apiversions.decodeRequest(reader)
+
+
+def encodeUnsignedVarint(value):
+    """Kafka's unsigned varint, written the way L{apiversions.readUnsignedVarint} reads it."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 def listBytes(handlers):
     served = apiversions.servedVersions(handlers)
     return struct.pack(">i", len(served)) + b"".join(struct.pack(">hhh", *v) for v in served)
@@ -101,19 +123,19 @@ def test_encodeUnsupportedVersionBytes():
 
 
 def test_decodeV3Frame():
-    header, request = apiversions.decodeFrame(V3_FRAME)
+    header, request = decodeFrame(V3_FRAME)
     assert (header.apiKey, header.apiVersion, header.correlationId, header.clientId) == (18, 3, 42, "rdkafka")
     assert request == ("librdkafka", "2.0.2")
 
 
 def test_decodeV3FrameSkipsTaggedFields():
-    header, request = apiversions.decodeFrame(V3_TAGGED_FRAME)
+    header, request = decodeFrame(V3_TAGGED_FRAME)
     assert header.correlationId == 43
     assert request == ("librdkafka", "2.0.2")
 
 
 def test_decodeV0Frame():
-    header, request = apiversions.decodeFrame(V0_FRAME)
+    header, request = decodeFrame(V0_FRAME)
     assert (header.apiVersion, header.correlationId, header.clientId) == (0, 7, "abc")
     assert request == (None, None)
 
@@ -130,20 +152,20 @@ def test_decodeV0Frame():
 )
 def test_decodeBadBodyIsTolerated(body):
     header = V3_FRAME[: 2 + 2 + 4 + 2 + 7]
-    _, request = apiversions.decodeFrame(header + body)
+    _, request = decodeFrame(header + body)
     assert request == (None, None)
 
 
 def test_decodeFrameNeedsTheClassicHeader():
     with pytest.raises(CodecError):
-        apiversions.decodeFrame(V0_FRAME[:7])  # correlation id cut short
+        decodeFrame(V0_FRAME[:7])  # correlation id cut short
     with pytest.raises(CodecError):
-        apiversions.decodeFrame(b"\x00\x03" + V0_FRAME[2:])  # a Metadata request
+        decodeFrame(b"\x00\x03" + V0_FRAME[2:])  # a Metadata request
 
 
 @pytest.mark.parametrize("value, encoded", [(0, "00"), (1, "01"), (127, "7f"), (128, "8001"), (300, "ac02"), (2**31, "8080808008")])
 def test_unsignedVarint(value, encoded):
-    assert apiversions.encodeUnsignedVarint(value).hex() == encoded
+    assert encodeUnsignedVarint(value).hex() == encoded
     assert apiversions.readUnsignedVarint(Reader(bytes.fromhex(encoded))) == value
 
 
@@ -155,8 +177,8 @@ def test_servedVersionsRanges():
 
 
 def test_decodeResponseRoundTrip():
-    body = b"".join(apiversions.encodeResponse(1, 9, CORE_TABLE))[4:]
-    assert apiversions.decodeResponse(body) == (35, apiversions.servedVersions(CORE_TABLE))
+    response = b"".join(apiversions.encodeResponse(1, 9, CORE_TABLE))
+    assert responses.decodeApiVersionsResponse(response) == (1, 35, apiversions.servedVersions(CORE_TABLE))
 
 
 # --- through the gateway -----------------------------------------------------
@@ -166,7 +188,7 @@ def test_listEqualsTheDispatchTable():
     """What ApiVersions announces is exactly the (key, version) pairs the gateway dispatches on."""
     broker, gateway, connection = connect()
     gateway.requestReceived(V0_FRAME)
-    error, served = apiversions.decodeResponse(connection.responses[0][4:])
+    _, error, served = responses.decodeApiVersionsResponse(connection.responses[0])
     assert error == 0
     announced = {(v.apiKey, version) for v in served for version in range(v.minVersion, v.maxVersion + 1)}
     assert announced == set(broker.handlers)

@@ -189,7 +189,7 @@ def test_gatewayAnswersKafkaPython():
 
 def test_apiVersionsListsCreateTopicsV0():
     _, gateway, connection = connect()
-    error, served = apiversions.decodeResponse(ask(gateway, connection, struct.pack(">hhih", 18, 0, 1, -1))[4:])
+    _, error, served = responses.decodeApiVersionsResponse(ask(gateway, connection, struct.pack(">hhih", 18, 0, 1, -1)))
     assert error == 0
     assert apiversions.ApiVersion(19, 0, 0) in served
 
