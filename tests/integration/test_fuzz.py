@@ -369,73 +369,67 @@ def wsOpen(broker):
 
 def wsProbed(broker, rng, tally, frames):
     """The WebSocket version of L{tcpProbed}: each request in its own binary message, or split/merged."""
-    ws = None
     cid = 0
-    try:
-        for _ in range(frames):
-            if ws is None:
-                ws = wsOpen(broker)
-                tally.connections += 1
-            cid += 1
-            r = rng.random()
-            if r < 0.75:
-                payload = mutatedRequest(rng, cid)
-                messages = [SIZE.pack(len(payload)) + payload, probe(PROBE_ID)]
-            elif r < 0.85:  # split anywhere, probe merged into the last piece
-                payload = mutatedRequest(rng, cid)
-                wire = SIZE.pack(len(payload)) + payload + probe(PROBE_ID)
-                cut = sorted(rng.sample(range(1, len(wire)), 2))
-                messages = [wire[: cut[0]], wire[cut[0] : cut[1]], wire[cut[1] :]]
-            elif r < 0.95:
-                payload = hugeCountRequest(rng, cid)
-                messages = [SIZE.pack(len(payload)) + payload, probe(PROBE_ID)]
-            else:  # a text message or an empty binary one
-                messages = [rng.choice(["fuzz", "", b""]), probe(PROBE_ID)]
-            tally.sent(messages[0])
-            try:
-                for message in messages:
-                    ws.send(message)
-                while True:
-                    answer = ws.recv(15)
-                    assert isinstance(answer, bytes)
-                    (size,) = SIZE.unpack_from(answer)
-                    assert size == len(answer) - 4, "a WebSocket answer is not exactly one response"
-                    if SIZE.unpack_from(answer, 4)[0] == PROBE_ID:
-                        tally.answered += 1
-                        break
-            except ConnectionClosed:
-                tally.closed += 1
-                ws.close()
-                ws = None
-    finally:
-        if ws is not None:
-            ws.close()
+    while cid < frames:
+        with wsOpen(broker) as ws:
+            tally.connections += 1
+            while cid < frames:
+                cid += 1
+                r = rng.random()
+                if r < 0.75:
+                    payload = mutatedRequest(rng, cid)
+                    messages = [SIZE.pack(len(payload)) + payload, probe(PROBE_ID)]
+                elif r < 0.85:  # split anywhere, probe merged into the last piece
+                    payload = mutatedRequest(rng, cid)
+                    wire = SIZE.pack(len(payload)) + payload + probe(PROBE_ID)
+                    cut = sorted(rng.sample(range(1, len(wire)), 2))
+                    messages = [wire[: cut[0]], wire[cut[0] : cut[1]], wire[cut[1] :]]
+                elif r < 0.95:
+                    payload = hugeCountRequest(rng, cid)
+                    messages = [SIZE.pack(len(payload)) + payload, probe(PROBE_ID)]
+                else:  # a text message or an empty binary one
+                    messages = [rng.choice(["fuzz", "", b""]), probe(PROBE_ID)]
+                tally.sent(messages[0])
+                try:
+                    for message in messages:
+                        ws.send(message)
+                    while True:
+                        answer = ws.recv(15)
+                        assert isinstance(answer, bytes)
+                        (size,) = SIZE.unpack_from(answer)
+                        assert size == len(answer) - 4, "a WebSocket answer is not exactly one response"
+                        if SIZE.unpack_from(answer, 4)[0] == PROBE_ID:
+                            tally.answered += 1
+                            break
+                except ConnectionClosed:
+                    tally.closed += 1
+                    break  # closes this one; the next frame goes on a new connection
 
 
 def wsRawFrames(broker, rng, tally, connections):
     """Garbage below the Kafka framing: random WebSocket frame headers and bytes after the handshake."""
     for _ in range(connections):
         try:
-            ws = wsOpen(broker)
+            connection = wsOpen(broker)
         except (InvalidHandshake, OSError):
             raise AssertionError("the WebSocket handshake failed during the fuzzing")
-        tally.connections += 1
-        kind = rng.randrange(4)
-        if kind == 0:  # a binary frame announcing 2**62 bytes
-            wire = b"\x82\xff" + struct.pack(">Q", 1 << 62) + rng.randbytes(4)
-        elif kind == 1:  # reserved bits, bad opcodes, unmasked frames
-            wire = bytes([rng.choice([0x72, 0x83, 0x8B, 0x09, 0x02])]) + bytes([rng.randrange(126)]) + rng.randbytes(40)
-        elif kind == 2:  # a masked binary frame holding a size prefix above --max-request-bytes
-            wire = b"\x82\x84\x00\x00\x00\x00" + SIZE.pack(MAX_REQUEST_BYTES + 1)
-        else:
-            wire = rng.randbytes(rng.randrange(1, 100))
-        tally.sent(wire)
-        try:
-            ws.socket.sendall(wire)
-            ws.socket.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        ws.close()
+        with connection as ws:
+            tally.connections += 1
+            kind = rng.randrange(4)
+            if kind == 0:  # a binary frame announcing 2**62 bytes
+                wire = b"\x82\xff" + struct.pack(">Q", 1 << 62) + rng.randbytes(4)
+            elif kind == 1:  # reserved bits, bad opcodes, unmasked frames
+                wire = bytes([rng.choice([0x72, 0x83, 0x8B, 0x09, 0x02])]) + bytes([rng.randrange(126)]) + rng.randbytes(40)
+            elif kind == 2:  # a masked binary frame holding a size prefix above --max-request-bytes
+                wire = b"\x82\x84\x00\x00\x00\x00" + SIZE.pack(MAX_REQUEST_BYTES + 1)
+            else:
+                wire = rng.randbytes(rng.randrange(1, 100))
+            tally.sent(wire)
+            try:
+                ws.socket.sendall(wire)
+                ws.socket.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
         tally.closed += 1
 
 
