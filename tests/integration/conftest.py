@@ -138,6 +138,56 @@ def broker(brokerFactory):
     return brokerFactory("--num-partitions", "4")
 
 
+class ShimProcess:
+    """One `twistd -n kafkaw-shim` process on a free port of 127.0.0.1."""
+
+    def __init__(self, workDir, connect, *extraArgs):
+        self.port = freePort()
+        self.logPath = workDir / f"shim-{self.port}.log"
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        command = [
+            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            "-n", "--pidfile=", "kafkaw-shim",
+            "--listen", f"tcp:{self.port}:interface=127.0.0.1",
+            "--connect", connect, *extraArgs,
+        ]
+        self.log = open(self.logPath, "ab")
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=workDir)
+        waitForPort(self.port, process=self.process)
+
+    @property
+    def bootstrap(self):
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+    def logText(self):
+        return self.logPath.read_text(errors="replace")
+
+
+@pytest.fixture
+def shimFactory(tmp_path):
+    """Make `twistd kafkaw-shim` processes: shimFactory(broker.websocketURL, *extraArgs)."""
+    shims = []
+
+    def make(connect, *extraArgs):
+        shim = ShimProcess(tmp_path, connect, *extraArgs)
+        shims.append(shim)
+        return shim
+
+    yield make
+    for shim in shims:
+        shim.stop()
+
+
 def kcat(*args, input=None, timeout=30):
     """Run Debian's kcat; returns its stdout (bytes)."""
     if shutil.which("kcat") is None:

@@ -4,6 +4,8 @@ Each case is a real round trip: produce N keyed messages to several partitions,
 read them back with assign() and explicit offsets (no consumer group), and
 check partitions, offsets, keys and values. Where a codec is listed, the test
 also reads the stored message set raw to see whether it really went compressed.
+The cases with default client settings also run once through `twistd
+kafkaw-shim` to the broker's WebSocket endpoint (the `bootstrap` fixture).
 docs/clients.md is the table of what these tests check; keep the two in step.
 """
 
@@ -35,6 +37,19 @@ NONE, GZIP, SNAPPY = 0, 1, 2
 @pytest.fixture
 def broker(brokerFactory):
     return brokerFactory("--num-partitions", str(PARTITIONS), "--storage", "memory")
+
+
+@pytest.fixture
+def bootstrap(request, broker, shimFactory):
+    """Where the clients connect: the broker's TCP port ("tcp", the default), or a
+    shim in front of its WebSocket endpoint ("shim", by indirect parametrization)."""
+    if getattr(request, "param", "tcp") == "shim":
+        return shimFactory(broker.websocketURL).bootstrap
+    return broker.bootstrap
+
+
+# Run a test with default client settings both straight to the broker and through the shim.
+TCP_AND_SHIM = pytest.mark.parametrize("bootstrap", ["tcp", "shim"], indirect=True)
 
 
 # Values compress well, so that a client never finds a compressed batch bigger
@@ -117,11 +132,11 @@ def storedCodecs(broker, topic):
 # --- confluent-kafka (librdkafka) --------------------------------------------
 
 
-def rdRoundTrip(broker, topic, settings, codec):
+def rdRoundTrip(bootstrap, topic, settings, codec):
     from confluent_kafka import Consumer, Producer, TopicPartition
 
     producer = Producer(
-        {"bootstrap.servers": broker.bootstrap, "compression.codec": codec, "linger.ms": 5, "message.timeout.ms": 10000, **settings}
+        {"bootstrap.servers": bootstrap, "compression.codec": codec, "linger.ms": 5, "message.timeout.ms": 10000, **settings}
     )
     reports = []
 
@@ -136,7 +151,7 @@ def rdRoundTrip(broker, topic, settings, codec):
 
     # group.id is required by the Python binding but never used: assign() + own offsets, no commits.
     consumer = Consumer(
-        {"bootstrap.servers": broker.bootstrap, "group.id": "unused", "enable.auto.commit": False, "fetch.wait.max.ms": 100, **settings}
+        {"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False, "fetch.wait.max.ms": 100, **settings}
     )
     consumed = []
     try:
@@ -156,11 +171,14 @@ def rdRoundTrip(broker, topic, settings, codec):
 RD_CODECS = {"none": NONE, "gzip": GZIP, "snappy": SNAPPY, "lz4": NONE, "zstd": NONE}
 
 
-@pytest.mark.parametrize("settings", [{}, RDKAFKA_08], ids=["defaults", "fallback-0.8.0"])
-def test_confluentKafka(broker, settings):
+@pytest.mark.parametrize(
+    "settings, bootstrap", [({}, "tcp"), (RDKAFKA_08, "tcp"), ({}, "shim")],
+    ids=["defaults", "fallback-0.8.0", "defaults-shim"], indirect=["bootstrap"],
+)
+def test_confluentKafka(broker, bootstrap, settings):
     for codec, stored in RD_CODECS.items():
         topic = f"rd-{codec}"
-        rdRoundTrip(broker, topic, settings, codec)
+        rdRoundTrip(bootstrap, topic, settings, codec)
         assert storedCodecs(broker, topic) == {stored}, codec
     assert unservedRequests(broker) == []
     if settings:
@@ -173,23 +191,23 @@ def test_confluentKafka(broker, settings):
 # --- kcat (Debian) -------------------------------------------------------------
 
 
-def runKcat(broker, args, input=None, timeout=30):
+def runKcat(bootstrap, args, input=None, timeout=30):
     if shutil.which("kcat") is None:
         pytest.fail("kcat is not installed (apt-get install kcat)")
-    return subprocess.run(["kcat", "-b", broker.bootstrap, "-m", "5", *args], input=input, capture_output=True, timeout=timeout)
+    return subprocess.run(["kcat", "-b", bootstrap, "-m", "5", *args], input=input, capture_output=True, timeout=timeout)
 
 
-def kcatOk(broker, args, input=None):
-    result = runKcat(broker, args, input)
+def kcatOk(bootstrap, args, input=None):
+    result = runKcat(bootstrap, args, input)
     assert result.returncode == 0, f"kcat {args} failed ({result.returncode}): {result.stderr.decode(errors='replace')}"
     return result.stdout
 
 
-def kcatRoundTrip(broker, topic, flags, codec):
+def kcatRoundTrip(bootstrap, topic, flags, codec):
     for partition in range(PARTITIONS):
         lines = b"".join(key + b":" + value + b"\n" for p, key, value in wanted() if p == partition)
-        kcatOk(broker, [*flags, "-P", "-t", topic, "-p", str(partition), "-K", ":", "-z", codec], input=lines)
-    out = kcatOk(broker, [*flags, "-C", "-t", topic, "-o", "beginning", "-e", "-f", r"%p %o %k %s\n"])
+        kcatOk(bootstrap, [*flags, "-P", "-t", topic, "-p", str(partition), "-K", ":", "-z", codec], input=lines)
+    out = kcatOk(bootstrap, [*flags, "-C", "-t", topic, "-o", "beginning", "-e", "-f", r"%p %o %k %s\n"])
     consumed = []
     for line in out.splitlines():
         partition, offset, key, value = line.split(b" ", 3)
@@ -200,11 +218,14 @@ def kcatRoundTrip(broker, topic, flags, codec):
 KCAT_CODECS = {"none": NONE, "gzip": GZIP, "snappy": SNAPPY}
 
 
-@pytest.mark.parametrize("flags", [[], KCAT_08], ids=["no-flags", "fallback-0.8.0"])
-def test_kcat(broker, flags):
+@pytest.mark.parametrize(
+    "flags, bootstrap", [([], "tcp"), (KCAT_08, "tcp"), ([], "shim")],
+    ids=["no-flags", "fallback-0.8.0", "no-flags-shim"], indirect=["bootstrap"],
+)
+def test_kcat(broker, bootstrap, flags):
     for codec, stored in KCAT_CODECS.items():
         topic = f"kcat-{codec}"
-        kcatRoundTrip(broker, topic, flags, codec)
+        kcatRoundTrip(bootstrap, topic, flags, codec)
         assert storedCodecs(broker, topic) == {stored}, codec
     assert unservedRequests(broker) == []
     assert bool(apiVersionsSeen(broker)) == (not flags)
@@ -214,21 +235,21 @@ def test_strict08StockKcatFailsFastFallbackWorks(brokerFactory):
     """--strict-0.8 closes on ApiVersions like 0.8.0: stock kcat gives up, the fallback flags work."""
     broker = brokerFactory("--num-partitions", str(PARTITIONS), "--storage", "memory", "--strict-0.8")
     started = time.monotonic()
-    result = runKcat(broker, ["-L", "-m", "3"], timeout=20)
+    result = runKcat(broker.bootstrap, ["-L", "-m", "3"], timeout=20)
     assert result.returncode != 0
     assert time.monotonic() - started < 10
     assert b"ApiVersion" in result.stderr
     assert any("api key 18 (ApiVersions)" in line for line in unservedRequests(broker))
-    kcatRoundTrip(broker, "strict", KCAT_08, "none")
+    kcatRoundTrip(broker.bootstrap, "strict", KCAT_08, "none")
 
 
 # --- kafka-python 3 ------------------------------------------------------------
 
 
-def kafkaPythonProduce(broker, topic, codec=None, **settings):
+def kafkaPythonProduce(bootstrap, topic, codec=None, **settings):
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, compression_type=codec, request_timeout_ms=10000, **settings)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, compression_type=codec, request_timeout_ms=10000, **settings)
     try:
         futures = [producer.send(topic, key=key, value=value, partition=p) for p, key, value in wanted()]
         producer.flush(15)
@@ -241,11 +262,11 @@ def kafkaPythonProduce(broker, topic, codec=None, **settings):
     checkProduced(reports)
 
 
-def kafkaPythonConsume(broker, topic, **settings):
+def kafkaPythonConsume(bootstrap, topic, **settings):
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(
-        bootstrap_servers=broker.bootstrap, group_id=None, enable_auto_commit=False,
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
         consumer_timeout_ms=5000, fetch_max_wait_ms=100, **settings,
     )
     consumed = []
@@ -265,8 +286,8 @@ def kafkaPythonConsume(broker, topic, **settings):
 
 @pytest.mark.parametrize("codec, stored", [(None, NONE), ("gzip", GZIP)])
 def test_kafkaPythonApiVersion080(broker, codec, stored):
-    kafkaPythonProduce(broker, "kp", codec, api_version=(0, 8, 0))
-    kafkaPythonConsume(broker, "kp", api_version=(0, 8, 0))
+    kafkaPythonProduce(broker.bootstrap, "kp", codec, api_version=(0, 8, 0))
+    kafkaPythonConsume(broker.bootstrap, "kp", api_version=(0, 8, 0))
     assert storedCodecs(broker, "kp") == {stored}
     assert unservedRequests(broker) == []
     assert apiVersionsSeen(broker) == []
@@ -274,16 +295,18 @@ def test_kafkaPythonApiVersion080(broker, codec, stored):
 
 def test_kafkaPythonDefaultsConsumer(broker):
     """The stock consumer (no api_version) reads with Fetch/ListOffsets/Metadata v0."""
-    kafkaPythonProduce(broker, "kp", api_version=(0, 8, 0))
-    kafkaPythonConsume(broker, "kp")
+    kafkaPythonProduce(broker.bootstrap, "kp", api_version=(0, 8, 0))
+    kafkaPythonConsume(broker.bootstrap, "kp")
     assert unservedRequests(broker) == []
     assert (0, 0) in apiVersionsSeen(broker)
 
 
-def test_kafkaPythonDefaultsProducer(broker):
+@TCP_AND_SHIM
+def test_kafkaPythonDefaultsProducer(broker, bootstrap):
     """The stock producer sends magic-1 messages even in Produce v0; they are stored as magic 0."""
-    kafkaPythonProduce(broker, "kp")
-    kafkaPythonConsume(broker, "kp")
+    kafkaPythonProduce(bootstrap, "kp")
+    kafkaPythonConsume(bootstrap, "kp")
+    assert unservedRequests(broker) == []
 
 
 # --- kafkajs 2.2.4 (node) --------------------------------------------------------
@@ -303,9 +326,10 @@ def kafkajs(*args, timeout=30):
 
 
 # kafkajs's Produce v0 ignores the compression it is asked for and sends plain messages.
+@TCP_AND_SHIM
 @pytest.mark.parametrize("codec, stored", [("none", NONE), ("gzip", NONE)])
-def test_kafkajsProducerDefaults(broker, codec, stored):
-    result = kafkajs("produce", broker.bootstrap, "js", str(COUNT), str(PARTITIONS), codec)
+def test_kafkajsProducerDefaults(broker, bootstrap, codec, stored):
+    result = kafkajs("produce", bootstrap, "js", str(COUNT), str(PARTITIONS), codec)
     assert result["ok"], result
     checkProduced([(m["partition"], m["offset"], m["key"].encode(), m["value"].encode()) for m in result["sent"]])
     assert storedCodecs(broker, "js") == {stored}
@@ -314,7 +338,7 @@ def test_kafkajsProducerDefaults(broker, codec, stored):
     # Read back with another stock client (kafkajs has no consumer without a group).
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "unused", "enable.auto.commit": False})
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False})
     consumed = []
     try:
         consumer.assign([TopicPartition("js", p, 0) for p in range(PARTITIONS)])
@@ -342,12 +366,13 @@ def test_kafkajsConsumerFailsCleanlyAndFast(broker):
 # --- pykafka 2.8 -----------------------------------------------------------------
 
 
+@TCP_AND_SHIM
 @pytest.mark.parametrize("codec, stored", [("none", NONE), ("gzip", GZIP)])
-def test_pykafka(broker, codec, stored):
+def test_pykafka(broker, bootstrap, codec, stored):
     from pykafka import KafkaClient
     from pykafka.common import CompressionType, OffsetType
 
-    client = KafkaClient(hosts=broker.bootstrap, broker_version="0.8.2", socket_timeout_ms=5000)
+    client = KafkaClient(hosts=bootstrap, broker_version="0.8.2", socket_timeout_ms=5000)
     topic = client.topics["pk"]
     producer = topic.get_producer(
         partitioner=lambda partitions, key: partitions[int(key.split(b"-")[1]) % PARTITIONS],

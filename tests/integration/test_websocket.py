@@ -5,12 +5,9 @@ stock client is used, `twistd kafkaw-shim` in front of its WebSocket endpoint.
 """
 
 import contextlib
-import os
 import socket
 import ssl
 import struct
-import subprocess
-import sys
 import time
 
 import pytest
@@ -20,7 +17,6 @@ from websockets.sync.client import connect as wsConnect
 from kafkaw.protocol.messages import decodeMessageSet, encodeMessageSet
 from tests.integration.conftest import (
     KCAT_08,
-    ROOT,
     RawClient,
     decodeFetchResponse,
     decodeMetadataResponse,
@@ -38,55 +34,6 @@ from tests.integration.conftest import (
 )
 
 SIZE = struct.Struct(">i")
-
-
-class ShimProcess:
-    """One `twistd -n kafkaw-shim` process on a free port of 127.0.0.1."""
-
-    def __init__(self, workDir, connect, *extraArgs):
-        self.port = freePort()
-        self.logPath = workDir / f"shim-{self.port}.log"
-        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        command = [
-            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-            "-n", "--pidfile=", "kafkaw-shim",
-            "--listen", f"tcp:{self.port}:interface=127.0.0.1",
-            "--connect", connect, *extraArgs,
-        ]
-        self.log = open(self.logPath, "ab")
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=workDir)
-        waitForPort(self.port, process=self.process)
-
-    @property
-    def bootstrap(self):
-        return f"127.0.0.1:{self.port}"
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
-
-    def logText(self):
-        return self.logPath.read_text(errors="replace")
-
-
-@pytest.fixture
-def shimFactory(tmp_path):
-    shims = []
-
-    def make(connect, *extraArgs):
-        shim = ShimProcess(tmp_path, connect, *extraArgs)
-        shims.append(shim)
-        return shim
-
-    yield make
-    for shim in shims:
-        shim.stop()
 
 
 @pytest.fixture
