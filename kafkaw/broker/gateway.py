@@ -274,7 +274,9 @@ class _Fetch:
         # Tracked and listening from the start: an append during the first
         # read is not missed, and a lost connection cancels it even mid-read.
         self._gateway.parked.add(self)
-        if self._request.maxWait > 0 and self._request.minBytes > 0:
+        if self._gateway.closing:
+            self._timer = False  # answered with what is there: the connection closes after it
+        elif self._request.maxWait > 0 and self._request.minBytes > 0:
             for topic, partitions in self._request.topics:
                 for item in partitions:
                     service = self._broker.cluster.partition(topic, item.partition)
@@ -336,6 +338,12 @@ class _Fetch:
         else:
             self._read()
 
+    def answerNow(self):
+        """Answer with what is there now, as if C{max_wait} had passed."""
+        if self._timer:
+            self._timer.cancel()
+        self._expire()
+
     def _expire(self):
         self._timer = False  # the next read answers whatever it finds
         if not self._reading:
@@ -374,6 +382,7 @@ class Gateway:
         self._backlog = collections.deque()  # (request, time received) read but not handled while paused
         self._draining = False
         self._closed = False
+        self._closeWhenAnswered = None  # how to close once the requests read so far are answered
         clock = broker.clock
         broker.connections += 1
         self._counted = True  # in broker.connections, until connectionLost
@@ -389,7 +398,7 @@ class Gateway:
         in a backlog (at most one read's worth), so a pause bounds the work
         taken on, not just the bytes read.
         """
-        if self._closed:
+        if self._closed or self._closeWhenAnswered:
             return
         self._lastActive = receivedAt = self.broker.clock.seconds()
         if self._pauses or self._backlog:
@@ -406,6 +415,7 @@ class Gateway:
                 self._handle(*self._backlog.popleft())
         finally:
             self._draining = False
+        self._closeIfAnswered()
 
     def _handle(self, frame, receivedAt):
         self.requests += 1
@@ -472,6 +482,7 @@ class Gateway:
             return
         if not owed:  # an acks=0 Produce is done once stored
             self.broker.metrics.requestAnswered(slot[1], self.broker.clock.seconds() - slot[2], None)
+            self._closeIfAnswered()
             return
         slot[0] = chunks
         while self._slots and self._slots[0][0] is not None:
@@ -479,6 +490,7 @@ class Gateway:
             self.connection.sendResponse(chunks)
             self._lastActive = now = self.broker.clock.seconds()
             self.broker.metrics.requestAnswered(apiKey, now - receivedAt, chunks)
+        self._closeIfAnswered()
 
     def _failed(self, reason, apiKey):
         self._inFlight -= 1
@@ -487,10 +499,35 @@ class Gateway:
         self._close()
 
     def _drop(self, refusedKey, format, **fields):
-        """Close the connection over a request of API C{refusedKey} (None: unknown)."""
+        """Close the connection over a request of API C{refusedKey} (None: unknown),
+        once the requests before it are answered; those after it are not served."""
         self.broker.metrics.requestRefused(refusedKey)
         self.log.warn(format + "; closing the connection to {peer}", peer=self.connection.peer, **fields)
-        self._close()
+        self._backlog.clear()
+        self.closeWhenAnswered()
+
+    def closeWhenAnswered(self, close=None):
+        """Read no more requests; close (with C{close}, else the connection's
+        own close) once every request read so far is answered, so a client
+        whose bad request follows good ones still gets their answers."""
+        if self._closed or self._closeWhenAnswered:
+            return
+        self._closeWhenAnswered = close or self.connection.close
+        self.connection.pauseReading()
+        for fetch in list(self.parked):
+            fetch.answerNow()  # rather than keep the connection for up to max_wait
+        self._closeIfAnswered()
+
+    @property
+    def closing(self):
+        """True once the connection is to close after the answers it owes."""
+        return self._closeWhenAnswered is not None
+
+    def _closeIfAnswered(self):
+        if self._closeWhenAnswered and not self._closed and not (self._slots or self._inFlight or self._backlog):
+            self._closed = True
+            self._cancelParked()
+            self._closeWhenAnswered()
 
     def _close(self):
         if not self._closed:
@@ -540,7 +577,7 @@ class Gateway:
             self._pauses.discard(reason)
             if not self._pauses and not self._closed:
                 self._drainBacklog()
-                if not self._pauses and not self._closed:
+                if not self._pauses and not self._closed and not self._closeWhenAnswered:
                     self.connection.resumeReading()
 
     def connectionLost(self):

@@ -78,7 +78,7 @@ class KafkaProtocol(protocol.Protocol):
                 self.gateway.requestReceived(frame)
             self._broker.metrics.requestRefused(None)
             self.log.warn("request frame from {peer} rejected: {why}; closing", peer=self.peer, why=str(e))
-            self.transport.loseConnection()
+            self.gateway.closeWhenAnswered()  # after the requests before it are answered
             return
         for frame in frames:
             self.gateway.requestReceived(frame)
@@ -108,6 +108,9 @@ class KafkaProtocol(protocol.Protocol):
         self.transport.resumeProducing()
 
     def close(self):
+        # A paused push producer would keep the connection open once its
+        # output is written (Twisted resumes the producer instead of closing).
+        self.transport.unregisterProducer()
         self.transport.loseConnection()
 
     def abort(self):

@@ -52,6 +52,7 @@ class KafkaWebSocketProtocol(WebSocketServerProtocol):
         self._broker = broker
         self._framer = Framer(maxRequestBytes)
         self._kafkaClosing = False
+        self._badFrame = False  # a bad size prefix was read: the rest is not read
         self.gateway = None
 
     # --- WebSocket events -------------------------------------------------
@@ -98,18 +99,20 @@ class KafkaWebSocketProtocol(WebSocketServerProtocol):
             self._closeWith(CLOSE_MESSAGE_TOO_BIG, "message larger than --max-request-bytes")
 
     def onMessage(self, payload, isBinary):
-        if self._kafkaClosing:
+        if self._kafkaClosing or self._badFrame:
             return
         try:
             frames = self._framer.feed(payload)
         except FrameTooLarge as e:
+            self._badFrame = True
             for frame in e.frames:  # the requests read whole before the bad prefix are served
                 self.gateway.requestReceived(frame)
             if self._kafkaClosing:
                 return  # one of them closed the connection already
             self._broker.metrics.requestRefused(None)
             log.warn("request frame from {peer} rejected: {why}; closing with {code}", peer=self.peer, why=str(e), code=CLOSE_MESSAGE_TOO_BIG)
-            return self._closeWith(CLOSE_MESSAGE_TOO_BIG, "request larger than --max-request-bytes")
+            # Closed once the requests before it are answered.
+            return self.gateway.closeWhenAnswered(lambda: self._closeWith(CLOSE_MESSAGE_TOO_BIG, "request larger than --max-request-bytes"))
         for frame in frames:
             self.gateway.requestReceived(frame)
 
@@ -129,6 +132,8 @@ class KafkaWebSocketProtocol(WebSocketServerProtocol):
         self._kafkaClosing = True
         if self.gateway is not None:
             self.gateway.connectionLost()  # no more answers: cancel parked fetches now
+        self.transport.resumeProducing()  # the gateway may have paused reading; the close handshake reads
+        self.transport.unregisterProducer()  # a paused producer would keep the connection open after the close
         # sendClose() only allows application codes (1000, 3000-4999). Failing
         # the connection sends these RFC 6455 codes in a close frame (failByDrop
         # is off) and makes Autobahn discard whatever the client still sends.

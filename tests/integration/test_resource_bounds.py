@@ -89,3 +89,22 @@ def test_a_parked_fetch_is_answered_at_the_broker_cap(brokerFactory):
         waited = time.monotonic() - started
     assert answer == {"capped": {0: (0, 0, b"")}}
     assert 0.4 < waited < 2.0
+
+
+def test_answers_owed_before_a_bad_request_are_sent_then_the_connection_closes(brokerFactory):
+    """A big answer fills the send buffer (the connection's producer is
+    paused) before the close: the close must still happen once it drains."""
+    broker = brokerFactory("--no-websocket")
+    value = b"y" * 100_000
+    with RawClient(broker) as writer:
+        writer.metadata(["owed"])
+        assert writer.produce({"owed": {0: encodeMessageSet([(None, value)] * 9)}}) == {"owed": {0: (0, 0)}}
+    with RawClient(broker) as client:
+        fetch = requestHeader(1, 41) + fetchBody({"owed": {0: (0, 1_000_000)}})
+        bad = requestHeader(99, 42)
+        client.sendRaw(struct.pack(">i", len(fetch)) + fetch + struct.pack(">i", len(bad)) + bad)
+        time.sleep(0.5)  # not reading: the broker's output backs up
+        body = client.receive(41)
+        assert body.count(value) == 9
+        assert client.closedByBroker(timeout=10) is True
+    assert "unsupported request: api key 99" in broker.logText()

@@ -16,7 +16,7 @@ from kafkaw.protocol.framing import Framer, FrameTooLarge, frame
 from kafkaw.protocol.messages import decodeMessageSet, encodeMessageSet
 from kafkaw.storage.memory import MemoryStore
 from kafkaw.transport.tcp import KafkaProtocol
-from tests.unit.helpers import correlationId, metadataRequest, parseProduceResponse, produceRequest, responseFrames
+from tests.unit.helpers import Gate, correlationId, metadataRequest, parseProduceResponse, produceRequest, responseFrames
 from tests.unit.test_websocket import WebSocketPair, oneResponse
 
 
@@ -198,3 +198,21 @@ def test_webSocketServesTheRequestsBeforeABadSizeThenCloses():
     assert [correlationId(oneResponse(p)) for p in payloads] == [1, 2]
     assert pair.client.closed[1] == 1009
     assert len([e for e in warnings(events) if "rejected" in e["log_format"]]) == 1
+
+
+def test_tcpAnswersAProduceStillBeingStoredBeforeClosing():
+    """The close waits for the answers owed to the requests before the bad size."""
+    kafka, store = brokerAndStore()
+    protocol = KafkaProtocol(kafka, 1000)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(metadataRequest(1, ["t"]))
+    gate = Gate(store.partitionLog("t", 0), "append")
+    transport.clear()
+    with capturedLogs():
+        protocol.dataReceived(produceRequest(2, {"t": {0: encodeMessageSet([(None, b"slow")])}}) + struct.pack(">i", -5))
+        assert transport.value() == b"" and not transport.disconnecting
+        gate.open()
+    (response,) = responseFrames(transport.value())
+    assert correlationId(response) == 2 and parseProduceResponse(response)[1] == {"t": {0: (0, 0)}}
+    assert transport.disconnecting

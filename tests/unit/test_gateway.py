@@ -462,10 +462,25 @@ def test_requestsBeforeABadOneAreAnswered(harness, client, logged):
     assert client.transport.disconnecting
 
 
-def test_badRequestCancelsParkedFetches(harness, client, logged):
+def test_badRequestAnswersParkedFetchesAtOnceThenCloses(harness, client, logged):
     client.send(fetchRequest(1, {"t": {0: (0, BIG)}}, maxWait=5000, minBytes=1), requestFrame(99, 2, b""))
+    responses = client.responses()
+    assert [correlationId(r) for r in responses] == [1] and fetched(responses[0]) == (0, 0, [])
     assert client.transport.disconnecting
     assert fetchTimers(harness) == []
+
+
+def test_answersOwedBeforeABadRequestAreSentBeforeTheClose(harness, client, logged):
+    """A Produce still being stored when a bad request arrives is answered, then the connection closes."""
+    gate = Gate(harness.store.partitionLog("t", 0), "append")
+    client.send(produceRequest(1, {"t": {0: messageSet(b"kept")}}), requestFrame(99, 2, b""), metadataRequest(3, []))
+    assert client.responses() == [] and not client.transport.disconnecting
+    assert client.transport.producerState == "paused"  # nothing more is read
+    gate.open()
+    responses = client.responses()
+    assert [correlationId(r) for r in responses] == [1]
+    assert parseProduceResponse(responses[0])[1] == {"t": {0: (0, 0)}}
+    assert client.transport.disconnecting
 
 
 # -- backpressure -----------------------------------------------------------
@@ -594,3 +609,12 @@ def test_aPartitionRepeatedInAFetchIsAnsweredOnce(harness, client):
     reader = Reader(response)
     assert (reader.int32(), reader.int32(), reader.string(), reader.int32()) == (2, 1, "t", 2)  # two partitions
     assert fetched(response) == (0, 2, [(1, b"b")])
+
+
+def test_anAcksZeroProduceStillBeingStoredDelaysTheCloseUntilStored(harness, client, logged):
+    gate = Gate(harness.store.partitionLog("t", 0), "append")
+    client.send(produceRequest(1, {"t": {0: messageSet(b"quiet")}}, acks=0), requestFrame(99, 2, b""))
+    assert not client.transport.disconnecting
+    gate.open()
+    assert client.transport.disconnecting and client.responses() == []
+    assert harness.stored("t", 0) == [(0, b"quiet")]
