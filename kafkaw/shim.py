@@ -270,7 +270,7 @@ class ShimProtocol(protocol.Protocol):
                 peer=self.peer, code=code, reason=reason,
             )
             self._done = True
-            self.transport.loseConnection()
+            self._closeClient()
 
     def responseMessage(self, payload, isBinary):
         if self._done:
@@ -320,6 +320,13 @@ class ShimProtocol(protocol.Protocol):
         self._stopConnecting()
         if self._ws is not None and self._ws.state == WebSocketProtocol.STATE_OPEN:
             self._ws.sendClose(1000)
+        self._closeClient()
+
+    def _closeClient(self):
+        # A paused push producer would keep the connection open once its
+        # output is written (Twisted resumes the producer instead of closing).
+        if self.transport.producer is not None:
+            self.transport.unregisterProducer()
         self.transport.loseConnection()
 
 

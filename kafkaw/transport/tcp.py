@@ -110,7 +110,8 @@ class KafkaProtocol(protocol.Protocol):
     def close(self):
         # A paused push producer would keep the connection open once its
         # output is written (Twisted resumes the producer instead of closing).
-        self.transport.unregisterProducer()
+        if self.transport.producer is not None:
+            self.transport.unregisterProducer()
         self.transport.loseConnection()
 
     def abort(self):

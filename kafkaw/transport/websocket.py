@@ -133,7 +133,8 @@ class KafkaWebSocketProtocol(WebSocketServerProtocol):
         if self.gateway is not None:
             self.gateway.connectionLost()  # no more answers: cancel parked fetches now
         self.transport.resumeProducing()  # the gateway may have paused reading; the close handshake reads
-        self.transport.unregisterProducer()  # a paused producer would keep the connection open after the close
+        if self.transport.producer is not None:
+            self.transport.unregisterProducer()  # a paused producer would keep the connection open after the close
         # sendClose() only allows application codes (1000, 3000-4999). Failing
         # the connection sends these RFC 6455 codes in a close frame (failByDrop
         # is off) and makes Autobahn discard whatever the client still sends.
