@@ -37,6 +37,8 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from run import freePort, log  # bench/run.py, beside this script
+
 # The kafkaw tree under test: this checkout, or --tree / $KAFKAW_TREE (e.g. `git archive` of a commit).
 ROOT = Path(os.environ.get("KAFKAW_TREE") or Path(__file__).resolve().parent.parent).resolve()
 TOPIC = "soak"
@@ -49,16 +51,6 @@ FILLER = random.Random(0).randbytes(52000)
 def value(n):
     size = 50000 if n % 1000 == 999 else 10 + (n * 7919) % 390
     return b"%d:" % n + FILLER[n % 1000 : n % 1000 + size]
-
-
-def log(*args):
-    print(*args, file=sys.stderr, flush=True)
-
-
-def freePort():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Broker:
