@@ -506,6 +506,18 @@ class Gateway:
         self._backlog.clear()
         self.closeWhenAnswered()
 
+    def framingFailed(self, frames, why, close=None):
+        """The transport read a size prefix it cannot frame (C{why}): serve
+        the requests C{frames} read whole before it, then close (with
+        C{close}) once they are answered."""
+        for frame in frames:
+            self.requestReceived(frame)
+        if self._closed or self._closeWhenAnswered:
+            return  # one of them closed the connection already
+        self.broker.metrics.requestRefused(None)
+        self.log.warn("request frame from {peer} rejected: {why}; closing", peer=self.connection.peer, why=why)
+        self.closeWhenAnswered(close)
+
     def closeWhenAnswered(self, close=None):
         """Read no more requests; close (with C{close}, else the connection's
         own close) once every request read so far is answered, so a client

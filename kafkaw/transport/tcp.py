@@ -74,12 +74,7 @@ class KafkaProtocol(protocol.Protocol):
             frames = self._framer.feed(data)
         except FrameTooLarge as e:
             self._badFrame = True
-            for frame in e.frames:  # the requests read whole before the bad prefix are served
-                self.gateway.requestReceived(frame)
-            self._broker.metrics.requestRefused(None)
-            self.log.warn("request frame from {peer} rejected: {why}; closing", peer=self.peer, why=str(e))
-            self.gateway.closeWhenAnswered()  # after the requests before it are answered
-            return
+            return self.gateway.framingFailed(e.frames, str(e))
         for frame in frames:
             self.gateway.requestReceived(frame)
 

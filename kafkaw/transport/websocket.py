@@ -105,14 +105,11 @@ class KafkaWebSocketProtocol(WebSocketServerProtocol):
             frames = self._framer.feed(payload)
         except FrameTooLarge as e:
             self._badFrame = True
-            for frame in e.frames:  # the requests read whole before the bad prefix are served
-                self.gateway.requestReceived(frame)
-            if self._kafkaClosing:
-                return  # one of them closed the connection already
-            self._broker.metrics.requestRefused(None)
-            log.warn("request frame from {peer} rejected: {why}; closing with {code}", peer=self.peer, why=str(e), code=CLOSE_MESSAGE_TOO_BIG)
-            # Closed once the requests before it are answered.
-            return self.gateway.closeWhenAnswered(lambda: self._closeWith(CLOSE_MESSAGE_TOO_BIG, "request larger than --max-request-bytes"))
+            return self.gateway.framingFailed(
+                e.frames,
+                f"{e} (close code {CLOSE_MESSAGE_TOO_BIG})",
+                lambda: self._closeWith(CLOSE_MESSAGE_TOO_BIG, "request larger than --max-request-bytes"),
+            )
         for frame in frames:
             self.gateway.requestReceived(frame)
 
