@@ -536,16 +536,15 @@ class Gateway:
         return self._closeWhenAnswered is not None
 
     def _closeIfAnswered(self):
-        if self._closeWhenAnswered and not self._closed and not (self._slots or self._inFlight or self._backlog):
-            self._closed = True
-            self._cancelParked()
-            self._closeWhenAnswered()
+        if self._closeWhenAnswered and not (self._slots or self._inFlight or self._backlog):
+            self._close(self._closeWhenAnswered)
 
-    def _close(self):
+    def _close(self, close=None):
+        """Close now, with C{close} (else the connection's own close)."""
         if not self._closed:
             self._closed = True
             self._cancelParked()
-            self.connection.close()
+            (close or self.connection.close)()
 
     def _checkIdle(self):
         """Close a connection that sent no request and got no response for
@@ -565,9 +564,10 @@ class Gateway:
             "dropping connection from {peer}: it has not read its responses for {timeout:.0f} s (--slow-reader-timeout-ms)",
             peer=self.connection.peer, timeout=self.broker.slowReaderTimeout,
         )
+        # Even if it is already closing: a close waits for output it will never read.
         self._closed = True
         self._cancelParked()
-        self.connection.abort()  # what it has not read would never drain
+        self.connection.abort()
 
     def pause(self, reason):
         """Stop reading requests while C{reason} holds (slow reader, too many in flight).
