@@ -1,0 +1,581 @@
+"""Kafka messages described as data, read and written by one generic codec.
+
+Kafka 2.3.0 describes every request and response in JSON: fields with a type,
+the versions that have them and the versions where they may be null. kafkaw
+keeps the same description as Python (L{kafkaw.protocol.definitions}) and
+compiles, once per (struct, version) and on first use, a decoder and an
+encoder from it: straight-line generated code with no schema lookups at run
+time, so that one reader and one writer serve ~22 APIs x all their versions at
+the speed of hand-written code.
+
+Only the classic (non-flexible) encodings exist up to Kafka 2.3.0: int8,
+int16, int32, int64, bool, string (int16 length, -1 null), bytes (int32
+length, -1 null) and arrays (int32 count, -1 null) of structs or primitives.
+
+Values
+======
+Decoding gives one namedtuple per struct (C{Struct.type}), every field in
+schema order whatever the version; a field the version lacks holds the
+field's default (L{Field.default}). Field names are Kafka's JSON names with
+the first letter lowercased (C{PartitionIndex} -> C{partitionIndex}).
+
+Encoding takes, at every level, that namedtuple, any object with the
+attributes, or a dict keyed by field name; a missing field takes its default,
+and a field the version lacks is not written. C{bytes} fields (record sets)
+accept any bytes-like object and go out as chunks of their own, never copied.
+"""
+
+import keyword
+import struct as _struct
+from collections import namedtuple
+
+from kafkaw.protocol.errors import CodecError
+from kafkaw.protocol.primitives import INT16, INT32
+
+MAX_VERSION = 0x7FFF
+
+# Fixed-width types: struct format character and width.
+_FIXED = {"int8": ("b", 1), "int16": ("h", 2), "int32": ("i", 4), "int64": ("q", 8), "bool": ("?", 1)}
+_PRIMITIVES = set(_FIXED) | {"string", "bytes"}
+# What each type costs at least on the wire: arrays check their count against it.
+_MIN_SIZE = {**{name: width for name, (_, width) in _FIXED.items()}, "string": 2, "bytes": 4}
+_MISSING = object()
+
+
+class Versions:
+    """A version range in Kafka's notation: "3+", "2-4", "1"; C{None} is no version."""
+
+    __slots__ = ("text", "low", "high")
+
+    def __init__(self, text):
+        self.text = text
+        if text is None:
+            self.low, self.high = 1, 0
+        elif text.endswith("+"):
+            self.low, self.high = int(text[:-1]), MAX_VERSION
+        elif "-" in text:
+            low, high = text.split("-")
+            self.low, self.high = int(low), int(high)
+        else:
+            self.low = self.high = int(text)
+
+    def __contains__(self, version):
+        return self.low <= version <= self.high
+
+    def covers(self, other):
+        """True when every version of C{other} is one of these."""
+        return other.low > other.high or (self.low <= other.low and other.high <= self.high)
+
+    def __repr__(self):
+        return f"Versions({self.text!r})"
+
+
+def lowerFirst(name):
+    return name[:1].lower() + name[1:]
+
+
+class Field:
+    """One field of a struct, as Kafka's JSON has it (C{name} is the JSON name).
+
+    C{type} is Kafka's type string: a primitive, C{"[]int32"}, C{"[]string"},
+    or C{"[]StructName"} with C{fields}. C{default} is the JSON "default" as a
+    Python value (C{None} for "null"), or absent.
+    """
+
+    def __init__(self, name, type, versions="0+", nullable=None, default=_MISSING, fields=None):
+        self.jsonName = name
+        self.name = lowerFirst(name)
+        if not self.name.isidentifier() or keyword.iskeyword(self.name) or self.name.startswith("_"):
+            raise ValueError(f"field name {name!r} cannot be a Python attribute")
+        self.type = type
+        self.versions = Versions(versions)
+        self.nullableVersions = Versions(nullable)
+        self.givenDefault = default
+        self.isArray = type.startswith("[]")
+        self.element = type[2:] if self.isArray else type
+        self.struct = None
+        if self.element in _PRIMITIVES:
+            if fields is not None:
+                raise ValueError(f"{name}: a {type} field has no fields")
+        elif not self.isArray:
+            raise ValueError(f"{name}: unknown type {type!r}")
+        else:
+            if fields is None:
+                raise ValueError(f"{name}: {type} needs its fields")
+            self.struct = Struct(self.element, fields)
+        self.default = self._default()
+
+    def _default(self):
+        """The JSON default if given; else [] for arrays, b"" for bytes, 0 / False,
+        and for strings None when null is allowed wherever the field exists, else ""."""
+        if self.givenDefault is not _MISSING:
+            return self.givenDefault
+        if self.isArray:
+            return []
+        if self.type == "bytes":
+            return b""
+        if self.type == "string":
+            return None if self.nullableVersions.covers(self.versions) else ""
+        return False if self.type == "bool" else 0
+
+    @property
+    def hasDefault(self):
+        """True when Kafka's JSON gives this field a "default"."""
+        return self.givenDefault is not _MISSING
+
+    def nullableIn(self, version):
+        return version in self.nullableVersions
+
+    def __repr__(self):
+        return f"Field({self.jsonName!r}, {self.type!r}, {self.versions.text!r})"
+
+
+class Struct:
+    """A named list of fields; C{type} is the namedtuple its values decode to.
+
+    C{struct[fieldName]} is the Struct of an array-of-structs field, so nested
+    classes are reachable: C{PRODUCE.response["responses"]["partitions"].type}.
+    """
+
+    def __init__(self, name, fields):
+        self.name = name
+        self.fields = list(fields)
+        self.byName = {f.name: f for f in self.fields}
+        if len(self.byName) != len(self.fields):
+            raise ValueError(f"{name}: duplicate field names")
+        defaults = [f.default for f in self.fields]
+        self.type = namedtuple(name, [f.name for f in self.fields], defaults=defaults)
+        self._decoders = {}
+        self._encoders = {}
+
+    def __getitem__(self, fieldName):
+        struct = self.byName[fieldName].struct
+        if struct is None:
+            raise KeyError(f"{self.name}.{fieldName} is not an array of structs")
+        return struct
+
+    def minSize(self, version):
+        """The fewest bytes a value of this struct takes at C{version}."""
+        return sum(_MIN_SIZE.get(f.type, 4) for f in self.fields if version in f.versions)
+
+    def decoder(self, version):
+        """decode(data: bytes, position) -> (value, position); compiled once."""
+        decode = self._decoders.get(version)
+        if decode is None:
+            decode = self._decoders[version] = _compileDecoder(self, version)
+        return decode
+
+    def encoder(self, version):
+        """encode(value, out, chunks); compiled once. See L{encodeStruct}."""
+        encode = self._encoders.get(version)
+        if encode is None:
+            encode = self._encoders[version] = _compileEncoder(self, version)
+        return encode
+
+    def __repr__(self):
+        return f"Struct({self.name!r})"
+
+
+class Api:
+    """One API: its key, name, version range and request / response Structs."""
+
+    def __init__(self, key, name, minVersion, maxVersion, request, response):
+        self.key = key
+        self.name = name
+        self.minVersion = minVersion
+        self.maxVersion = maxVersion
+        self.request = request
+        self.response = response
+
+    def hasVersion(self, version):
+        return self.minVersion <= version <= self.maxVersion
+
+    def __repr__(self):
+        return f"Api({self.key}, {self.name!r}, {self.minVersion}-{self.maxVersion})"
+
+
+# --- code generation --------------------------------------------------------
+
+
+class _Source:
+    """Lines of a generated function, plus the constants it refers to."""
+
+    def __init__(self):
+        self.lines = []
+        self.namespace = {"_CodecError": CodecError, "_new": tuple.__new__, "_unpack": _struct.unpack_from}
+        self.count = 0
+
+    def var(self, prefix="v"):
+        self.count += 1
+        return f"{prefix}{self.count}"
+
+    def const(self, value, prefix="k"):
+        name = self.var(prefix)
+        self.namespace[name] = value
+        return name
+
+    def emit(self, indent, line):
+        self.lines.append("    " * indent + line)
+
+    def compile(self, name):
+        text = "\n".join(self.lines) + "\n"
+        exec(compile(text, f"<kafkaw.schema {name}>", "exec"), self.namespace)
+        return self.namespace[name]
+
+
+def _defaultExpression(source, field):
+    if field.default == [] and field.isArray:
+        return "[]"  # a fresh list each time
+    if field.default is None or isinstance(field.default, (bool, int, str, bytes)):
+        return repr(field.default)
+    return source.const(field.default)
+
+
+def _compileDecoder(struct, version):
+    source = _Source()
+    source.emit(0, "def decode(data, pos):")
+    source.emit(1, "size = len(data)")
+    result = _decodeStruct(source, struct, version, 1, struct.name)
+    source.emit(1, f"return {result}, pos")
+    return source.compile("decode")
+
+
+def _flushReads(source, run, indent):
+    """Read a run of fixed-width values (names, format characters) with one unpack."""
+    if not run:
+        return
+    codec = _struct.Struct(">" + "".join(fmt for _, fmt in run))
+    name = source.const(codec, "S")
+    targets = ", ".join(var for var, _ in run) + ("," if len(run) == 1 else "")
+    source.emit(indent, f"{targets} = {name}.unpack_from(data, pos)")
+    source.emit(indent, f"pos += {codec.size}")
+    run.clear()
+
+
+def _decodeStruct(source, struct, version, indent, path):
+    """Emit code reading one value of C{struct}; return the variable holding it."""
+    values = []
+    run = []
+    for field in struct.fields:
+        if version not in field.versions:
+            values.append(_defaultExpression(source, field))
+            continue
+        var = source.var()
+        values.append(var)
+        where = f"{path}.{field.name}"
+        if field.type in _FIXED:
+            run.append((var, _FIXED[field.type][0]))
+            continue
+        length = source.var("n")
+        run.append((length, "h" if field.type == "string" else "i"))
+        _flushReads(source, run, indent)
+        _decodeNull(source, field, version, var, length, indent, where)
+        source.emit(indent, "else:")
+        if field.isArray:
+            _decodeArray(source, field, version, var, length, indent + 1, where)
+        else:
+            _decodeBlob(source, field.type, var, length, indent + 1, where)
+    _flushReads(source, run, indent)
+    result = source.var("t")
+    cls = source.const(struct.type, "T")
+    items = "".join(f"{value}, " for value in values)
+    source.emit(indent, f"{result} = _new({cls}, ({items}))")
+    return result
+
+
+def _decodeNull(source, field, version, var, length, indent, where):
+    """Emit the branch for a negative length: null where allowed, else an error."""
+    what = "count" if field.isArray else "length"
+    if field.nullableIn(version):
+        source.emit(indent, f"if {length} == -1:")
+        source.emit(indent + 1, f"{var} = None")
+        source.emit(indent, f"elif {length} < 0:")
+    else:
+        source.emit(indent, f"if {length} < 0:")
+    message = source.const(f"{where}: {what} %d (null not allowed here)" if not field.nullableIn(version) else f"{where}: negative {what} %d")
+    source.emit(indent + 1, f"raise _CodecError({message} % {length})")
+
+
+def _decodeBlob(source, type, var, length, indent, where):
+    """A string or bytes body of C{length} bytes (length known non-negative)."""
+    end = source.var("e")
+    source.emit(indent, f"{end} = pos + {length}")
+    source.emit(indent, f"if {end} > size:")
+    message = source.const(f"{where}: truncated: {type} of %d bytes, %d left")
+    source.emit(indent + 1, f"raise _CodecError({message} % ({length}, size - pos))")
+    if type == "string":
+        source.emit(indent, f"{var} = data[pos:{end}].decode('utf-8')")
+    else:
+        source.emit(indent, f"{var} = data[pos:{end}]")
+    source.emit(indent, f"pos = {end}")
+
+
+def _decodeArray(source, field, version, var, count, indent, where):
+    element = field.element
+    minSize = field.struct.minSize(version) if field.struct else _MIN_SIZE[element]
+    if minSize <= 0:
+        raise ValueError(f"{where}: array items of no size at version {version}")
+    source.emit(indent, f"if {count} * {minSize} > size - pos:")
+    message = source.const(f"{where}: array of %d items cannot fit in %d bytes")
+    source.emit(indent + 1, f"raise _CodecError({message} % ({count}, size - pos))")
+    if element in _FIXED:
+        fmt, width = _FIXED[element]
+        source.emit(indent, f"{var} = list(_unpack('>%d{fmt}' % {count}, data, pos))")
+        source.emit(indent, f"pos += {count} * {width}")
+        return
+    source.emit(indent, f"{var} = []")
+    append = source.var("a")
+    source.emit(indent, f"{append} = {var}.append")
+    source.emit(indent, f"for _ in range({count}):")
+    if field.struct is not None:
+        item = _decodeStruct(source, field.struct, version, indent + 1, where + "[]")
+    else:
+        item = source.var()
+        length = source.var("n")
+        run = [(length, "h" if element == "string" else "i")]
+        _flushReads(source, run, indent + 1)
+        source.emit(indent + 1, f"if {length} < 0:")
+        message = source.const(f"{where}[]: length %d (null not allowed here)")
+        source.emit(indent + 2, f"raise _CodecError({message} % {length})")
+        _decodeBlob(source, element, item, length, indent + 1, where + "[]")
+    source.emit(indent + 1, f"{append}({item})")
+
+
+def _compileEncoder(struct, version):
+    source = _Source()
+    source.namespace.update(_pack=_struct.pack, _blob=_blobSize, _text=_textBytes, _join=b"".join)
+    source.emit(0, "def encode(value, out, chunks):")
+    _encodeStruct(source, struct, version, 1, "value", struct.name)
+    source.emit(1, "return None")
+    return source.compile("encode")
+
+
+def _flushWrites(source, run, indent):
+    if not run:
+        return
+    codec = _struct.Struct(">" + "".join(fmt for _, fmt in run))
+    name = source.const(codec, "S")
+    source.emit(indent, f"out.append({name}.pack({', '.join(expr for expr, _ in run)}))")
+    run.clear()
+
+
+def _encodeStruct(source, struct, version, indent, value, path):
+    """Emit code writing the struct value held in variable C{value}."""
+    present = [f for f in struct.fields if version in f.versions]
+    if not present:
+        return
+    names = {f.name: source.var() for f in present}
+    defaults = {f.name: _defaultExpression(source, f) for f in present}
+    cls = source.const(struct.type, "T")
+    targets = ", ".join(names.get(f.name, "_") for f in struct.fields) + ","
+    source.emit(indent, f"if type({value}) is {cls}:")
+    source.emit(indent + 1, f"{targets} = {value}")
+    source.emit(indent, f"elif isinstance({value}, dict):")
+    get = source.var("g")
+    source.emit(indent + 1, f"{get} = {value}.get")
+    for f in present:
+        source.emit(indent + 1, f"{names[f.name]} = {get}({f.name!r}, {defaults[f.name]})")
+    source.emit(indent, "else:")
+    for f in present:
+        source.emit(indent + 1, f"{names[f.name]} = getattr({value}, {f.name!r}, {defaults[f.name]})")
+    run = []
+    for field in present:
+        var = names[field.name]
+        where = f"{path}.{field.name}"
+        if field.type in _FIXED:
+            run.append((var, _FIXED[field.type][0]))
+            continue
+        nullable = field.nullableIn(version)
+        length = source.var("n")
+        notNull = source.const(f"{where} is None, which version {version} does not allow")
+        if field.isArray:
+            source.emit(indent, f"if {var} is None:")
+            if nullable:
+                source.emit(indent + 1, f"{length} = -1")
+            else:
+                source.emit(indent + 1, f"raise ValueError({notNull})")
+            source.emit(indent, "else:")
+            source.emit(indent + 1, f"{length} = len({var})")
+            run.append((length, "i"))
+            _flushWrites(source, run, indent)
+            source.emit(indent, f"if {length} > 0:")
+            _encodeItems(source, field, version, indent + 1, var, length, where)
+        elif field.type == "string":
+            body = source.var("b")
+            source.emit(indent, f"if {var} is None:")
+            if nullable:
+                source.emit(indent + 1, f"{length} = -1")
+            else:
+                source.emit(indent + 1, f"raise ValueError({notNull})")
+            source.emit(indent, "else:")
+            source.emit(indent + 1, f"{body} = {var}.encode('utf-8') if type({var}) is str else _text({var})")
+            source.emit(indent + 1, f"{length} = len({body})")
+            run.append((length, "h"))
+            _flushWrites(source, run, indent)
+            source.emit(indent, f"if {length} > 0:")
+            source.emit(indent + 1, f"out.append({body})")
+        else:  # bytes: its own chunk, never copied
+            source.emit(indent, f"if {var} is None:")
+            if nullable:
+                source.emit(indent + 1, f"{length} = -1")
+            else:
+                source.emit(indent + 1, f"raise ValueError({notNull})")
+            source.emit(indent, "else:")
+            source.emit(indent + 1, f"{length} = len({var}) if type({var}) is bytes else _blob({var})")
+            run.append((length, "i"))
+            _flushWrites(source, run, indent)
+            source.emit(indent, f"if {length} > 0:")
+            source.emit(indent + 1, "chunks.append(_join(out))")
+            source.emit(indent + 1, "out.clear()")
+            source.emit(indent + 1, f"chunks.append({var})")
+    _flushWrites(source, run, indent)
+
+
+def _encodeItems(source, field, version, indent, items, count, where):
+    element = field.element
+    if element in _FIXED:
+        fmt = _FIXED[element][0]
+        source.emit(indent, f"out.append(_pack('>%d{fmt}' % {count}, *{items}))")
+        return
+    item = source.var("i")
+    source.emit(indent, f"for {item} in {items}:")
+    if field.struct is not None:
+        _encodeStruct(source, field.struct, version, indent + 1, item, where + "[]")
+        return
+    body = source.var("b")
+    notNull = source.const(f"{where}[] is None, which is not allowed")
+    source.emit(indent + 1, f"if {item} is None:")
+    source.emit(indent + 2, f"raise ValueError({notNull})")
+    if element == "string":
+        source.emit(indent + 1, f"{body} = {item}.encode('utf-8') if type({item}) is str else _text({item})")
+        codec = source.const(INT16, "S")
+        source.emit(indent + 1, f"out.append({codec}.pack(len({body})))")
+        source.emit(indent + 1, f"out.append({body})")
+    else:
+        codec = source.const(INT32, "S")
+        source.emit(indent + 1, f"out.append({codec}.pack(_blob({item})))")
+        source.emit(indent + 1, f"out.append({item})")
+
+
+def _blobSize(value):
+    """The length of a bytes-like value; a str or int is a TypeError, not a silent copy."""
+    return memoryview(value).nbytes
+
+
+def _textBytes(value):
+    """A string field given as bytes-like is taken as already encoded."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"a string field needs str, not {type(value).__name__}")
+
+
+# --- entry points -------------------------------------------------------------
+
+_REQUEST_DECODERS = {}
+_RESPONSE_DECODERS = {}
+_REQUEST_ENCODERS = {}
+_RESPONSE_ENCODERS = {}
+
+
+def _api(apiKey, version, error):
+    from kafkaw.protocol.definitions import APIS  # definitions imports this module
+
+    api = APIS.get(apiKey)
+    if api is None or not api.hasVersion(version):
+        raise error(f"no schema for api key {apiKey} version {version}")
+    return api
+
+
+def _requestDecoder(apiKey, version):
+    decode = _REQUEST_DECODERS[apiKey, version] = _api(apiKey, version, CodecError).request.decoder(version)
+    return decode
+
+
+def _decode(decode, data, position, name):
+    """Run a compiled decoder; a short frame or bad UTF-8 becomes a CodecError."""
+    try:
+        return decode(data, position)
+    except _struct.error:
+        raise CodecError(f"{name}: truncated frame") from None
+    except UnicodeDecodeError as e:
+        raise CodecError(f"{name}: string is not UTF-8: {e}") from None
+
+
+def decodeRequestBody(apiKey, version, reader):
+    """Decode a request body from C{reader}, positioned just after the request header.
+
+    Returns the request Struct's namedtuple. Raises L{CodecError} when the
+    body is malformed, when bytes are left over, or when there is no schema
+    for (apiKey, version).
+    """
+    decode = _REQUEST_DECODERS.get((apiKey, version)) or _requestDecoder(apiKey, version)
+    data = reader._data
+    if type(data) is not bytes:
+        data = bytes(data)
+    value, reader.position = _decode(decode, data, reader.position, "request")
+    reader.expectEnd()
+    return value
+
+
+def decodeResponse(apiKey, version, frame):
+    """A response frame without its size prefix -> (correlationId, value).
+
+    Raises L{CodecError} when it is malformed or has bytes left over.
+    """
+    decode = _RESPONSE_DECODERS.get((apiKey, version))
+    if decode is None:
+        decode = _RESPONSE_DECODERS[apiKey, version] = _api(apiKey, version, CodecError).response.decoder(version)
+    data = frame if type(frame) is bytes else bytes(frame)
+    if len(data) < 4:
+        raise CodecError("response: truncated correlation id")
+    (correlationId,) = INT32.unpack_from(data, 0)
+    value, position = _decode(decode, data, 4, "response")
+    if position != len(data):
+        raise CodecError(f"{len(data) - position} unexpected bytes after the response body")
+    return correlationId, value
+
+
+def _encode(encode, value, out, name):
+    chunks = []
+    try:
+        encode(value, out, chunks)
+    except _struct.error as e:
+        raise ValueError(f"{name}: a value does not fit its field: {e}") from None
+    if out:
+        chunks.append(b"".join(out))
+    return chunks
+
+
+def encodeResponse(apiKey, version, correlationId, value):
+    """A response as a list of bytes chunks: int32 correlation id, then the body.
+
+    No size prefix. C{bytes} fields are chunks of their own (not copied).
+    Raises ValueError for a null where the version does not allow one or a
+    number out of range.
+    """
+    encode = _RESPONSE_ENCODERS.get((apiKey, version))
+    if encode is None:
+        encode = _RESPONSE_ENCODERS[apiKey, version] = _api(apiKey, version, ValueError).response.encoder(version)
+    return _encode(encode, value, [INT32.pack(correlationId)], "response")
+
+
+def encodeRequestHeader(apiKey, version, correlationId, clientId):
+    """Request header v1: api key, api version, correlation id, client id (nullable string)."""
+    if clientId is None:
+        client = INT16.pack(-1)
+    else:
+        client = clientId.encode("utf-8")
+        client = INT16.pack(len(client)) + client
+    return _HEADER.pack(apiKey, version, correlationId) + client
+
+
+_HEADER = _struct.Struct(">hhi")
+
+
+def encodeRequest(apiKey, version, correlationId, clientId, value):
+    """A whole request (header v1 + body) as bytes, without size prefix: for clients."""
+    encode = _REQUEST_ENCODERS.get((apiKey, version))
+    if encode is None:
+        encode = _REQUEST_ENCODERS[apiKey, version] = _api(apiKey, version, ValueError).request.encoder(version)
+    header = encodeRequestHeader(apiKey, version, correlationId, clientId)
+    return b"".join(_encode(encode, value, [header], "request"))
