@@ -262,17 +262,31 @@ def skipBelow(data, offset):
     """Byte position of the first entry in C{data} whose offset is >= C{offset}.
 
     Walks entry headers only. A compressed wrapper carries its last inner
-    offset, so a wanted offset inside it lands on the wrapper itself.
+    offset, so a wanted offset inside it lands on the wrapper itself. The log
+    may also hold record batches v2 (magic at byte 16, see L{records}): their
+    first field is the base offset, so a batch is wanted when its base offset
+    plus lastOffsetDelta (bytes 23..26) reaches C{offset}; a v2 batch cut
+    before its lastOffsetDelta is the partial tail, where the walk stops.
     """
     position = 0
     end = len(data)
     unpackEntry = _ENTRY_HEAD.unpack_from
+    unpackInt32 = _INT32.unpack_from
     while end - position >= LOG_OVERHEAD:
         entryOffset, size = unpackEntry(data, position)
         if entryOffset >= offset:
             break
+        if end - position > _V2_MAGIC_AT and data[position + _V2_MAGIC_AT] == 2:
+            if end - position < _V2_LAST_OFFSET_DELTA_AT + 4:
+                break
+            if entryOffset + unpackInt32(data, position + _V2_LAST_OFFSET_DELTA_AT)[0] >= offset:
+                break
         position += LOG_OVERHEAD + size
     return min(position, end)
+
+
+_V2_MAGIC_AT = 16  # where every entry's magic sits (records.py: v2 batch layout)
+_V2_LAST_OFFSET_DELTA_AT = 23
 
 
 def _decompress(codec, data, limit):
