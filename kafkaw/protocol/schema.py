@@ -286,14 +286,20 @@ def _decodeStruct(source, struct, version, indent, path):
 def _decodeNull(source, field, version, var, length, indent, where):
     """Emit the branch for a negative length: null where allowed, else an error."""
     what = "count" if field.isArray else "length"
+    negative = source.const(f"{where}: negative {what} %d")
     if field.nullableIn(version):
         source.emit(indent, f"if {length} == -1:")
         source.emit(indent + 1, f"{var} = None")
         source.emit(indent, f"elif {length} < 0:")
+        source.emit(indent + 1, f"raise _CodecError({negative} % {length})")
     else:
-        source.emit(indent, f"if {length} < 0:")
-    message = source.const(f"{where}: {what} %d (null not allowed here)" if not field.nullableIn(version) else f"{where}: negative {what} %d")
-    source.emit(indent + 1, f"raise _CodecError({message} % {length})")
+        _rejectNegative(source, length, indent, where, negative)
+
+
+def _rejectNegative(source, length, indent, where, negative):
+    null = source.const(f"{where}: null (-1), which is not allowed here")
+    source.emit(indent, f"if {length} < 0:")
+    source.emit(indent + 1, f"raise _CodecError({null} if {length} == -1 else {negative} % {length})")
 
 
 def _decodeBlob(source, type, var, length, indent, where):
@@ -334,9 +340,8 @@ def _decodeArray(source, field, version, var, count, indent, where):
         length = source.var("n")
         run = [(length, "h" if element == "string" else "i")]
         _flushReads(source, run, indent + 1)
-        source.emit(indent + 1, f"if {length} < 0:")
-        message = source.const(f"{where}[]: length %d (null not allowed here)")
-        source.emit(indent + 2, f"raise _CodecError({message} % {length})")
+        negative = source.const(f"{where}[]: negative length %d")
+        _rejectNegative(source, length, indent + 1, where + "[]", negative)
         _decodeBlob(source, element, item, length, indent + 1, where + "[]")
     source.emit(indent + 1, f"{append}({item})")
 
