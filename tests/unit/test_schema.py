@@ -1021,3 +1021,16 @@ def test_garbageOnlyCodecErrors(api, version, side, garbage):
             decodeResponse(api.key, version, garbage)
     except CodecError:
         pass
+
+
+def test_bytesLikeFrames():
+    """Frames held as bytearray or memoryview decode like bytes."""
+    frame = header(0, 3) + produceBody(3)
+    for data in (bytearray(frame), memoryview(frame)):
+        assert decodeRequestBody(0, 3, Reader(data, len(header(0, 3)))) == produceRequest()
+        assert decodeResponse(18, 0, type(data)(i32(1) + i16(0) + i32(0))) == (1, d.API_VERSIONS.response.type(0, []))
+
+
+def test_compiledOnce():
+    assert d.FETCH.response.encoder(11) is d.FETCH.response.encoder(11)
+    assert d.FETCH.request.decoder(4) is d.FETCH.request.decoder(4)
