@@ -198,7 +198,8 @@ def _batchEnd(data, position, end):
         raise InvalidMessage(f"batch length {size} at byte {position} is below the {MIN_BATCH_LENGTH}-byte header")
     if position + LOG_OVERHEAD + size > end:
         raise InvalidMessage(
-            f"partial record batch at byte {position}: batch length {size:,d}, {end - position - LOG_OVERHEAD:,d} bytes there"
+            f"partial record batch at byte {position}: "
+            f"batch length {size:,d}, {end - position - LOG_OVERHEAD:,d} bytes there"
         )
     return position + LOG_OVERHEAD + size
 
