@@ -7,11 +7,19 @@ object providing L{IStorageFactory} and C{IPlugin} into a C{twisted/plugins/}
 module and C{twistd kafkaw --storage NAME} picks it up.
 """
 
+import base64
+import uuid
+
 from zope.interface import Attribute, Interface
 
 
 class StorageError(Exception):
     """The store cannot be opened or cannot do what was asked."""
+
+
+def newClusterId():
+    """A new cluster id as Kafka makes them: the URL-safe base64 of a random UUID, unpadded (22 characters)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
 
 
 class IStorageFactory(Interface):
@@ -34,11 +42,24 @@ class IStorageFactory(Interface):
 class IStore(Interface):
     """All topics and partition logs of one broker."""
 
+    def clusterId():
+        """The id of this store's cluster (in memory).
+
+        A 22-character URL-safe base64 text of a random UUID, as Kafka's
+        cluster ids look: made once, when a store without one is first
+        opened, and kept with the data, so it stays the same across restarts
+        for as long as the data directory lives (a memory store makes one
+        per store object).
+        """
+
     def topics():
         """Topics that exist now: C{dict} of name to partition count (in memory)."""
 
     def createTopic(name, partitions, configs):
         """Persist a new topic with partitions C{0 .. partitions-1} and its configs.
+
+        A topic made again under the name of a deleted one is a new topic:
+        its logs start empty at offset 0.
 
         @param configs: C{dict} of config name to value (both C{str}), kept
             as given; the broker checks them before.
@@ -46,14 +67,72 @@ class IStore(Interface):
         @raise StorageError: (in the Deferred) the topic exists already.
         """
 
+    def deleteTopic(name):
+        """Delete a topic: its definition, configs and every partition's log,
+        time index and producer states.
+
+        At once (before the Deferred fires) the topic is gone from
+        L{topics}, C{partitionLog} no longer finds it, and its partition
+        logs refuse every further call (their Deferreds fail with
+        L{StorageError}), appends already waiting to be written included.
+        The name is free at once for L{createTopic}.
+
+        Deleting is crash-safe: once the Deferred has fired, the topic never
+        comes back, and a store that stopped half-way through deleting the
+        data goes on with it when opened again; no key of a deleted topic is
+        ever read by another. The data may be deleted in the background
+        after the Deferred fires, in steps that let other writes through.
+
+        @return: Deferred firing with C{None} once the deletion is stored.
+        @raise StorageError: (in the Deferred) no such topic, or the
+            deletion could not be stored (the topic stays deleted for
+            this store object, which tries again once it can write; a
+            store opened before that may still hold the topic).
+        """
+
+    def addPartitions(name, count):
+        """Grow an existing topic to C{count} partitions; the new ones start empty at offset 0.
+
+        The new count is stored in one atomic write; L{topics} and
+        C{partitionLog} show the new partitions once it is stored (when the
+        Deferred fires), not before.
+
+        @return: Deferred firing with C{None} once stored.
+        @raise StorageError: (in the Deferred) no such topic (or it was
+            deleted before the new count was stored), or the write failed.
+        @raise ValueError: (in the Deferred) C{count} is not above the
+            topic's partition count (counting additions not yet stored).
+        """
+
+    def allocateProducerId():
+        """A producer id (C{int}, 0 <= id < 2**63) this store never handed out before.
+
+        Never handed out twice, even across restarts and a killed process:
+        an id is stored as used before the Deferred fires (ids may be
+        reserved in blocks, so ids of a block unused at a restart are
+        skipped).
+
+        @return: Deferred firing with the id.
+        @raise StorageError: (in the Deferred) the reservation could not be
+            stored.
+        """
+
     def topicConfigs(name):
         """The configs an existing topic was created with: C{dict} of C{str} to C{str} (in memory)."""
 
     def partitionLog(topic, partition):
-        """The L{IPartitionLog} of an existing topic's partition."""
+        """The L{IPartitionLog} of an existing topic's partition.
+
+        @raise KeyError: no such topic.
+        @raise IndexError: no such partition.
+        """
 
     def close():
         """Finish outstanding work, then release the store.
+
+        Background work (retention and topic deletions) stops at its next
+        step; a deletion stopped this way goes on when the store is opened
+        again.
 
         @return: Deferred firing when the store is closed.
         """
@@ -65,25 +144,53 @@ class IPartitionLog(Interface):
     Each append is stored as one batch; retention deletes whole batches from
     the start of the log, so batches are what C{batchesBefore},
     C{firstBatchSince} and C{oldestBatches} talk about.
+
+    What is appended may be v0/v1 message sets or v2 record batches (Kafka
+    0.11): both begin with an int64 offset and an int32 size, and storage
+    never parses them (L{read} finds its first entry with
+    L{kafkaw.protocol.messages.skipBelow}).
+
+    Once the log's topic is deleted (L{IStore.deleteTopic}), every method
+    returning a Deferred fails with L{StorageError}.
     """
 
     startOffset = Attribute("First offset still stored (0 until L{deleteBefore} moves it).")
     endOffset = Attribute("Offset the next appended message will get (log end).")
     sizeBytes = Attribute("Bytes of message sets stored, as appends and deletions are stored (what retention.bytes limits).")
 
-    def append(messageSet, count, timestamp):
+    def append(messageSet, count, timestamp, producerStates=None):
         """Store C{messageSet} holding offsets C{endOffset .. endOffset + count - 1}.
 
-        The message set and the new log end are written atomically; C{endOffset}
-        moves only once they are stored. Callers wait for one append's Deferred
-        before making the next, so a failed append leaves no hole.
+        The message set, the new log end and the C{producerStates} are written
+        atomically; C{endOffset} (and L{producerStates}) move only once they
+        are stored. Callers wait for one append's Deferred before making the
+        next, so a failed append leaves no hole.
 
-        @param timestamp: append time in milliseconds, kept for
-            L{batchesBefore} and L{firstBatchSince}. Append times never go
-            back: a timestamp below the previous append's is stored as that
-            one, so time order is log order even if the clock steps back.
+        The set is kept under its last offset, C{endOffset + count - 1}: for
+        a v2 batch, C{count} must be its C{lastOffsetDelta + 1}.
+
+        @param timestamp: the batch's timestamp in milliseconds: its max
+            timestamp (Kafka's time index), or the append time for message
+            sets without one; kept for L{batchesBefore} and
+            L{firstBatchSince}. Stored timestamps never go back: a timestamp
+            below the previous append's is stored as that one, so the time
+            index is in log order even if producers' clocks or the broker's
+            clock step back.
+        @param producerStates: C{None}, or a C{dict} of producer id (C{int})
+            to C{bytes} (stored as that producer's state, opaque to storage)
+            or C{None} (that producer's state is deleted), written in the
+            same atomic write as the batch.
         @return: Deferred firing with C{None} once stored (and synced, if the
             store was opened with C{sync}).
+        @raise StorageError: (in the Deferred) the write failed, the store is
+            closing, or the topic was deleted.
+        """
+
+    def producerStates():
+        """The producer states stored with appends: C{dict} of producer id to C{bytes} (in memory).
+
+        Loaded when the store is opened; changed by an append once it is
+        stored. A copy: changing it changes nothing stored.
         """
 
     def read(offset, maxBytes, endOffset):
@@ -98,16 +205,16 @@ class IPartitionLog(Interface):
         """
 
     def batchesBefore(timestamp, maxNumber):
-        """Base offsets of appends made at or before C{timestamp} (ms), newest first.
+        """Base offsets of batches whose stored timestamp is at or before C{timestamp} (ms), newest first.
 
         @return: Deferred firing with a list of at most C{maxNumber} offsets.
         """
 
     def firstBatchSince(timestamp):
-        """Base offset of the oldest stored append made at or after C{timestamp} (ms).
+        """Base offset of the oldest stored batch whose stored timestamp is at or after C{timestamp} (ms).
 
         @return: Deferred firing with the offset, or C{None} if every stored
-            append is older (or the log is empty).
+            batch is older (or the log is empty).
         """
 
     def oldestBatches(maxNumber):

@@ -2,18 +2,31 @@
 
 Key layout (all integers big-endian, so key order is log order):
 
+    S cluster.id                            -> the cluster id (ASCII), made at first open
+    S next.topic.id                         -> int32: every topic id below it was handed out
+    S next.producer.id                      -> int64: every producer id below it was handed out
     T <topic name>                          -> topic id int32, partitions int32,
                                                configs (int32 count, [name string, value string])
+    X <topic id>                            -> topic name: a deleted topic whose keys are being deleted
     M <topic id><partition>                 -> log start int64, log end int64, bytes stored int64
-    D <topic id><partition><last offset>    -> one stored message set (a batch)
-    I <topic id><partition><time ms><base>  -> (empty) append-time index
+    D <topic id><partition><last offset>    -> one stored message set or record batch
+    I <topic id><partition><time ms><base>  -> (empty) time index
+    P <topic id><partition><producer id>    -> producer state (opaque bytes), int64 producer id
 
-Each append writes its message set, its time-index entry and the new log
-bounds in one C{WriteBatch}. Data is keyed by the *last* offset of its
-message set, so one iterator seek to the wanted offset lands on the set that
-holds it; reads return stored bytes sliced, never decoded. Append times never
-go back, so the time index is in log order too: retention finds the first
-batch to keep with one seek.
+Each append writes its message set, its time-index entry, its producer
+states and the new log bounds in one C{WriteBatch}. Data is keyed by the
+*last* offset of its message set, so one iterator seek to the wanted offset
+lands on the set that holds it; reads return stored bytes sliced, never
+decoded. Stored timestamps never go back, so the time index is in log order
+too: retention finds the first batch to keep with one seek.
+
+Topic ids are never reused (C{S next.topic.id}), so a topic made again under
+a deleted one's name never reads the deleted one's keys. Deleting a topic
+first replaces its C{T} key by an C{X} key in one write (from then on it
+never comes back); its C{M}, C{D}, C{I} and C{P} keys then go in steps, and
+the C{X} key last. A store opened with C{X} keys goes on deleting them.
+Producer ids are reserved in blocks: C{S next.producer.id} moves a block
+ahead, synced, before an id of the block is handed out.
 
 All LevelDB calls run in threads: writes in a single thread (so they are
 applied in call order), reads in a small pool. Closing waits for every
@@ -27,7 +40,10 @@ the disk has room; reads go on meanwhile (docs/durability.md, "Disk full").
 
 Stores written before configs and byte counts were kept (8-byte C{T}
 values, 16-byte C{M} values) open as topics without configs; their byte
-counts are summed once at start-up.
+counts are summed once at start-up. Stores written before cluster ids,
+producer ids and topic deletion (no C{S}, C{X} or C{P} keys) get a cluster
+id when first opened and work as they are
+(tests/unit/test_leveldb_7a50f63.py).
 """
 
 import os
@@ -42,7 +58,7 @@ from zope.interface import implementer
 
 from kafkaw.protocol.messages import skipBelow
 from kafkaw.protocol.primitives import INT32, Reader, encodeString
-from kafkaw.storage.interfaces import IPartitionLog, IStorageFactory, IStore, StorageError
+from kafkaw.storage.interfaces import IPartitionLog, IStorageFactory, IStore, StorageError, newClusterId
 
 _TOPIC_VALUE = struct.Struct(">ii")
 _PARTITION_KEY = struct.Struct(">ii")
@@ -51,6 +67,14 @@ _OLD_BOUNDS = struct.Struct(">qq")
 _OFFSET = struct.Struct(">q")
 _TIME_ENTRY = struct.Struct(">qq")
 _MAX_KEY_SUFFIX = b"\xff" * 16
+
+_CLUSTER_ID_KEY = b"Scluster.id"
+_NEXT_TOPIC_ID_KEY = b"Snext.topic.id"
+_NEXT_PRODUCER_ID_KEY = b"Snext.producer.id"
+# Producer ids reserved by one (synced) write.
+_PRODUCER_ID_BLOCK = 1000
+# The prefixes of a topic's keys after its topic id, deleted with it.
+_TOPIC_KEY_KINDS = (b"M", b"D", b"I", b"P")
 
 # After a failed write, reopening is tried this often.
 _RETRY_SECONDS = 1.0
@@ -100,18 +124,37 @@ def _decodeTopic(value):
     return topicId, partitions, configs
 
 
+class _Topic:
+    """One topic: its id, partition logs and configs."""
+
+    def __init__(self, name, topicId, logs, configs):
+        self.name = name
+        self.id = topicId
+        self.logs = logs
+        self.configs = configs
+        # The partition count once the additions asked for are stored.
+        self.partitions = len(logs)
+        self.deleted = False
+
+
 @implementer(IPartitionLog)
 class LevelDBPartitionLog:
-    def __init__(self, store, topicId, partition, startOffset, endOffset, sizeBytes, oldestTimestamp, lastTimestamp):
+    def __init__(
+        self, store, topicId, partition, startOffset, endOffset, sizeBytes, oldestTimestamp, lastTimestamp, producerStates=None
+    ):
         self._store = store
         partitionKey = _PARTITION_KEY.pack(topicId, partition)
         self._boundsKey = b"M" + partitionKey
         self._dataPrefix = b"D" + partitionKey
         self._timePrefix = b"I" + partitionKey
+        self._producerPrefix = b"P" + partitionKey
         self.startOffset = startOffset
         self.endOffset = endOffset
         self.sizeBytes = sizeBytes
         self._lastTimestamp = lastTimestamp
+        self._producerStates = dict(producerStates or {})
+        # The topic's name once it is deleted: every call is refused from then on.
+        self._deleted = None
         # Where the last deletion stored ended: no data key below _deletedBefore,
         # no time-index key below _oldestTime.
         self._deletedBefore = startOffset
@@ -126,13 +169,13 @@ class LevelDBPartitionLog:
         batch.write()
         self._written = (start, end, size)
 
-    def _reload(self, stored):
-        """Take the bounds C{stored} in the M key once the store is reopened.
+    def _reload(self, stored, producerStates):
+        """Take the bounds C{stored} in the M key, and the stored producer states, once the store is reopened.
 
         An append that failed may have become durable all the same (LevelDB
         replays whatever of its log reached the disk): then the stored log end
-        includes it, and the next append goes after it, leaving no hole.
-        Called while nothing is written.
+        includes it, and the next append goes after it, leaving no hole; its
+        producer states are taken too. Called while nothing is written.
         """
         if stored is None or len(stored) != _BOUNDS.size:
             return  # a topic whose creation failed, or a partition not written since an old store was opened
@@ -140,28 +183,67 @@ class LevelDBPartitionLog:
         self.startOffset = max(self.startOffset, start)  # a deletion under way may have moved it on
         self.endOffset = end
         self.sizeBytes = size
+        self._producerStates = producerStates
 
-    def append(self, messageSet, count, timestamp):
+    def _readProducerStates(self, db):
+        """The producer states stored for this partition (in a thread, or at start-up)."""
+        prefix = self._producerPrefix
+        return {
+            _OFFSET.unpack_from(key, len(prefix))[0]: value for key, value in db.iterator(prefix=prefix)
+        }
+
+    def _refused(self):
+        return defer.fail(StorageError(f"topic {self._deleted!r} was deleted"))
+
+    def _delete(self, name):
+        """The topic is deleted: refuse every call from now on (writes already queued too)."""
+        self._deleted = name
+        self._producerStates = {}
+
+    def append(self, messageSet, count, timestamp, producerStates=None):
+        if self._deleted is not None:
+            return self._refused()
         base = self.endOffset
         newEnd = base + count
         size = len(messageSet)
         timestamp = self._lastTimestamp = max(timestamp, self._lastTimestamp)
         sync = self._store.sync
+        producerStates = dict(producerStates or {})
+        producerPrefix = self._producerPrefix
 
         def write():
+            if self._deleted is not None:
+                raise StorageError(f"topic {self._deleted!r} was deleted")
             start, _, stored = self._written
             batch = self._store.db.write_batch(sync=sync)
             batch.put(self._dataPrefix + _OFFSET.pack(newEnd - 1), messageSet)
             batch.put(self._timePrefix + _TIME_ENTRY.pack(timestamp, base), b"")
+            for producerId, state in producerStates.items():
+                if state is None:
+                    batch.delete(producerPrefix + _OFFSET.pack(producerId))
+                else:
+                    batch.put(producerPrefix + _OFFSET.pack(producerId), bytes(state))
             self._writeBounds(batch, start, newEnd, stored + size)
 
         def stored(_):
+            if self._deleted is not None:
+                return  # deleted while the write was under way: nothing is kept
             self.endOffset = newEnd
             self.sizeBytes += size
+            for producerId, state in producerStates.items():
+                if state is None:
+                    self._producerStates.pop(producerId, None)
+                else:
+                    self._producerStates[producerId] = bytes(state)
 
         return self._store.write(write).addCallback(stored)
 
+    def producerStates(self):
+        return dict(self._producerStates)
+
     def read(self, offset, maxBytes, endOffset):
+        if self._deleted is not None:
+            return self._refused()
         prefix = self._dataPrefix
 
         def read():
@@ -187,6 +269,8 @@ class LevelDBPartitionLog:
         return self._store.read(read)
 
     def batchesBefore(self, timestamp, maxNumber):
+        if self._deleted is not None:
+            return self._refused()
         prefix = self._timePrefix
 
         def scan():
@@ -209,6 +293,8 @@ class LevelDBPartitionLog:
         return self._store.read(scan)
 
     def firstBatchSince(self, timestamp):
+        if self._deleted is not None:
+            return self._refused()
         prefix = self._timePrefix
 
         def seek():
@@ -224,6 +310,8 @@ class LevelDBPartitionLog:
         return self._store.read(seek)
 
     def oldestBatches(self, maxNumber):
+        if self._deleted is not None:
+            return self._refused()
         prefix = self._dataPrefix
         start, end = self.startOffset, self.endOffset
 
@@ -245,6 +333,8 @@ class LevelDBPartitionLog:
         return self._store.read(scan)
 
     def deleteBefore(self, offset):
+        if self._deleted is not None:
+            return self._refused()
         if offset > self.endOffset:
             return defer.fail(ValueError(f"cannot delete below {offset}: the log ends at {self.endOffset}"))
         # What is stored decides whether there is work: a deletion whose write
@@ -295,11 +385,13 @@ class LevelDBPartitionLog:
             return dataKeys, timeKeys, size, newStart, lastTime, complete
 
         def delete(found):
-            if self._store.closing:
-                return None
+            if self._store.closing or self._deleted is not None:
+                return None  # the topic's deletion deletes the rest
             dataKeys, timeKeys, size, newStart, lastTime, complete = found
 
             def write():
+                if self._deleted is not None:
+                    return False  # the M key must not come back
                 start, end, stored = self._written
                 batch = store.db.write_batch(sync=sync)
                 for key in dataKeys:
@@ -307,14 +399,20 @@ class LevelDBPartitionLog:
                 for key in timeKeys:
                     batch.delete(key)
                 self._writeBounds(batch, max(start, newStart), end, stored - size)
+                return True
 
-            return self._store.write(write).addCallback(lambda _: deleted(size, newStart, lastTime, complete))
+            def stored(written):
+                if written:
+                    return deleted(size, newStart, lastTime, complete)
+                return None
+
+            return self._store.write(write).addCallback(stored)
 
         def deleted(size, newStart, lastTime, complete):
             self.sizeBytes -= size
             self._deletedBefore = max(self._deletedBefore, newStart)
             self._oldestTime = lastTime
-            if self._store.closing:
+            if self._store.closing or self._deleted is not None:
                 return None
             if not complete:
                 return self._deleteStep(target)
@@ -345,11 +443,31 @@ class LevelDBStore:
         except OSError as e:
             raise StorageError(f"cannot create the data directory {path}: {e.strerror}") from None
         self.db = self._open()
-        self._topics = {}  # name -> (topic id, [LevelDBPartitionLog], configs)
-        self._loadTopics()
+        self._topics = {}  # name -> _Topic
+        # Topic id -> name, of deleted topics whose keys are not all deleted yet.
+        self._deletedTopics = {}
+        # Topic id -> name, of deletions whose first write (T key out, X key in) is not stored yet.
+        self._unstoredDeletions = {}
+        self._deletions = {}  # topic id -> Deferred of the background deletion under way
+        try:
+            self._clusterId = self._loadClusterId()
+            self._loadTopics()
+            storedTopicId = self.db.get(_NEXT_TOPIC_ID_KEY)
+            storedProducerId = self.db.get(_NEXT_PRODUCER_ID_KEY)
+        except plyvel.Error as e:
+            self.db.close()
+            raise StorageError(f"cannot read LevelDB at {self._path}: {_describe(e)}") from None
         # Ids are never reused, not even an id whose topic failed to be stored
-        # (its definition may be on disk all the same).
-        self._nextTopicId = max((tid for tid, _, _ in self._topics.values()), default=-1) + 1
+        # (its definition may be on disk all the same), nor a deleted topic's.
+        self._nextTopicId = max(
+            [INT32.unpack(storedTopicId)[0] if storedTopicId else 0]
+            + [topic.id + 1 for topic in self._topics.values()]
+            + [topicId + 1 for topicId in self._deletedTopics]
+        )
+        # Producer ids below _producerIdLimit are stored as handed out.
+        self._nextProducerId = self._producerIdLimit = _OFFSET.unpack(storedProducerId)[0] if storedProducerId else 0
+        self._producerIdWaiters = []  # Deferreds of allocateProducerId waiting for a block
+        self._reservingProducerIds = False
         self._writer = ThreadPool(1, 1, "kafkaw-leveldb-writer")
         self._readers = ThreadPool(1, 4, "kafkaw-leveldb-reader")
         self._writer.start()
@@ -366,6 +484,8 @@ class LevelDBStore:
         # Set in the writer thread by a failed write, cleared by a reopen: no
         # write queued behind a failed one touches the database.
         self._writesStopped = None
+        for topicId in sorted(self._deletedTopics):
+            self._deleteTopicKeys(topicId)  # stopped half-way last time
 
     def _open(self):
         try:
@@ -379,11 +499,21 @@ class LevelDBStore:
                 why += " (is another broker using this data directory?)"
             raise StorageError(f"cannot open LevelDB at {self._path}: {why}") from None
 
+    def _loadClusterId(self):
+        clusterId = self.db.get(_CLUSTER_ID_KEY)
+        if clusterId is None:
+            clusterId = newClusterId().encode("ascii")
+            self.db.put(_CLUSTER_ID_KEY, clusterId, sync=True)
+        return clusterId.decode("ascii")
+
     def _loadTopics(self):
         for key, value in self.db.iterator(prefix=b"T"):
             topicId, partitions, configs = _decodeTopic(value)
             logs = [self._loadPartition(topicId, partition) for partition in range(partitions)]
-            self._topics[key[1:].decode("utf-8")] = (topicId, logs, configs)
+            name = key[1:].decode("utf-8")
+            self._topics[name] = _Topic(name, topicId, logs, configs)
+        for key, value in self.db.iterator(prefix=b"X"):
+            self._deletedTopics[INT32.unpack_from(key, 1)[0]] = value.decode("utf-8")
 
     def _loadPartition(self, topicId, partition):
         partitionKey = _PARTITION_KEY.pack(topicId, partition)
@@ -397,7 +527,9 @@ class LevelDBStore:
             start, end, size = _BOUNDS.unpack(bounds)
         timePrefix = b"I" + partitionKey
         oldest, last = (self._firstTime(timePrefix, reverse) for reverse in (False, True))
-        return LevelDBPartitionLog(self, topicId, partition, start, end, size, oldest, last)
+        log = LevelDBPartitionLog(self, topicId, partition, start, end, size, oldest, last)
+        log._producerStates = log._readProducerStates(self.db)
+        return log
 
     def _firstTime(self, timePrefix, reverse):
         """The append time of the first (or last) entry of a time index; 0 if it is empty."""
@@ -475,17 +607,22 @@ class LevelDBStore:
         yield self._whenIdle()
         if self._closing is not None:
             return
-        logs = [log for _, topicLogs, _ in self._topics.values() for log in topicLogs]
-        bounds = yield threads.deferToThreadPool(self._reactor, self._writer, self._reopen, logs)
+        logs = [log for topic in self._topics.values() for log in topic.logs]
+        stored = yield threads.deferToThreadPool(self._reactor, self._writer, self._reopen, logs)
         # Here, not in the writer thread: callbacks of the last write before
         # the reopen may have moved these after the reopen started.
-        for log, stored in zip(logs, bounds):
-            log._reload(stored)
+        for log, (bounds, producerStates) in zip(logs, stored):
+            log._reload(bounds, producerStates)
         self._failure = None
         self._log.info(
             "LevelDB is writable again after {seconds:.1f} s (reopened {path})",
             seconds=self._reactor.seconds() - self._failedAt, path=self._path,
         )
+        # Topic deletions stopped by the failure go on.
+        for topicId, name in sorted(self._unstoredDeletions.items()):
+            self._storeDeletion(topicId, name).addErrback(lambda _: None)  # logged by the store if it fails
+        for topicId in sorted(self._deletedTopics):
+            self._deleteTopicKeys(topicId)
 
     def _whenIdle(self):
         if not self._outstanding:
@@ -495,18 +632,18 @@ class LevelDBStore:
         return waiter
 
     def _reopen(self, logs):
-        """In the writer thread: check for room, reopen, read back the bounds of C{logs}."""
+        """In the writer thread: check for room, reopen, read back the bounds and producer states of C{logs}."""
         self._checkRoom()
         if self.db is not None:
             self.db.close()
             self.db = None
         self.db = self._open()
         try:
-            bounds = [self.db.get(log._boundsKey) for log in logs]
+            stored = [(self.db.get(log._boundsKey), log._readProducerStates(self.db)) for log in logs]
         except plyvel.Error as e:
             raise StorageError(f"cannot read LevelDB at {self._path}: {_describe(e)}") from None
         self._writesStopped = None
-        return bounds
+        return stored
 
     def _checkRoom(self):
         """Raise L{StorageError} unless the data directory has room for a reopen.
@@ -556,11 +693,14 @@ class LevelDBStore:
             return defer.fail(StorageError(f"LevelDB is not open: {self._failure}"))
         return self._run(self._readers, function)
 
+    def clusterId(self):
+        return self._clusterId
+
     def topics(self):
-        return {name: len(logs) for name, (_, logs, _) in self._topics.items()}
+        return {name: len(topic.logs) for name, topic in self._topics.items()}
 
     def topicConfigs(self, name):
-        return dict(self._topics[name][2])
+        return dict(self._topics[name].configs)
 
     def createTopic(self, name, partitions, configs=None):
         if name in self._topics:
@@ -569,7 +709,7 @@ class LevelDBStore:
         topicId = self._nextTopicId
         self._nextTopicId += 1
         logs = [LevelDBPartitionLog(self, topicId, p, 0, 0, 0, 0, 0) for p in range(partitions)]
-        self._topics[name] = (topicId, logs, configs)  # reserve the name and id at once
+        topic = self._topics[name] = _Topic(name, topicId, logs, configs)  # reserve the name and id at once
         sync = self.sync
 
         def write():
@@ -577,16 +717,199 @@ class LevelDBStore:
             batch.put(b"T" + name.encode("utf-8"), _encodeTopic(topicId, partitions, configs))
             for p in range(partitions):
                 batch.put(b"M" + _PARTITION_KEY.pack(topicId, p), _BOUNDS.pack(0, 0, 0))
+            batch.put(_NEXT_TOPIC_ID_KEY, INT32.pack(topicId + 1))
             batch.write()
 
         def failed(reason):
-            self._topics.pop(name, None)
+            if self._topics.get(name) is topic:
+                del self._topics[name]
             return reason
 
         return self.write(write).addCallbacks(lambda _: None, failed)
 
+    def addPartitions(self, name, count):
+        topic = self._topics.get(name)
+        if topic is None:
+            return defer.fail(StorageError(f"no topic {name!r}"))
+        if count <= topic.partitions:
+            return defer.fail(ValueError(f"topic {name!r} has {topic.partitions} partitions: cannot grow to {count}"))
+        old, topic.partitions = topic.partitions, count
+        sync = self.sync
+
+        def write():
+            if topic.deleted:
+                raise StorageError(f"topic {name!r} was deleted")
+            batch = self.db.write_batch(sync=sync)
+            batch.put(b"T" + name.encode("utf-8"), _encodeTopic(topic.id, count, topic.configs))
+            for p in range(old, count):
+                batch.put(b"M" + _PARTITION_KEY.pack(topic.id, p), _BOUNDS.pack(0, 0, 0))
+            batch.write()
+
+        def stored(_):
+            if not topic.deleted:
+                topic.logs.extend(LevelDBPartitionLog(self, topic.id, p, 0, 0, 0, 0, 0) for p in range(len(topic.logs), count))
+
+        def failed(reason):
+            # Writes queued behind a failed one fail too: none of the additions asked for is stored.
+            topic.partitions = len(topic.logs)
+            return reason
+
+        return self.write(write).addCallbacks(stored, failed)
+
+    def deleteTopic(self, name):
+        topic = self._topics.pop(name, None)
+        if topic is None:
+            return defer.fail(StorageError(f"no topic {name!r}"))
+        topic.deleted = True
+        for log in topic.logs:
+            log._delete(name)
+        return self._storeDeletion(topic.id, name)
+
+    def _storeDeletion(self, topicId, name):
+        """Replace the topic's T key by its X key, then delete its other keys in the background.
+
+        Until the write is stored, the deletion is remembered in
+        C{_unstoredDeletions}: if it fails, it is made again once the store
+        can write again.
+        """
+        self._unstoredDeletions[topicId] = name
+        key = b"T" + name.encode("utf-8")
+        sync = self.sync
+
+        def write():
+            batch = self.db.write_batch(sync=sync)
+            stored = self.db.get(key)
+            # Not the T key of a topic made again under the name since.
+            if stored is not None and _decodeTopic(stored)[0] == topicId:
+                batch.delete(key)
+            batch.put(b"X" + INT32.pack(topicId), name.encode("utf-8"))
+            batch.write()
+
+        def stored(_):
+            self._unstoredDeletions.pop(topicId, None)
+            self._deletedTopics[topicId] = name
+            self._deleteTopicKeys(topicId)
+
+        return self.write(write).addCallback(stored)
+
+    def _deleteTopicKeys(self, topicId):
+        """Delete the keys of a deleted topic in the background, unless that is under way already."""
+        if topicId in self._deletions or self.closing:
+            return
+        d = self._deletions[topicId] = self._deleteKeysInSteps(topicId)
+
+        def done(result):
+            del self._deletions[topicId]
+            return result
+
+        d.addBoth(done).addErrback(self._deletionStopped, topicId)
+
+    def _deletionStopped(self, reason, topicId):
+        # A failed write is logged by the store, and the deletion goes on after the reopen.
+        if not reason.check(StorageError):
+            self._log.failure("deleting the keys of topic {name!r} failed", reason, name=self._deletedTopics.get(topicId))
+
+    @defer.inlineCallbacks
+    def _deleteKeysInSteps(self, topicId):
+        """Delete a deleted topic's M, D, I and P keys in steps, then its X key; then compact.
+
+        Each step deletes at most C{_DELETE_BATCHES} keys or C{_DELETE_BYTES}
+        bytes in one write, so writes of other topics wait briefly. Each
+        step reads on after the last key deleted, not over its tombstones.
+        Stops (quietly) when the store closes; the next open goes on.
+        """
+        topicKey = INT32.pack(topicId)
+        sync = self.sync
+        for kind in _TOPIC_KEY_KINDS:
+            start, stop = kind + topicKey, kind + INT32.pack(topicId + 1)
+            after = None
+            while True:
+                if self.closing:
+                    return
+                keys = yield self.read(lambda: self._topicKeysAfter(start, stop, after))
+                if not keys:
+                    break
+                if self.closing:
+                    return
+                yield self.write(lambda: self._deleteKeys(keys, sync))
+                after = keys[-1]
+        if self.closing:
+            return
+        yield self.write(lambda: self._deleteKeys([b"X" + topicKey], sync))
+        self._deletedTopics.pop(topicId, None)
+        if self.closing:
+            return
+        yield self.read(lambda: self._compactTopic(topicId))
+
+    def _topicKeysAfter(self, start, stop, after):
+        """In a reader thread: the next keys (one step) in C{[start, stop)}, after C{after} if given."""
+        keys, size = [], 0
+        if after is None:
+            iterator = self.db.iterator(start=start, stop=stop)
+        else:
+            iterator = self.db.iterator(start=after, include_start=False, stop=stop)
+        with iterator:
+            for key, value in iterator:
+                keys.append(key)
+                size += len(value)
+                if len(keys) >= _DELETE_BATCHES or size >= _DELETE_BYTES:
+                    break
+        return keys
+
+    def _deleteKeys(self, keys, sync):
+        batch = self.db.write_batch(sync=sync)
+        for key in keys:
+            batch.delete(key)
+        batch.write()
+
+    def _compactTopic(self, topicId):
+        # Deleted keys only free disk space once compacted away.
+        for kind in _TOPIC_KEY_KINDS:
+            self.db.compact_range(start=kind + INT32.pack(topicId), stop=kind + INT32.pack(topicId + 1))
+
+    def whenTopicDeletionsDone(self):
+        """A Deferred firing once no deletion of a deleted topic's keys is under way (for tests)."""
+        running = list(self._deletions.values())
+        return defer.DeferredList(running, consumeErrors=True).addCallback(lambda _: None)
+
+    def allocateProducerId(self):
+        if self._nextProducerId < self._producerIdLimit:
+            producerId = self._nextProducerId
+            self._nextProducerId += 1
+            return defer.succeed(producerId)
+        d = defer.Deferred()
+        self._producerIdWaiters.append(d)
+        if not self._reservingProducerIds:
+            self._reserveProducerIds()
+        return d
+
+    def _reserveProducerIds(self):
+        """Store the next block of producer ids as handed out (synced), then hand them to the waiters."""
+        self._reservingProducerIds = True
+        limit = self._producerIdLimit + _PRODUCER_ID_BLOCK
+
+        def write():
+            self.db.put(_NEXT_PRODUCER_ID_KEY, _OFFSET.pack(limit), sync=True)
+
+        def reserved(_):
+            self._reservingProducerIds = False
+            self._producerIdLimit = max(self._producerIdLimit, limit)
+            while self._producerIdWaiters and self._nextProducerId < self._producerIdLimit:
+                self._producerIdWaiters.pop(0).callback(self._nextProducerId)
+                self._nextProducerId += 1
+            if self._producerIdWaiters:
+                self._reserveProducerIds()
+
+        def failed(reason):
+            self._reservingProducerIds = False
+            waiters, self._producerIdWaiters = self._producerIdWaiters, []
+            for waiter in waiters:
+                waiter.errback(reason)
+
+        self.write(write).addCallbacks(reserved, failed)
+
     def partitionLog(self, topic, partition):
-        return self._topics[topic][1][partition]
+        return self._topics[topic].logs[partition]
 
     def close(self):
         if self._closing is None:

@@ -7,7 +7,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from kafkaw.protocol.messages import skipBelow
-from kafkaw.storage.interfaces import IPartitionLog, IStorageFactory, IStore, StorageError
+from kafkaw.storage.interfaces import IPartitionLog, IStorageFactory, IStore, StorageError, newClusterId
 
 
 @implementer(IPartitionLog)
@@ -16,13 +16,20 @@ class MemoryPartitionLog:
         self.startOffset = 0
         self.endOffset = 0
         self.sizeBytes = 0
-        # One entry per stored batch, in log order (append times never go back,
-        # so _appendTimes is sorted too).
+        # One entry per stored batch, in log order (stored timestamps never go
+        # back, so _appendTimes is sorted too).
         self._lastOffsets = []
         self._messageSets = []
         self._appendTimes = []  # (timestamp, base offset)
+        self._producerStates = {}
+        self._deleted = None  # the topic's name, once deleted
 
-    def append(self, messageSet, count, timestamp):
+    def _refused(self):
+        return fail(StorageError(f"topic {self._deleted!r} was deleted"))
+
+    def append(self, messageSet, count, timestamp, producerStates=None):
+        if self._deleted is not None:
+            return self._refused()
         base = self.endOffset
         if self._appendTimes:
             timestamp = max(timestamp, self._appendTimes[-1][0])
@@ -31,9 +38,19 @@ class MemoryPartitionLog:
         self._appendTimes.append((timestamp, base))
         self.endOffset = base + count
         self.sizeBytes += len(messageSet)
+        for producerId, state in (producerStates or {}).items():
+            if state is None:
+                self._producerStates.pop(producerId, None)
+            else:
+                self._producerStates[producerId] = bytes(state)
         return succeed(None)
 
+    def producerStates(self):
+        return dict(self._producerStates)
+
     def read(self, offset, maxBytes, endOffset):
+        if self._deleted is not None:
+            return self._refused()
         index = bisect.bisect_left(self._lastOffsets, offset)
         end = bisect.bisect_left(self._lastOffsets, endOffset)
         pieces = []
@@ -49,15 +66,21 @@ class MemoryPartitionLog:
         return succeed(b"".join(pieces)[: max(maxBytes, 0)])
 
     def batchesBefore(self, timestamp, maxNumber):
+        if self._deleted is not None:
+            return self._refused()
         stop = bisect.bisect_right(self._appendTimes, (timestamp, float("inf")))
         newest = [base for _, base in reversed(self._appendTimes[:stop])]
         return succeed(newest[: max(maxNumber, 0)])
 
     def firstBatchSince(self, timestamp):
+        if self._deleted is not None:
+            return self._refused()
         index = bisect.bisect_left(self._appendTimes, (timestamp, float("-inf")))
         return succeed(self._appendTimes[index][1] if index < len(self._appendTimes) else None)
 
     def oldestBatches(self, maxNumber):
+        if self._deleted is not None:
+            return self._refused()
         first = bisect.bisect_left(self._lastOffsets, self.startOffset)
         batches = []
         base = self.startOffset
@@ -68,6 +91,8 @@ class MemoryPartitionLog:
         return succeed(batches)
 
     def deleteBefore(self, offset):
+        if self._deleted is not None:
+            return self._refused()
         if offset > self.endOffset:
             return fail(ValueError(f"cannot delete below {offset}: the log ends at {self.endOffset}"))
         if offset <= self.startOffset:
@@ -78,12 +103,24 @@ class MemoryPartitionLog:
         del self._lastOffsets[:gone], self._messageSets[:gone], self._appendTimes[:gone]
         return succeed(None)
 
+    def _delete(self, name):
+        """The topic was deleted: drop everything, refuse everything."""
+        self._deleted = name
+        self._lastOffsets, self._messageSets, self._appendTimes = [], [], []
+        self._producerStates = {}
+        self.sizeBytes = 0
+
 
 @implementer(IStore)
 class MemoryStore:
     def __init__(self):
         self._topics = {}
         self._configs = {}
+        self._clusterId = newClusterId()
+        self._nextProducerId = 0
+
+    def clusterId(self):
+        return self._clusterId
 
     def topics(self):
         return {name: len(logs) for name, logs in self._topics.items()}
@@ -94,6 +131,28 @@ class MemoryStore:
         self._topics[name] = [MemoryPartitionLog() for _ in range(partitions)]
         self._configs[name] = dict(configs or {})
         return succeed(None)
+
+    def deleteTopic(self, name):
+        if name not in self._topics:
+            return fail(StorageError(f"no topic {name!r}"))
+        for log in self._topics.pop(name):
+            log._delete(name)
+        del self._configs[name]
+        return succeed(None)
+
+    def addPartitions(self, name, count):
+        if name not in self._topics:
+            return fail(StorageError(f"no topic {name!r}"))
+        logs = self._topics[name]
+        if count <= len(logs):
+            return fail(ValueError(f"topic {name!r} has {len(logs)} partitions: cannot grow to {count}"))
+        logs.extend(MemoryPartitionLog() for _ in range(count - len(logs)))
+        return succeed(None)
+
+    def allocateProducerId(self):
+        producerId = self._nextProducerId
+        self._nextProducerId += 1
+        return succeed(producerId)
 
     def topicConfigs(self, name):
         return dict(self._configs[name])

@@ -76,6 +76,7 @@ def test_everyTopicConfigBoundAndByte(store, reactor):
         data = reactor.wait(log.read(start, BIG, end))
         assert hashlib.sha256(data).hexdigest() == digest, (topic, partition)
         assert expanded(data) == MESSAGES[topic, partition]
+        assert log.producerStates() == {}
 
 
 def test_batchesAndTimeIndex(store, reactor):
@@ -119,3 +120,31 @@ def test_storeGoesOnAfterReopening(path, reactor):
         assert reactor.wait(store.partitionLog("new", 0).read(0, BIG, 1)) == b""
     finally:
         reactor.wait(store.close())
+
+
+def test_newOperationsOnTheOldStore(path, reactor):
+    store = LevelDBStore(path, False, reactor=reactor)
+    clusterId = store.clusterId()
+    first = reactor.wait(store.allocateProducerId())
+    reactor.wait(store.addPartitions("audit", 3))
+    reactor.wait(store.deleteTopic("events"))
+    reactor.wait(store.whenTopicDeletionsDone())
+    reactor.wait(store.close())
+
+    store = LevelDBStore(path, False, reactor=reactor)
+    try:
+        assert store.clusterId() == clusterId
+        assert reactor.wait(store.allocateProducerId()) > first
+        assert store.topics() == {"audit": 3, "metrics": 1}
+        assert store.topicConfigs("audit") == {}
+        assert store.topicConfigs("metrics") == CONFIGS["metrics"]
+    finally:
+        reactor.wait(store.close())
+    db = plyvel.DB(path)
+    try:
+        # topic ids are the order of creation: events was 0
+        for prefix in (b"M", b"D", b"I", b"P"):
+            assert list(db.iterator(prefix=prefix + bytes(4), include_value=False)) == []
+        assert db.get(b"Tevents") is None
+    finally:
+        db.close()
