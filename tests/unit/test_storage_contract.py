@@ -7,6 +7,8 @@ the tests wait for its Deferreds with C{backend.wait}, which works the same
 for the memory store (whose Deferreds have fired already).
 """
 
+import base64
+import os
 import threading
 
 import plyvel
@@ -365,6 +367,229 @@ def test_deleteBeforeLimits(backend, threeSets):
     backend.wait(log.deleteBefore(2))  # never back
     assert log.startOffset == 3
     assert values(backend.wait(log.read(3, BIG, 6))) == EXPECTED[3:]
+
+
+# -- cluster id, topic deletion, added partitions, producer ids and states ----
+
+
+def reopened(backend, store):
+    """The store opened again over the same data (the same store if it keeps nothing)."""
+    if not backend.persistent:
+        return store
+    backend.close(store)
+    return backend.open()
+
+
+def test_clusterIdIsKafkaShapedAndStable(backend, store, tmp_path):
+    clusterId = store.clusterId()
+    assert isinstance(clusterId, str) and len(clusterId) == 22
+    assert set(clusterId) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+    assert len(base64.urlsafe_b64decode(clusterId + "==")) == 16  # a UUID
+    assert store.clusterId() == clusterId
+    createTopic(backend, store, "t")
+    assert reopened(backend, store).clusterId() == clusterId
+    other = Backend(backend.name, tmp_path / "other")
+    os.makedirs(tmp_path / "other")
+    try:
+        assert other.open().clusterId() != clusterId  # another data dir, another cluster
+    finally:
+        other.closeAll()
+
+
+def test_deleteTopic(backend, store):
+    backend.wait(store.createTopic("gone", 2, {"retention.ms": "1000"}))
+    createTopic(backend, store, "kept", 1)
+    logs = [store.partitionLog("gone", p) for p in range(2)]
+    appendValues(backend, logs[0], [b"a", b"b"])
+    backend.wait(logs[1].append(encodeMessageSet([(None, b"x")]), 1, 1000, {7: b"state"}))
+    appendValues(backend, store.partitionLog("kept", 0), [b"k"])
+    d = store.deleteTopic("gone")
+    assert store.topics() == {"kept": 1}  # at once
+    with pytest.raises(KeyError):
+        store.partitionLog("gone", 0)
+    backend.wait(d)
+    for log in logs:
+        for refused in (
+            log.append(encodeMessageSet([(None, b"late")], 2), 1, 2000),
+            log.append(encodeMessageSet([(None, b"late")], 2), 1, 2000, {7: b"later"}),
+            log.read(0, BIG, 2),
+            log.batchesBefore(10**12, 10),
+            log.firstBatchSince(0),
+            log.oldestBatches(10),
+            log.deleteBefore(1),
+        ):
+            with pytest.raises(StorageError):
+                backend.wait(refused)
+    kept = store.partitionLog("kept", 0)
+    assert values(backend.wait(kept.read(0, BIG, kept.endOffset))) == [(0, b"k")]
+    assert store.topics() == {"kept": 1}
+    assert reopened(backend, store).topics() == {"kept": 1}
+
+
+def test_deleteTopicRefusesCallsFromTheCallOn(backend, store):
+    createTopic(backend, store, "t")
+    log = store.partitionLog("t", 0)
+    appendValues(backend, log, [b"a"])
+    d = store.deleteTopic("t")
+    with pytest.raises(StorageError):
+        backend.wait(log.read(0, BIG, 1))  # before the deletion is stored too
+    with pytest.raises(StorageError):
+        backend.wait(log.append(encodeMessageSet([(None, b"b")], 1), 1, 1000))
+    backend.wait(d)
+
+
+def test_topicMadeAgainAfterDeletionStartsEmpty(backend, store):
+    backend.wait(store.createTopic("t", 2, {"retention.ms": "1000"}))
+    old = store.partitionLog("t", 1)
+    appendValues(backend, old, [b"a", b"b"], timestamp=1000)
+    appendValues(backend, old, [b"c"], timestamp=5000)
+    backend.wait(old.append(encodeMessageSet([(None, b"d")], 3), 1, 6000, {1: b"one"}))
+    backend.wait(old.deleteBefore(2))
+    backend.wait(store.deleteTopic("t"))
+    backend.wait(store.createTopic("t", 3))
+    assert store.topics() == {"t": 3} and store.topicConfigs("t") == {}
+
+    def empty(store):
+        for p in range(3):
+            log = store.partitionLog("t", p)
+            assert log is not old
+            assert (log.startOffset, log.endOffset, log.sizeBytes) == (0, 0, 0)
+            assert log.producerStates() == {}
+            assert backend.wait(log.read(0, BIG, 10)) == b""
+            assert backend.wait(log.oldestBatches(10)) == []
+            assert backend.wait(log.batchesBefore(10**12, 10)) == []
+            assert backend.wait(log.firstBatchSince(0)) is None
+
+    empty(store)
+    store = reopened(backend, store)
+    empty(store)
+    log = store.partitionLog("t", 1)
+    assert appendValues(backend, log, [b"new"], timestamp=500) == 0  # the old log's times are gone too
+    assert backend.wait(log.batchesBefore(500, 10)) == [0]
+    assert values(backend.wait(log.read(0, BIG, 1))) == [(0, b"new")]
+
+
+def test_deleteTopicOfAnUnknownTopicIsAStorageError(backend, store):
+    with pytest.raises(StorageError):
+        backend.wait(store.deleteTopic("nope"))
+    createTopic(backend, store, "t")
+    backend.wait(store.deleteTopic("t"))
+    with pytest.raises(StorageError):
+        backend.wait(store.deleteTopic("t"))
+    assert store.topics() == {}
+
+
+def test_addPartitions(backend, store):
+    backend.wait(store.createTopic("t", 2, {"retention.bytes": "100"}))
+    first = store.partitionLog("t", 1)
+    appendValues(backend, first, [b"a"])
+    backend.wait(store.addPartitions("t", 5))
+    assert store.topics() == {"t": 5}
+    assert store.partitionLog("t", 1) is first
+    for p in (2, 3, 4):
+        log = store.partitionLog("t", p)
+        assert verifyObject(IPartitionLog, log)
+        assert (log.startOffset, log.endOffset, log.sizeBytes) == (0, 0, 0)
+        assert backend.wait(log.read(0, BIG, 1)) == b""
+    assert appendValues(backend, store.partitionLog("t", 4), [b"p4"]) == 0
+    store = reopened(backend, store)
+    assert store.topics() == {"t": 5}
+    assert store.topicConfigs("t") == {"retention.bytes": "100"}
+    log = store.partitionLog("t", 4)
+    assert values(backend.wait(log.read(0, BIG, log.endOffset))) == [(0, b"p4")]
+    log = store.partitionLog("t", 1)
+    assert values(backend.wait(log.read(0, BIG, log.endOffset))) == [(0, b"a")]
+
+
+def test_addPartitionsLimits(backend, store):
+    createTopic(backend, store, "t", 3)
+    for count in (3, 2, 0, -1):
+        with pytest.raises(ValueError):
+            backend.wait(store.addPartitions("t", count))
+    with pytest.raises(StorageError):
+        backend.wait(store.addPartitions("nope", 4))
+    assert store.topics() == {"t": 3}
+
+
+def test_addPartitionsTwice(backend, store):
+    createTopic(backend, store, "t", 1)
+    first = store.addPartitions("t", 2)
+    second = store.addPartitions("t", 4)  # counted from the first, stored or not
+    with pytest.raises(ValueError):
+        backend.wait(store.addPartitions("t", 4))
+    backend.wait(first)
+    backend.wait(second)
+    assert store.topics() == {"t": 4}
+    assert len({id(store.partitionLog("t", p)) for p in range(4)}) == 4
+    assert reopened(backend, store).topics() == {"t": 4}
+
+
+def test_allocateProducerIdNeverRepeats(backend, store, monkeypatch):
+    monkeypatch.setattr(leveldbStorage, "_PRODUCER_ID_BLOCK", 7)  # cross block boundaries
+    ids = [backend.wait(store.allocateProducerId()) for _ in range(10)]
+    many = [store.allocateProducerId() for _ in range(20)]  # asked for at once
+    ids += [backend.wait(d) for d in many]
+    assert all(isinstance(i, int) and 0 <= i < 2**63 for i in ids)
+    assert min(ids) <= 1
+    assert len(set(ids)) == len(ids) == 30
+    store = reopened(backend, store)
+    later = [backend.wait(store.allocateProducerId()) for _ in range(10)]
+    assert len(set(ids + later)) == 40
+    if backend.persistent:
+        assert min(later) > max(ids)
+
+
+def test_producerStatesAreStoredWithAppends(backend, store):
+    createTopic(backend, store, "t", 2)
+    log = store.partitionLog("t", 0)
+    assert log.producerStates() == {}
+    backend.wait(log.append(encodeMessageSet([(None, b"a")]), 1, 1000, {1: b"one", 2**62: b"big", 3: b""}))
+    assert log.producerStates() == {1: b"one", 2**62: b"big", 3: b""}
+    appendValues(backend, log, [b"b"])  # no producer states: they stay
+    backend.wait(log.append(encodeMessageSet([(None, b"c")], 2), 1, 1000, {1: None, 4: b"four", 5: None}))
+    expected = {2**62: b"big", 3: b"", 4: b"four"}
+    assert log.producerStates() == expected
+    log.producerStates().clear()  # a copy
+    assert log.producerStates() == expected
+    assert store.partitionLog("t", 1).producerStates() == {}
+    backend.wait(log.deleteBefore(2))  # retention leaves them
+    assert log.producerStates() == expected
+    store = reopened(backend, store)
+    log = store.partitionLog("t", 0)
+    assert log.producerStates() == expected
+    assert store.partitionLog("t", 1).producerStates() == {}
+    assert values(backend.wait(log.read(2, BIG, 3))) == [(2, b"c")]
+
+
+def test_producerStatesMoveOnlyWhenStored(backend, store):
+    createTopic(backend, store, "t")
+    log = store.partitionLog("t", 0)
+    seen = []
+    d = log.append(encodeMessageSet([(None, b"a")]), 1, 1000, {9: b"nine"})
+    if not d.called:
+        assert log.producerStates() == {}
+    d.addCallback(lambda _: seen.append(log.producerStates()))
+    backend.wait(d)
+    assert seen == [{9: b"nine"}]
+
+
+def test_timestampsAreClampedToTheLastOne(backend, store):
+    """Batch max timestamps come from producers: one below the last is stored as the last."""
+    createTopic(backend, store, "t")
+    log = store.partitionLog("t", 0)
+    appendValues(backend, log, [b"0"], timestamp=5000)
+    appendValues(backend, log, [b"1", b"2"], timestamp=100)  # an old batch from a slow producer
+    appendValues(backend, log, [b"3"], timestamp=7000)
+    assert backend.wait(log.batchesBefore(4999, 10)) == []
+    assert backend.wait(log.batchesBefore(5000, 10)) == [1, 0]
+    assert backend.wait(log.firstBatchSince(100)) == 0
+    assert backend.wait(log.firstBatchSince(5001)) == 3
+    store = reopened(backend, store)
+    log = store.partitionLog("t", 0)
+    appendValues(backend, log, [b"4"], timestamp=6000)  # below the last, after a restart too
+    assert backend.wait(log.batchesBefore(6999, 10)) == [1, 0]
+    assert backend.wait(log.batchesBefore(7000, 10)) == [4, 3, 1, 0]
+    assert backend.wait(log.firstBatchSince(7000)) == 3
 
 
 # -- LevelDB only -------------------------------------------------------------
