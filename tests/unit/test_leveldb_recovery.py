@@ -369,3 +369,74 @@ def test_aDeletionWhoseWriteFailedIsRetried(stores, twoPartitions):
     stores.close(store)
     reopened = stores.open().partitionLog("t", 0)
     assert (reopened.startOffset, reopened.sizeBytes) == (1, log0.sizeBytes)
+
+
+def test_producerStatesOfAFailedAppendThatBecameDurableAreReloaded(stores, twoPartitions):
+    store, log0, _ = twoPartitions
+    stores.wait(log0.append(encodeMessageSet([(None, b"c")], 2), 1, 1000, {1: b"before", 2: b"two"}))
+    store.db = FailingWrites(store.db, durable=True)
+    failed(stores, log0.append(encodeMessageSet([(None, b"maybe")], 3), 1, 1000, {1: b"after", 2: None}))
+    assert log0.producerStates() == {1: b"before", 2: b"two"}
+    stores.reopenAfterRetry(store)
+    assert log0.endOffset == 4
+    assert log0.producerStates() == {1: b"after"}  # as stored with the batch
+
+
+def test_aTopicDeletionWhoseWriteFailedIsMadeOnceWritable(stores, twoPartitions):
+    store, log0, _ = twoPartitions
+    stores.wait(store.createTopic("kept", 1))
+    store.db = FailingWrites(store.db)
+    failed(stores, store.deleteTopic("t"))
+    assert store.topics() == {"kept": 1}  # stays deleted
+    failed(stores, log0.read(0, BIG, 2))
+    stores.reopenAfterRetry(store)
+    stores.wait(store.whenTopicDeletionsDone())
+    stores.close(store)
+    db = plyvel.DB(stores.path)
+    try:
+        left = [key for key in db.iterator(include_value=False) if key[:1] in b"TMDIPX"]
+    finally:
+        db.close()
+    assert left == [b"M" + (1).to_bytes(4, "big") + bytes(4), b"Tkept"]  # kept is topic 1
+    assert stores.open().topics() == {"kept": 1}
+
+
+def test_aRetriedTopicDeletionLeavesATopicMadeAgainAlone(stores, twoPartitions):
+    """A deletion's first write made again (as after a reopen) deletes the old
+    topic's T key only, not one of the same name made since."""
+    store, _, _ = twoPartitions
+    stores.wait(store.deleteTopic("t"))
+    stores.wait(store.createTopic("t", 1))
+    stores.wait(store._storeDeletion(0, "t"))  # as retried after a failed write
+    stores.wait(store.whenTopicDeletionsDone())
+    assert store.topics() == {"t": 1}
+    stores.wait(append(store.partitionLog("t", 0), b"new"))
+    stores.close(store)
+    store = stores.open()
+    assert store.topics() == {"t": 1}
+    assert stored(stores, store.partitionLog("t", 0)) == [(0, b"new")]
+
+
+def test_failedProducerIdReservationHandsOutNothing(stores, twoPartitions):
+    store, _, _ = twoPartitions
+    store.db = FailingWrites(store.db)
+    failed(stores, store.allocateProducerId())
+    failed(stores, store.allocateProducerId())
+    stores.reopenAfterRetry(store)
+    ids = [stores.wait(store.allocateProducerId()) for _ in range(3)]
+    assert len(set(ids)) == 3
+    stores.close(store)
+    assert stores.wait(stores.open().allocateProducerId()) > max(ids)
+
+
+def test_failedAddPartitionsCanBeAskedAgain(stores, twoPartitions):
+    store, _, _ = twoPartitions
+    store.db = FailingWrites(store.db)
+    with pytest.raises(StorageError):
+        stores.wait(store.addPartitions("t", 4))
+    assert store.topics() == {"t": 2}
+    stores.reopenAfterRetry(store)
+    stores.wait(store.addPartitions("t", 4))
+    assert store.topics() == {"t": 4}
+    stores.close(store)
+    assert stores.open().topics() == {"t": 4}
