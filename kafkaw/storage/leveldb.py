@@ -139,9 +139,7 @@ class _Topic:
 
 @implementer(IPartitionLog)
 class LevelDBPartitionLog:
-    def __init__(
-        self, store, topicId, partition, startOffset, endOffset, sizeBytes, oldestTimestamp, lastTimestamp, producerStates=None
-    ):
+    def __init__(self, store, topicId, partition, startOffset, endOffset, sizeBytes, oldestTimestamp, lastTimestamp):
         self._store = store
         partitionKey = _PARTITION_KEY.pack(topicId, partition)
         self._boundsKey = b"M" + partitionKey
@@ -152,7 +150,7 @@ class LevelDBPartitionLog:
         self.endOffset = endOffset
         self.sizeBytes = sizeBytes
         self._lastTimestamp = lastTimestamp
-        self._producerStates = dict(producerStates or {})
+        self._producerStates = {}  # producer id -> state, as stored
         # The topic's name once it is deleted: every call is refused from then on.
         self._deleted = None
         # Where the last deletion stored ended: no data key below _deletedBefore,
@@ -748,7 +746,8 @@ class LevelDBStore:
 
         def stored(_):
             if not topic.deleted:
-                topic.logs.extend(LevelDBPartitionLog(self, topic.id, p, 0, 0, 0, 0, 0) for p in range(len(topic.logs), count))
+                new = range(len(topic.logs), count)
+                topic.logs.extend(LevelDBPartitionLog(self, topic.id, p, 0, 0, 0, 0, 0) for p in new)
 
         def failed(reason):
             # Writes queued behind a failed one fail too: none of the additions asked for is stored.
@@ -816,7 +815,8 @@ class LevelDBStore:
     def _deletionStopped(self, reason, topicId):
         # A failed write is logged by the store, and the deletion goes on after the reopen.
         if not reason.check(StorageError):
-            self._log.failure("deleting the keys of topic {name!r} failed", reason, name=self._deletedTopics.get(topicId))
+            name = self._deletedTopics.get(topicId)
+            self._log.failure("deleting the keys of topic {name!r} failed", reason, name=name)
 
     @defer.inlineCallbacks
     def _deleteKeysInSteps(self, topicId):

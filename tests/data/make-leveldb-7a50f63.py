@@ -87,7 +87,8 @@ def main(out):
             for partition in range(count):
                 log = store.partitionLog(topic, partition)
                 data = reactor.wait(log.read(log.startOffset, 1 << 20, log.endOffset))
-                print(topic, partition, (log.startOffset, log.endOffset, log.sizeBytes), hashlib.sha256(data).hexdigest())
+                bounds = (log.startOffset, log.endOffset, log.sizeBytes)
+                print(topic, partition, bounds, hashlib.sha256(data).hexdigest())
         reactor.wait(store.close())
 
         buffer = io.BytesIO()

@@ -37,7 +37,14 @@ BOUNDS = {
 # (topic, partition) -> every message from the log start, wrappers expanded: (offset, key, value)
 MESSAGES = {
     ("audit", 0): [],
-    ("events", 0): [(4, None, b"b4"), (5, None, b"c5"), (6, None, b"g6"), (7, None, b"g7"), (8, None, b"g8"), (9, None, b"d9")],
+    ("events", 0): [
+        (4, None, b"b4"),  # the batch of 3-4 stays: retention passes batch boundaries
+        (5, None, b"c5"),
+        (6, None, b"g6"),  # g6-g8: one gzip wrapper
+        (7, None, b"g7"),
+        (8, None, b"g8"),
+        (9, None, b"d9"),
+    ],
     ("events", 1): [(0, b"key", b"x0"), (1, None, None), (2, None, b"x2")],
     ("metrics", 0): [],
 }

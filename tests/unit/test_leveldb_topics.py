@@ -100,7 +100,8 @@ def fill(stores, store, name, partitions=2, batches=5):
     for p in range(partitions):
         log = store.partitionLog(name, p)
         for n in range(batches):
-            append(stores, log, b"%s-%d-%d" % (name.encode(), p, n), timestamp=1000 + n, producerStates={n: b"state %d" % n})
+            value = b"%s-%d-%d" % (name.encode(), p, n)
+            append(stores, log, value, timestamp=1000 + n, producerStates={n: b"state %d" % n})
     return topicId(store, name)
 
 
@@ -257,7 +258,8 @@ def test_addPartitionsIsOneWriteAndSurvivesReopening(stores, monkeypatch):
     append(stores, store.partitionLog("t", 3), b"p3")
     stores.close(store)
     keys = stores.keys()
-    assert [key for key in keysOf(keys, tid) if key[:1] == b"M"] == [b"M" + INT32.pack(tid) + INT32.pack(p) for p in range(4)]
+    bounds = [key for key in keysOf(keys, tid) if key[:1] == b"M"]
+    assert bounds == [b"M" + INT32.pack(tid) + INT32.pack(p) for p in range(4)]
     store = stores.open()
     assert store.topics() == {"t": 4} and store.topicConfigs("t") == {"retention.ms": "1000"}
     assert stored(stores, store.partitionLog("t", 3)) == [(0, b"p3")]
