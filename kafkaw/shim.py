@@ -9,8 +9,8 @@ either side closes, so does the other.
 
 Metadata: a client that follows Metadata must reconnect to the shim, not to
 the broker's WebSocket address (which speaks a different framing and may not
-be reachable). The shim remembers the correlation id of every Metadata v0
-request it forwards, and in the matching response replaces every broker's
+be reachable). The shim remembers the correlation id and version of every
+Metadata request it forwards, and in the matching response replaces every broker's
 host and port with the address the client reached the shim on (or
 C{--advertised-host}/C{--advertised-port}). kafkaw is a single broker, so
 "every broker" is that one broker.
@@ -30,12 +30,11 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from kafkaw.config import ConfigFileOptions, positive
-from kafkaw.protocol import api
+from kafkaw.protocol import schema
 from kafkaw.protocol.api import ApiKey
 from kafkaw.protocol.errors import CodecError
 from kafkaw.protocol.framing import Framer, FrameTooLarge
 from kafkaw.protocol.primitives import Reader
-from kafkaw.protocol.responses import decodeMetadataResponse
 from kafkaw.transport.tcp import Backpressure, hostAndPort
 
 DEFAULT_LISTEN = "tcp:9092:interface=127.0.0.1"
@@ -49,14 +48,14 @@ _HEADER = struct.Struct(">hhi")  # api key, api version, correlation id
 log = Logger()
 
 
-def rewriteMetadataResponse(frame, host, port):
-    """A Metadata v0 response frame (no size prefix) with every broker at C{host}:C{port}.
+def rewriteMetadataResponse(frame, version, host, port):
+    """A Metadata response frame (no size prefix) of C{version} with every broker at C{host}:C{port}.
 
-    Raises L{CodecError} if C{frame} is not a Metadata v0 response.
+    Raises L{CodecError} if C{frame} is not a Metadata response of that version.
     """
-    correlationId, brokers, topics = decodeMetadataResponse(frame)
-    brokers = [broker._replace(host=host, port=port) for broker in brokers]
-    return b"".join(api.encodeMetadataResponse(correlationId, brokers, topics))
+    correlationId, response = schema.decodeResponse(ApiKey.METADATA, version, frame)
+    brokers = [broker._replace(host=host, port=port) for broker in response.brokers]
+    return b"".join(schema.encodeResponse(ApiKey.METADATA, version, correlationId, response._replace(brokers=brokers)))
 
 
 def expectsResponse(frame):
@@ -147,7 +146,7 @@ class ShimProtocol(protocol.Protocol):
         self.advertisedPort = advertisedPort
         self._requests = Framer(maxRequestBytes)
         self._responses = Framer(MAX_RESPONSE_BYTES)
-        self._metadata = {}  # correlation id -> Metadata v0 requests outstanding with it
+        self._metadata = {}  # correlation id -> [versions of the Metadata requests outstanding with it]
         self._attempt = 0
         self._connecting = None  # the endpoint's connect Deferred, while it is pending
         self._retryCall = None  # the DelayedCall of the next attempt
@@ -179,8 +178,8 @@ class ShimProtocol(protocol.Protocol):
                 expected = expectsResponse(frame)
             except (struct.error, CodecError):
                 expected = None  # the broker will reject it; pass it on as it is
-            if expected is not None and expected[0] == ApiKey.METADATA and expected[1] == 0:
-                self._metadata[expected[2]] = self._metadata.get(expected[2], 0) + 1
+            if expected is not None and expected[0] == ApiKey.METADATA:
+                self._metadata.setdefault(expected[2], []).append(expected[1])
             message = _SIZE.pack(len(frame)) + frame
             if not self._open:
                 self._waiting.append(message)
@@ -290,26 +289,25 @@ class ShimProtocol(protocol.Protocol):
             self._response(_SIZE.pack(len(frame)) + frame)
 
     def _response(self, message):
-        """Send one response (size prefix included) to the client; rewrite it if it answers Metadata v0."""
+        """Send one response (size prefix included) to the client; rewrite it if it answers Metadata."""
         if self._metadata and len(message) >= 8:
             (correlationId,) = _SIZE.unpack_from(message, 4)
-            count = self._metadata.get(correlationId)
-            if count:
-                if count == 1:
+            versions = self._metadata.get(correlationId)
+            if versions:
+                version = versions.pop(0)
+                if not versions:
                     del self._metadata[correlationId]
-                else:
-                    self._metadata[correlationId] = count - 1
-                message = self._rewrite(message)
+                message = self._rewrite(message, version)
         self.transport.write(message)
 
-    def _rewrite(self, message):
+    def _rewrite(self, message, version):
         host, port = hostAndPort(self.transport.getHost())
         if self.advertisedHost is not None:
             host = self.advertisedHost
         if self.advertisedPort is not None:
             port = self.advertisedPort
         try:
-            frame = rewriteMetadataResponse(message[4:], host, port)
+            frame = rewriteMetadataResponse(message[4:], version, host, port)
         except CodecError as e:
             log.warn("undecodable Metadata response for client {peer} ({why}); passed on unchanged", peer=self.peer, why=str(e))
             return message

@@ -42,14 +42,14 @@ class Options(ConfigFileOptions):
     commandName = "kafkaw"
     synopsis = "[options]"
     longdesc = (
-        "A Kafka 0.8 broker: Produce, Fetch, ListOffsets and Metadata (v0), and CreateTopics v0 "
-        "for the kafkaw admin command, over TCP and WebSocket, stored in LevelDB. Endpoints are Twisted strports strings."
+        "A Kafka broker speaking Kafka 2.3.0's protocol (Produce, Fetch, ListOffsets, Metadata, topic admin, "
+        "idempotent producers) and Kafka 0.8's, over TCP and WebSocket, stored in LevelDB. Endpoints are Twisted strports strings."
     )
     optFlags = [
         ["sync", None, "fsync every append before acknowledging it (survives power loss, slower)"],
         ["no-auto-create-topics", None, "answer UnknownTopicOrPartition for unknown topics instead of creating them"],
         ["no-websocket", None, "serve no WebSocket endpoint (overrides --websocket)"],
-        ["strict-0.8", None, "behave exactly as Kafka 0.8.0: close the connection on ApiVersions (key 18) instead of answering it"],
+        ["strict-0.8", None, "behave exactly as Kafka 0.8.0: serve v0 of Produce, Fetch, ListOffsets and Metadata only, and close the connection on anything else (ApiVersions included)"],
     ]
     optParameters = [
         ["data-dir", "d", "kafkaw-data", "directory for stored data"],
@@ -174,6 +174,7 @@ def _brokerService(options, store, reactor):
         slowReaderTimeoutMs=options["slow-reader-timeout-ms"],
         maxInFlightRequests=options["max-in-flight-requests"],
         metrics=PrometheusMetrics(cluster) if options["metrics"] else NO_METRICS,
+        maxExpandedBytes=options["max-request-bytes"],
     )
     top = BrokerService(store)
     RetentionService(cluster, options["retention-check-interval-ms"] / 1000.0, reactor).setServiceParent(top)

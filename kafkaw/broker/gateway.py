@@ -7,17 +7,17 @@ and answers strictly in request order (an acks=0 Produce has no answer).
 """
 
 import collections
+import functools
 
 from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface
 
-from kafkaw.broker.services import OffsetOutOfRange
+from kafkaw.broker import admin, data
 from kafkaw.metrics import NO_METRICS
-from kafkaw.protocol import api, apiversions
+from kafkaw.protocol import api, apiversions, schema
 from kafkaw.protocol.api import ApiKey
-from kafkaw.protocol.errors import CodecError, ErrorCode, MessageSetError
-from kafkaw.storage.interfaces import StorageError
+from kafkaw.protocol.errors import CodecError
 
 log = Logger()
 
@@ -65,6 +65,7 @@ class Broker:
         idleTimeoutMs=600000,
         slowReaderTimeoutMs=60000,
         metrics=NO_METRICS,
+        maxExpandedBytes=100 * 1024 * 1024,
     ):
         self.cluster = cluster
         self.metrics = metrics  # an IBrokerMetrics
@@ -77,21 +78,14 @@ class Broker:
         self.idleTimeout = idleTimeoutMs / 1000.0
         self.slowReaderTimeout = slowReaderTimeoutMs / 1000.0
         self.connections = 0  # open gateways, over all transports
-        self.handlers = {
-            (ApiKey.PRODUCE, 0): (api.decodeProduce, self.produce),
-            (ApiKey.FETCH, 0): (api.decodeFetch, self.fetch),
-            (ApiKey.LIST_OFFSETS, 0): (api.decodeListOffsets, self.listOffsets),
-            (ApiKey.METADATA, 0): (api.decodeMetadata, self.metadata),
-        }
+        self.maxExpandedBytes = maxExpandedBytes
+        self.handlers = servedHandlers(strict08)
         # Handlers for every version of a key, consulted before C{handlers}:
         # ApiVersions must answer even the versions it does not serve (error 35).
         # C{strict08} leaves it out, so key 18 closes the connection as in 0.8.0.
-        # CreateTopics (key 19) is not 0.8 either: strict, it closes too.
         self.anyVersionHandlers = {}
         if not strict08:
-            self.handlers[(apiversions.API_VERSIONS, 0)] = (apiversions.decodeRequest, self.apiVersions)
-            self.anyVersionHandlers[apiversions.API_VERSIONS] = (apiversions.decodeRequest, self.apiVersions)
-            self.handlers[(ApiKey.CREATE_TOPICS, 0)] = (api.decodeCreateTopics, self.createTopics)
+            self.anyVersionHandlers[apiversions.API_VERSIONS] = (apiversions.decodeRequest, apiVersions)
 
     def openGateway(self, connection):
         """A L{Gateway} for a new connection, or None (logged) when
@@ -104,266 +98,51 @@ class Broker:
             return None
         return Gateway(self, connection)
 
-    def apiVersions(self, header, request, gateway):
-        """List what C{handlers} serves; error 35 unless the request's version is served."""
-        gateway.log.info(
-            "ApiVersions v{apiVersion} from {peer} (client {clientId}, {software} {softwareVersion}): error {error}",
-            apiVersion=header.apiVersion, peer=gateway.connection.peer, clientId=header.clientId,
-            software=request.clientSoftwareName, softwareVersion=request.clientSoftwareVersion,
-            error=apiversions.errorFor(header.apiVersion, self.handlers),
-        )
-        return apiversions.encodeResponse(header.correlationId, header.apiVersion, self.handlers)
 
-    def produce(self, header, request, gateway):
-        """Append each partition's message set; fires with the response, or None for acks=0."""
-        topics = []
-        waits = []
-        for topic, partitions in request.topics:
-            results = []
-            topics.append((topic, results))
-            for item in partitions:
-                service = self.cluster.partition(topic, item.partition)
-                if service is None:
-                    results.append(api.ProduceResult(item.partition, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, -1))
-                    continue
-                index = len(results)
-                results.append(None)
-                d = service.append(item.messageSet)
-                d.addCallbacks(
-                    _setResult(results, index, lambda base, p=item.partition: api.ProduceResult(p, 0, base)),
-                    _setError(results, index, lambda code, p=item.partition: api.ProduceResult(p, code, -1), gateway, topic, item.partition),
-                )
-                waits.append(d)
-
-        def answer(_):
-            _countErrors(self.metrics, ApiKey.PRODUCE, topics)
-            if request.acks != 0:
-                return api.encodeProduceResponse(header.correlationId, topics)
-
-        return defer.DeferredList(waits).addCallback(answer)
-
-    def fetch(self, header, request, gateway):
-        request = request._replace(topics=_onePerPartition(request.topics))
-        return _Fetch(self, header, request, gateway).start()
-
-    def listOffsets(self, header, request, gateway):
-        topics = []
-        waits = []
-        for topic, partitions in request.topics:
-            results = []
-            topics.append((topic, results))
-            for item in partitions:
-                service = self.cluster.partition(topic, item.partition)
-                if service is None:
-                    results.append(api.OffsetsResult(item.partition, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, []))
-                    continue
-                index = len(results)
-                results.append(None)
-                d = service.offsetsBefore(item.time, item.maxOffsets)
-                d.addCallbacks(
-                    _setResult(results, index, lambda offsets, p=item.partition: api.OffsetsResult(p, 0, offsets)),
-                    _setError(results, index, lambda code, p=item.partition: api.OffsetsResult(p, code, []), gateway, topic, item.partition),
-                )
-                waits.append(d)
-
-        def answer(_):
-            _countErrors(self.metrics, ApiKey.LIST_OFFSETS, topics)
-            return api.encodeListOffsetsResponse(header.correlationId, topics)
-
-        return defer.DeferredList(waits).addCallback(answer)
-
-    def metadata(self, header, request, gateway):
-        host, port = gateway.connection.localAddress()
-        brokerId = self.cluster.brokerId
-        broker = api.Broker(
-            brokerId,
-            self.advertisedHost if self.advertisedHost is not None else host,
-            self.advertisedPort if self.advertisedPort is not None else port,
-        )
-
-        def answer(described):
-            topics = [
-                api.TopicMetadata(
-                    error,
-                    name,
-                    [api.PartitionMetadata(0, p, brokerId, [brokerId], [brokerId]) for p in range(count)],
-                )
-                for name, error, count in described
-            ]
-            return api.encodeMetadataResponse(header.correlationId, [broker], topics)
-
-        return self.cluster.describeTopics(request.topics).addCallback(answer)
-
-    def createTopics(self, header, request, gateway):
-        """CreateTopics v0: each topic is created, or refused with its own error code."""
-        d = self.cluster.createTopics(request.topics)
-        return d.addCallback(lambda results: api.encodeCreateTopicsResponse(header.correlationId, results))
+def apiVersions(header, request, gateway):
+    """List what the broker's handlers serve; error 35 unless the request's version is served."""
+    handlers = gateway.broker.handlers
+    gateway.log.info(
+        "ApiVersions v{apiVersion} from {peer} (client {clientId}, {software} {softwareVersion}): error {error}",
+        apiVersion=header.apiVersion, peer=gateway.connection.peer, clientId=header.clientId,
+        software=request.clientSoftwareName, softwareVersion=request.clientSoftwareVersion,
+        error=apiversions.errorFor(header.apiVersion, handlers),
+    )
+    return apiversions.encodeResponse(header.correlationId, header.apiVersion, handlers)
 
 
-def _onePerPartition(topics):
-    """C{topics} with each (topic, partition) once, the last asked winning.
-
-    Kafka 0.8 reads a Fetch into a map, so a partition repeated in a request
-    is answered once; answering every copy would let a small request ask for
-    an answer of any size.
-    """
-    merged = {}
-    for topic, partitions in topics:
-        merged.setdefault(topic, {}).update((item.partition, item) for item in partitions)
-    return [(topic, list(byPartition.values())) for topic, byPartition in merged.items()]
-
-
-def _countErrors(metrics, apiKey, topics):
-    """Report the error code of each partition result, once per answer."""
-    for _, results in topics:
-        for result in results:
-            if result.error:
-                metrics.partitionError(apiKey, result.error)
+# What each API serves: (key, first version, last version, handler). The
+# versions are Kafka 2.3.0's; Kafka 0.8.0 served v0 of the first four only.
+_SERVED = [
+    (ApiKey.PRODUCE, 0, 7, data.produce),
+    (ApiKey.FETCH, 0, 11, data.fetch),
+    (ApiKey.LIST_OFFSETS, 0, 5, data.listOffsets),
+    (ApiKey.METADATA, 0, 8, admin.metadata),
+    (admin.CREATE_TOPICS, 0, 3, admin.createTopics),
+    (admin.DELETE_TOPICS, 0, 3, admin.deleteTopics),
+    (admin.INIT_PRODUCER_ID, 0, 1, admin.initProducerId),
+    (admin.DESCRIBE_CONFIGS, 0, 2, admin.describeConfigs),
+    (admin.CREATE_PARTITIONS, 0, 1, admin.createPartitions),
+]
+_KAFKA_08 = (ApiKey.PRODUCE, ApiKey.FETCH, ApiKey.LIST_OFFSETS, ApiKey.METADATA)
 
 
-def _setResult(results, index, make):
-    def callback(value):
-        results[index] = make(value)
-
-    return callback
-
-
-def _setError(results, index, make, gateway, topic, partition):
-    def errback(reason):
-        if reason.check(MessageSetError):
-            code = reason.value.errorCode
-            gateway.log.info(
-                "rejected message set for {topic}/{partition} from {peer}: {why}",
-                topic=topic, partition=partition, peer=gateway.connection.peer, why=reason.getErrorMessage(),
-            )
-        elif reason.check(OffsetOutOfRange):
-            code = ErrorCode.OFFSET_OUT_OF_RANGE
-        elif reason.check(StorageError):
-            # Kafka 0.8 has no storage error code. Not logged here: the store
-            # logs each failure episode once, not once per request.
-            code = ErrorCode.UNKNOWN
-        else:
-            code = ErrorCode.UNKNOWN
-            gateway.log.failure("request for {topic}/{partition} failed", reason, topic=topic, partition=partition)
-        results[index] = make(code)
-
-    return errback
-
-
-class _Fetch:
-    """One Fetch request: answered at once when it can be, else parked.
-
-    Parked, it re-reads whenever one of its partitions is appended to, and
-    answers once C{min_bytes} (summed over its partitions) are there or
-    C{max_wait} has passed.
-    """
-
-    def __init__(self, broker, header, request, gateway):
-        self._broker = broker
-        self._header = header
-        self._request = request
-        self._gateway = gateway
-        self._result = defer.Deferred()
-        self._reading = False
-        self._readAgain = False
-        self._removers = []
-        self._timer = None
-        self._finished = False
-
-    def start(self):
-        # Tracked and listening from the start: an append during the first
-        # read is not missed, and a lost connection cancels it even mid-read.
-        self._gateway.parked.add(self)
-        if self._gateway.closing:
-            self._timer = False  # answered with what is there: the connection closes after it
-        elif self._request.maxWait > 0 and self._request.minBytes > 0:
-            for topic, partitions in self._request.topics:
-                for item in partitions:
-                    service = self._broker.cluster.partition(topic, item.partition)
-                    if service is not None:
-                        self._removers.append(service.onAppend(self._appended))
-        self._read()
-        return self._result
-
-    def _read(self):
-        self._reading = True
-        self._readAgain = False
-        topics = []
-        waits = []
-        for topic, partitions in self._request.topics:
-            results = []
-            topics.append((topic, results))
-            for item in partitions:
-                service = self._broker.cluster.partition(topic, item.partition)
-                if service is None:
-                    results.append(api.FetchResult(item.partition, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, -1, b""))
-                    continue
-                index = len(results)
-                results.append(None)
-                highWatermark = service.logEndOffset
-                d = service.read(item.offset, item.maxBytes)
-                d.addCallbacks(
-                    _setResult(results, index, lambda data, p=item.partition, hw=highWatermark: api.FetchResult(p, 0, hw, data)),
-                    _setError(results, index, lambda code, p=item.partition: api.FetchResult(p, code, -1, b""), self._gateway, topic, item.partition),
-                )
-                waits.append(d)
-        defer.DeferredList(waits).addCallback(lambda _: self._readDone(topics, bool(waits)))
-
-    def _readDone(self, topics, anyPartition):
-        self._reading = False
-        if self._finished:
-            return
-        available = sum(len(r.messageSet) for _, results in topics for r in results)
-        if (
-            not anyPartition
-            or self._timer is False
-            or self._request.maxWait <= 0
-            or available >= self._request.minBytes
-        ):
-            self._finish(topics)
-        elif self._readAgain:
-            self._read()
-        elif self._timer is None:
-            self._park()
-
-    def _park(self):
-        wait = min(self._request.maxWait, self._broker.maxFetchWaitMs) / 1000.0
-        self._timer = self._broker.clock.callLater(wait, self._expire)
-
-    def _appended(self):
-        if self._finished:
-            return  # answered while the appends' listeners were being called
-        if self._reading:
-            self._readAgain = True
-        else:
-            self._read()
-
-    def answerNow(self):
-        """Answer with what is there now, as if C{max_wait} had passed."""
-        if self._timer:
-            self._timer.cancel()
-        self._expire()
-
-    def _expire(self):
-        self._timer = False  # the next read answers whatever it finds
-        if not self._reading:
-            self._read()
-
-    def _finish(self, topics):
-        self.cancel()
-        _countErrors(self._broker.metrics, ApiKey.FETCH, topics)
-        self._result.callback(api.encodeFetchResponse(self._header.correlationId, topics))
-
-    def cancel(self):
-        """Stop waiting: the connection is gone or the answer is being sent."""
-        self._finished = True
-        if self._timer:
-            self._timer.cancel()
-        self._timer = False
-        for remove in self._removers:
-            remove()
-        self._removers = []
-        self._gateway.parked.discard(self)
+def servedHandlers(strict08):
+    """The dispatch table {(api key, version): (decode, handle)}: every
+    version of Kafka 2.3.0's table for the APIs served, or with C{strict08}
+    only what Kafka 0.8.0 served. ApiVersions lists exactly this table."""
+    handlers = {}
+    for apiKey, low, high, handle in _SERVED:
+        if strict08:
+            if apiKey not in _KAFKA_08:
+                continue
+            high = 0
+        for version in range(low, high + 1):
+            handlers[(apiKey, version)] = (functools.partial(schema.decodeRequestBody, apiKey, version), handle)
+    if not strict08:
+        for version in range(apiversions.FIRST_FLEXIBLE_VERSION):
+            handlers[(apiversions.API_VERSIONS, version)] = (apiversions.decodeRequest, apiVersions)
+    return handlers
 
 
 class Gateway:

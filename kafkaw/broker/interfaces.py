@@ -17,40 +17,74 @@ class IClusterService(Interface):
     """Topics and partitions of this broker (the leader of all of them)."""
 
     brokerId = Attribute("This broker's node id, leader and only replica of every partition.")
+    clusterId = Attribute("The cluster id Metadata v2+ reports: stable for a data dir.")
 
     def topics():
         """Existing topics: C{dict} of name to partition count."""
 
-    def describeTopics(names):
+    def describeTopics(names, autoCreate=True):
         """Look up topics for a Metadata request, creating unknown ones if allowed.
 
-        @param names: topic names; empty means every existing topic.
+        @param names: topic names, or C{None} for every existing topic.
+        @param autoCreate: the request allows creating topics (Metadata v4+
+            may say no); the broker's own setting must allow it too.
         @return: Deferred firing with a list of C{(name, errorCode, partitions)}
-            in the order asked (partitions is 0 when errorCode is not 0).
+            in the order asked (partitions is 0 when errorCode is not 0; an
+            illegal name gets 17, INVALID_TOPIC).
         """
 
-    def createTopic(name, partitions, configs=None):
-        """Create a topic, with topic configs (C{retention.ms}, C{retention.bytes}).
+    def createTopic(name, partitions, configs=None, validateOnly=False):
+        """Create a topic, with topic configs (C{retention.ms}, C{retention.bytes},
+        C{max.message.bytes}, C{message.timestamp.type}, C{cleanup.policy}).
 
         @param configs: C{dict} of config name to value (C{str}).
+        @param validateOnly: check only; create nothing.
         @return: Deferred firing with C{None} once the topic is stored.
         @raise TopicError: (in the Deferred) with the CreateTopics error code
             (L{kafkaw.protocol.api.AdminErrorCode}): bad name, count or
             config, or it exists.
         """
 
-    def createTopics(topics):
+    def createTopics(topics, validateOnly=False):
         """Answer a CreateTopics request: create each topic, or say why not.
 
-        @param topics: [L{kafkaw.protocol.api.NewTopic}].
-        @return: Deferred firing with C{[(name, errorCode)]}, one per topic asked.
+        @param topics: objects with C{name}, C{numPartitions},
+            C{replicationFactor}, C{assignments} and C{configs} (a list of
+            C{(name, value)}), as L{kafkaw.protocol.api.NewTopic}.
+        @return: Deferred firing with C{[(name, errorCode, message or None)]}, one per topic asked.
+        """
+
+    def createPartitions(name, count, validateOnly=False):
+        """Grow a topic to C{count} partitions (new ones start empty).
+
+        @return: Deferred firing with C{None} once stored.
+        @raise TopicError: (in the Deferred) unknown topic, or a count not above today's.
+        """
+
+    def deleteTopic(name):
+        """Delete a topic and its data; requests for it fail at once, parked fetches are answered.
+
+        @return: Deferred firing with C{None} once the deletion is stored.
+        @raise TopicError: (in the Deferred) unknown topic.
         """
 
     def topicConfigs(name):
         """The configs an existing topic was created with: C{dict} of C{str} to C{str}."""
 
+    def describeConfigs(name):
+        """Every config of an existing topic: C{[(name, value as str, set by the topic)]}.
+
+        @raise TopicError: unknown topic.
+        """
+
     def retention(topic):
         """C{(retentionMs, retentionBytes)} of an existing topic (its configs, else the broker's); -1 is unlimited."""
+
+    def allocateProducerId():
+        """A producer id never handed out before, for InitProducerId.
+
+        @return: Deferred firing with an C{int}.
+        """
 
     def partition(topic, partition):
         """The L{IPartitionService} of a topic's partition, or C{None} if unknown."""
@@ -63,17 +97,23 @@ class IPartitionService(Interface):
     logEndOffset = Attribute("Offset of the next message (also the high watermark).")
 
     def append(messageSet):
-        """Check a produced message set, give it offsets, store it.
+        """Check a produced record set (message set v0/v1 or record batches
+        v2), give it offsets, store it.
 
-        Concurrent appends are stored in call order with contiguous offsets.
+        Concurrent appends are stored in call order with contiguous offsets. A
+        batch of an idempotent producer is checked against its sequence: a
+        retry of a stored batch is answered with that batch's offset and
+        stored nothing.
 
-        @return: Deferred firing with the first offset given to the set.
+        @return: Deferred firing with an L{kafkaw.broker.services.Appended}.
         @raise kafkaw.protocol.errors.MessageSetError: (in the Deferred) the
             set was rejected; nothing of it was stored.
+        @raise kafkaw.broker.producers.ProducerError: (in the Deferred) a
+            sequence or epoch the producer may not use.
         """
 
     def read(offset, maxBytes):
-        """Stored bytes from C{offset}, at most C{maxBytes} (the last message may be partial).
+        """Stored bytes from C{offset}, at most C{maxBytes} (the last entry may be partial).
 
         @return: Deferred firing with C{bytes}; empty at the log end.
         @raise OffsetOutOfRange: (in the Deferred) C{offset} is outside
@@ -81,13 +121,23 @@ class IPartitionService(Interface):
         """
 
     def offsetsBefore(time, maxNumber):
-        """Answer a ListOffsets query: -1 latest, -2 earliest, else a time in ms.
+        """Answer a ListOffsets v0 query: -1 latest, -2 earliest, else a time in ms.
 
         @return: Deferred firing with a list of offsets, newest first.
         """
 
+    def offsetForTime(time):
+        """Answer a ListOffsets v1+ query: -1 latest, -2 earliest, else the
+        first record whose timestamp is at or after C{time} (ms).
+
+        @return: Deferred firing with C{(offset, timestamp)}; C{(-1, -1)} when
+            no record is that recent; timestamp -1 for -1, -2 and records
+            without one.
+        """
+
     def onAppend(callback):
-        """Call C{callback()} after every stored append until it is removed.
+        """Call C{callback()} after every stored append until it is removed
+        (and once when the partition is deleted).
 
         @return: a function that removes the callback.
         """
@@ -95,10 +145,11 @@ class IPartitionService(Interface):
     def enforceRetention(retentionMs, retentionBytes):
         """Delete the oldest stored batches that retention no longer keeps.
 
-        A batch goes when it was appended more than C{retentionMs} ago, and
-        oldest batches go while what stays after them is still at least
-        C{retentionBytes}, as Kafka 0.8 deletes segments; -1 turns either
-        off. Only whole batches from the start go; the log end never moves.
+        A batch goes when its newest timestamp (the append time for records
+        without one) is more than C{retentionMs} old, and oldest batches go
+        while what stays after them is still at least C{retentionBytes}, as
+        Kafka deletes segments; -1 turns either off. Only whole batches from
+        the start go; the log end never moves.
 
         @return: Deferred firing with the new C{logStartOffset}.
         """

@@ -11,11 +11,12 @@ their own. Pure codec, no I/O:
   tagged-fields section, then a body of two compact strings
   (client_software_name, client_software_version) and tagged fields. Nothing
   after the classic header is needed to answer, so nothing there is an error.
-- L{encodeResponse} always answers in the v0 format (the ApiVersions response
-  header is never flexible: just the correlation id): error int16, then
-  [api_key int16, min_version int16, max_version int16]. Error 35
-  (UNSUPPORTED_VERSION) when the requested version is not served, as Kafka
-  does, so the client retries with a version from the list.
+- L{encodeResponse} answers a served version (0-2) in its own format: error
+  int16, then [api_key int16, min_version int16, max_version int16], then
+  (v1+) throttle_time_ms int32; the response header is never flexible (just
+  the correlation id). A version not served gets the v0 format with error 35
+  (UNSUPPORTED_VERSION), as Kafka does, so the client retries with a version
+  from the list.
 - L{servedVersions} derives that list from the gateway's dispatch table
   {(apiKey, version): ...}, so the answer can never claim more than is served.
 """
@@ -150,13 +151,17 @@ def errorFor(requestedVersion, handlers):
 
 
 def encodeResponse(correlationId, requestedVersion, handlers):
-    """The v0-format answer to an ApiVersions request of version C{requestedVersion}.
+    """The answer to an ApiVersions request of version C{requestedVersion}.
 
-    Error 0 when (18, requestedVersion) is in C{handlers}, else 35
-    (UNSUPPORTED_VERSION); the served list either way. Returns byte chunks
-    without the size prefix, like the encoders of L{kafkaw.protocol.api}.
+    Error 0 in that version's format when (18, requestedVersion) is in
+    C{handlers}, else error 35 (UNSUPPORTED_VERSION) in the v0 format; the
+    served list either way. Returns byte chunks without the size prefix,
+    like the encoders of L{kafkaw.protocol.api}.
     """
     served = servedVersions(handlers)
-    out = [INT32.pack(correlationId), INT16.pack(errorFor(requestedVersion, handlers)), INT32.pack(len(served))]
+    error = errorFor(requestedVersion, handlers)
+    out = [INT32.pack(correlationId), INT16.pack(error), INT32.pack(len(served))]
     out.extend(INT16.pack(v.apiKey) + INT16.pack(v.minVersion) + INT16.pack(v.maxVersion) for v in served)
+    if not error and requestedVersion >= 1:
+        out.append(INT32.pack(0))  # v1+: throttle_time_ms
     return out

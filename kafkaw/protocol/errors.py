@@ -1,10 +1,11 @@
-"""Kafka 0.8 error codes and the codec's own exceptions."""
+"""Kafka error codes (0.8.0's and those Kafka 2.3.0 added that kafkaw answers) and the codec's own exceptions."""
 
 import enum
 
 
 class ErrorCode(enum.IntEnum):
-    """Error codes as Kafka 0.8.0 defines them (ErrorMapping)."""
+    """Error codes as Kafka defines them: 0.8.0's ErrorMapping (-1..12), then
+    the later ones kafkaw answers (Kafka 2.3.0's Errors.java)."""
 
     UNKNOWN = -1
     NONE = 0
@@ -20,6 +21,22 @@ class ErrorCode(enum.IntEnum):
     MESSAGE_SIZE_TOO_LARGE = 10
     STALE_CONTROLLER_EPOCH = 11
     OFFSET_METADATA_TOO_LARGE = 12
+    INVALID_TOPIC = 17
+    INVALID_REQUIRED_ACKS = 21
+    UNSUPPORTED_VERSION = 35
+    TOPIC_ALREADY_EXISTS = 36
+    INVALID_PARTITIONS = 37
+    INVALID_REPLICATION_FACTOR = 38
+    INVALID_REPLICA_ASSIGNMENT = 39
+    INVALID_CONFIG = 40
+    INVALID_REQUEST = 42
+    OUT_OF_ORDER_SEQUENCE_NUMBER = 45
+    INVALID_PRODUCER_EPOCH = 47
+    INVALID_TXN_STATE = 48
+    TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
+    UNKNOWN_PRODUCER_ID = 59
+    FETCH_SESSION_ID_NOT_FOUND = 70
+    UNSUPPORTED_COMPRESSION_TYPE = 76
 
 
 class CodecError(ValueError):

@@ -192,10 +192,10 @@ def test_listEqualsTheDispatchTable():
     assert error == 0
     announced = {(v.apiKey, version) for v in served for version in range(v.minVersion, v.maxVersion + 1)}
     assert announced == set(broker.handlers)
-    # And at least the four 0.8 APIs and ApiVersions itself, all at v0 only:
-    assert {0: (0, 0), 1: (0, 0), 2: (0, 0), 3: (0, 0), 18: (0, 0)}.items() <= {
-        v.apiKey: (v.minVersion, v.maxVersion) for v in served
-    }.items()
+    # Kafka 2.3.0's versions of every API served (clients infer the release from them):
+    assert {v.apiKey: (v.minVersion, v.maxVersion) for v in served} == {
+        0: (0, 7), 1: (0, 11), 2: (0, 5), 3: (0, 8), 18: (0, 2), 19: (0, 3), 20: (0, 3), 22: (0, 1), 32: (0, 2), 37: (0, 1),
+    }
 
 
 def test_gatewayV0Bytes():
@@ -213,10 +213,17 @@ def test_gatewayV3FlexibleRequestGetsError35(frame, correlationId):
     assert not connection.closed
 
 
-@pytest.mark.parametrize("version", [1, 2, 4, 127])
+@pytest.mark.parametrize("version", [1, 2])
+def test_gatewayV1AndV2AddTheThrottleTime(version):
+    broker, gateway, connection = connect()
+    gateway.requestReceived(struct.pack(">hhi", 18, version, 99) + b"\x00\x01x")
+    assert connection.responses == [struct.pack(">ih", 99, 0) + listBytes(broker.handlers) + struct.pack(">i", 0)]
+
+
+@pytest.mark.parametrize("version", [4, 127])
 def test_gatewayOtherVersionsGetError35(version):
-    # v1/v2 have an empty body; v4 is what kafka-python 3 sends first (a v3-style body).
-    body = b"" if version < 3 else bytes.fromhex("00" "0d") + b"kafka-python" + bytes.fromhex("07") + b"3.0.12" + b"\x00"
+    # v4 is what kafka-python 3 sends first (a v3-style body).
+    body = bytes.fromhex("00" "0d") + b"kafka-python" + bytes.fromhex("07") + b"3.0.12" + b"\x00"
     frame = struct.pack(">hhi", 18, version, 99) + b"\x00\x01x" + body
     response, connection = answer(frame)
     assert response[:6] == struct.pack(">ih", 99, 35)
@@ -254,7 +261,7 @@ def test_strictModeServesNoApiVersions():
 
 @pytest.mark.parametrize(
     "apiKey, version, name",
-    [(10, 0, "FindCoordinator"), (10, 3, "FindCoordinator"), (11, 0, "JoinGroup"), (8, 2, "OffsetCommit"), (9, 1, "OffsetFetch"), (3, 1, "Metadata"), (250, 0, "unknown")],
+    [(10, 0, "FindCoordinator"), (10, 3, "FindCoordinator"), (11, 0, "JoinGroup"), (8, 2, "OffsetCommit"), (9, 1, "OffsetFetch"), (3, 9, "Metadata"), (0, 8, "Produce"), (250, 0, "unknown")],
 )
 def test_unservedRequestsClose(apiKey, version, name):
     """Consumer-group APIs (and unserved versions of served keys) close the connection, logging the key."""

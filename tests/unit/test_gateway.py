@@ -436,8 +436,8 @@ def _truncatedProduce():
 
 BAD_REQUESTS = {
     "unknown api key": requestFrame(99, 1, b""),
-    "metadata version 1": metadataRequest(1, ["t"], apiVersion=1),
-    "produce version 1": requestFrame(0, 1, produceRequest(1, {"t": {0: messageSet(b"v1")}})[14 + 4 :], apiVersion=1),
+    "metadata version 9": metadataRequest(1, ["t"], apiVersion=9),
+    "produce version 8": requestFrame(0, 1, produceRequest(1, {"t": {0: messageSet(b"v1")}})[14 + 4 :], apiVersion=8),
     "truncated body": _truncatedProduce(),
     "trailing bytes": requestFrame(3, 1, b"\x00\x00\x00\x00" + b"junk"),
     "truncated header": b"\x00\x00\x00\x05" + b"\x00\x00\x00\x00\x00",

@@ -327,7 +327,7 @@ def test_queuedAppendsOfAPartitionAllFailAndOffsetsStayContiguous(stores):
     for d in appends:
         failed(stores, d)  # none hangs; none is logged as an error
     stores.reopenAfterRetry(store)
-    assert stores.wait(partition.append(encodeMessageSet([(None, b"e")]))) == 1
+    assert stores.wait(partition.append(encodeMessageSet([(None, b"e")]))).baseOffset == 1
     assert stored(stores, store.partitionLog("t", 0)) == [(0, b"a"), (1, b"e")]
 
 

@@ -463,7 +463,7 @@ def test_decodeMetadataResponseRoundTrip():
 
 def test_rewriteMetadataResponseReplacesEveryBrokerAddressOnly():
     frame = metadataResponse(5, [api.Broker(1, "broker.internal", 9093)], TOPICS)
-    rewritten = shim.rewriteMetadataResponse(frame, "127.0.0.1", 19092)
+    rewritten = shim.rewriteMetadataResponse(frame, 0, "127.0.0.1", 19092)
     # Golden bytes of the broker list: count, node id, host, port; the rest is unchanged.
     expected = (
         struct.pack(">i", 5)  # correlation id
@@ -482,7 +482,7 @@ def test_rewriteMetadataResponseReplacesEveryBrokerAddressOnly():
 )
 def test_rewriteRejectsWhatIsNotAMetadataResponse(frame):
     with pytest.raises(CodecError):
-        shim.rewriteMetadataResponse(frame, "h", 1)
+        shim.rewriteMetadataResponse(frame, 0, "h", 1)
 
 
 def test_expectsResponse():
@@ -598,7 +598,7 @@ def test_shimDoesNotRewriteAResponseWhoseCorrelationIdWasNotMetadata():
     harness.protocol._metadata.clear()
     # Pretend correlation id 8 was a Metadata request: its (Produce) response cannot be decoded,
     # and is passed on unchanged.
-    harness.protocol._metadata[8] = 1
+    harness.protocol._metadata[8] = [0]
     [response] = harness.responses(produceRequest(8, {"q": {0: encodeMessageSet([(None, b"x")])}}))
     assert parseProduceResponse(response)[0] == 8
     assert harness.protocol._metadata == {}

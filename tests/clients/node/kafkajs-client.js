@@ -8,6 +8,10 @@
 //     Stock consumer: it needs a consumer group (FindCoordinator, JoinGroup...),
 //     which kafkaw does not serve; prints {"ok": false, "error", "name", "ms"}
 //     when it fails, or {"ok": true} if it ever got a message.
+//   node kafkajs-client.js admin BROKER TOPIC
+//     Stock admin client: createTopics (3 partitions, retention.ms=60000),
+//     createPartitions (to 5), describeConfigs of the topic, deleteTopics;
+//     prints {"ok": true, "steps": {name: ms}, "partitions", "configs": {name: value}}.
 //
 // Exit code 0 when the line was printed; the test reads the JSON.
 const { CompressionTypes, Kafka, logLevel, Partitioners } = require('kafkajs')
@@ -72,9 +76,39 @@ async function consume () {
   print(result)
 }
 
-const modes = { produce, consume }
+async function admin () {
+  const client = kafka.admin()
+  await client.connect()
+  const steps = {}
+  async function step (name, action) {
+    const started = Date.now()
+    const result = await action()
+    steps[name] = Date.now() - started
+    return result
+  }
+  try {
+    const created = await step('createTopics', () => client.createTopics({
+      topics: [{ topic, numPartitions: 3, replicationFactor: 1, configEntries: [{ name: 'retention.ms', value: '60000' }] }],
+    }))
+    if (!created) throw new Error('createTopics answered false (topic exists?)')
+    await step('createPartitions', () => client.createPartitions({ topicPartitions: [{ topic, count: 5 }] }))
+    const metadata = await step('fetchTopicMetadata', () => client.fetchTopicMetadata({ topics: [topic] }))
+    const described = await step('describeConfigs', () => client.describeConfigs({
+      resources: [{ type: 2, name: topic }], includeSynonyms: false,
+    }))
+    const configs = {}
+    for (const entry of described.resources[0].configEntries) configs[entry.configName] = entry.configValue
+    await step('deleteTopics', () => client.deleteTopics({ topics: [topic] }))
+    const left = await step('listTopics', () => client.listTopics())
+    print({ ok: true, steps, partitions: metadata.topics[0].partitions.length, configs, listedAfterDelete: left.includes(topic) })
+  } finally {
+    await client.disconnect()
+  }
+}
+
+const modes = { produce, consume, admin }
 if (!modes[mode]) {
-  console.error('usage: node kafkajs-client.js produce|consume BROKER TOPIC [COUNT PARTITIONS]')
+  console.error('usage: node kafkajs-client.js produce|consume|admin BROKER TOPIC [COUNT PARTITIONS]')
   process.exit(2)
 }
 modes[mode]().then(() => process.exit(0), (error) => {
