@@ -177,7 +177,7 @@ def test_oldClientsReadWhatNewOnesWrote(broker, codec):
     messages = [(0, f"k{i}".encode(), f"value-{i}".encode() * 5) for i in range(20)]
     reports = rdProduce(broker.bootstrap, topic, messages, **MODERN, **{"compression.codec": codec})
     assert all(err is None for err, *_ in reports)
-    lines = kcat("-b", broker.bootstrap, *KCAT_08, "-C", "-t", topic, "-p", "0", "-o", "beginning", "-e", "-f", "%o %k %s\n").splitlines()
+    lines = kcat("-b", broker.bootstrap, *KCAT_08, "-C", "-t", topic, "-p", "0", "-o", "beginning", "-e", "-f", "%o %k %s\n").decode().splitlines()
     assert lines == [f"{i} k{i} {('value-%d' % i) * 5}" for i in range(20)]
 
     from pykafka import KafkaClient
