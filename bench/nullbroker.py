@@ -7,7 +7,12 @@ Produce v0 (acks=0: silence; else offset 0, no error) and Fetch v0 / ListOffsets
 (empty), so it measures what a Twisted broker costs before it does any work:
 the floor under which no Twisted broker can go on this machine.
 
-    python nullbroker.py PORT [PARTITIONS]
+With --modern it also answers ApiVersions (Produce 0-7, Fetch 0-11, ListOffsets 0,
+Metadata 0, ApiVersions 0-2), so librdkafka with default settings sends Kafka 0.11
+record batches (v2) in Produce v3+; it acks them without looking inside: the floor
+for a broker that stores v2 batches.
+
+    python nullbroker.py PORT [PARTITIONS] [--modern]
 """
 import struct
 import sys
@@ -15,8 +20,12 @@ import sys
 from twisted.internet import protocol, reactor
 from twisted.protocols.basic import Int32StringReceiver
 
-PARTS = int(sys.argv[2]) if len(sys.argv) > 2 else 1
-PORT = int(sys.argv[1]) if len(sys.argv) > 1 else 9092
+MODERN = "--modern" in sys.argv
+ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
+PARTS = int(ARGS[1]) if len(ARGS) > 1 else 1
+PORT = int(ARGS[0]) if ARGS else 9092
+# (api key, min, max) listed in --modern mode
+VERSIONS = [(0, 0, 7), (1, 0, 11), (2, 0, 0), (3, 0, 0), (18, 0, 2)]
 
 
 class R:
@@ -56,7 +65,15 @@ class Null(Int32StringReceiver):
         key, ver, corr = r.i16(), r.i16(), r.i32()
         r.s()
         out = [struct.pack(">i", corr)]
-        if key == 0:
+        if MODERN and key == 18:
+            err = 35 if ver > 2 else 0
+            out.append(struct.pack(">hi", err, len(VERSIONS)))
+            out += [struct.pack(">hhh", *v) for v in VERSIONS]
+            if 1 <= ver <= 2:
+                out.append(struct.pack(">i", 0))
+        elif key == 0:
+            if ver >= 3:
+                r.s()  # transactional id
             acks = r.i16(); r.i32()
             topics = []
             for _ in range(r.i32()):
@@ -71,6 +88,12 @@ class Null(Int32StringReceiver):
                 out.append(s(t) + struct.pack(">i", len(ps)))
                 for p in ps:
                     out.append(struct.pack(">ihq", p, 0, 0))
+                    if ver >= 2:
+                        out.append(struct.pack(">q", -1))  # log append time
+                    if ver >= 5:
+                        out.append(struct.pack(">q", 0))  # log start offset
+            if ver >= 1:
+                out.append(struct.pack(">i", 0))  # throttle time
         elif key == 3:
             names = [r.s() for _ in range(r.i32())]
             host = b"127.0.0.1"
