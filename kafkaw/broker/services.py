@@ -128,6 +128,9 @@ class PartitionService:
         self._storing = False
         self._listeners = []
         self._gone = False
+        # Set by each retention pass: the next write also drops the producers
+        # that are idle too long or whose batches retention deleted.
+        self._producerCleanupDue = False
 
     @property
     def logStartOffset(self):
@@ -163,6 +166,10 @@ class PartitionService:
             now = int(self._clock.seconds() * 1000)
             nextOffset = self._partitionLog.endOffset
             producers = self._producers.begin()
+            cleanup, self._producerCleanupDue = self._producerCleanupDue, False
+            if cleanup:
+                producers.expire(now)
+                producers.truncateHead(self._partitionLog.startOffset)
             pieces, answers, timestamp = [], [], -1
             for messageSet, d in batch:
                 try:
@@ -191,18 +198,19 @@ class PartitionService:
                 nextOffset += assigned.count
                 timestamp = max(timestamp, assigned.maxTimestamp if assigned.maxTimestamp >= 0 else now)
             if not answers:
+                self._producerCleanupDue |= cleanup  # not written: the next write does it
                 continue
             if not pieces:  # only duplicates of what is stored already
-                self._settle(None, answers, producers, now)
+                self._settle(None, answers, producers, now, cleanup)
                 continue
             count = nextOffset - self._partitionLog.endOffset
             stored = defer.maybeDeferred(
                 self._partitionLog.append, b"".join(pieces), count, timestamp, producers.changes()
             )
             if not stored.called:
-                stored.addBoth(self._stored, answers, producers, now)
+                stored.addBoth(self._stored, answers, producers, now, cleanup)
                 return
-            stored.addBoth(self._settle, answers, producers, now)  # a store that answers at once: no recursion
+            stored.addBoth(self._settle, answers, producers, now, cleanup)  # a store that answers at once: no recursion
         self._storing = False
 
     def _checkProducers(self, producers, produced):
@@ -220,14 +228,18 @@ class PartitionService:
                     return duplicate
         return None
 
-    def _stored(self, result, answers, producers, now):
-        self._settle(result, answers, producers, now)
+    def _stored(self, result, answers, producers, now, cleanup):
+        self._settle(result, answers, producers, now, cleanup)
         self._storeWaiting()
 
-    def _settle(self, result, answers, producers, now):
-        """Answer the appends of one stored (or failed) batch, then wake listeners."""
+    def _settle(self, result, answers, producers, now, cleanup):
+        """Answer the appends of one stored (or failed) batch, then wake listeners.
+
+        C{cleanup}: the batch's producer changes include the clean-up due
+        after retention; if they were not stored, the next write does it."""
         listeners = list(self._listeners)  # not fetches that the answers start: they read after this batch
         if isinstance(result, Failure):
+            self._producerCleanupDue |= cleanup
             if not result.check(StorageError):  # the store logs its own failures, once per episode
                 self._log.failure(
                     "storing to {topic}/{partition} failed", result, topic=self.topic, partition=self.partition
@@ -351,6 +363,7 @@ class PartitionService:
             if newStart == start:
                 break
             yield log.deleteBefore(newStart)
+        self._producerCleanupDue = True
         return log.startOffset
 
 

@@ -300,3 +300,19 @@ def test_strict08ServesOnlyKafka08():
     client.send(PRODUCE, 3, produceRequest(BATCH))
     assert client.responses() == []
     assert harness.broker.handlers.keys() == {(0, 0), (1, 0), (2, 0), (3, 0)}
+
+
+def test_retentionForgetsProducersWhoseBatchesItDeleted(harness, client):
+    producerId = client.call(INIT_PRODUCER_ID, 1, {"transactionalId": None}).producerId
+
+    def batch(sequence):
+        return encodeBatch([(None, b"x")], producerId=producerId, producerEpoch=0, baseSequence=sequence, baseTimestamp=1_000)
+
+    assert produce(client, batch(0)).baseOffset == 0
+    service = harness.cluster.partition("t", 0)
+    harness.clock.advance(10)
+    assert service.enforceRetention(0, -1).result == 1  # every batch is older than now - 0
+    # The next write drops the producer's state with its batches, as Kafka
+    # does: its next batch is from an unknown producer.
+    assert produce(client, batch(1)).errorCode == 59  # UNKNOWN_PRODUCER_ID
+    assert produce(client, batch(0)).baseOffset == 1  # a producer starting over is welcome
