@@ -64,13 +64,25 @@ RDKAFKA_08 = {
     "broker.version.fallback": "0.8.0",
     "log_level": 3,  # no CONFWARN about the 0.8 settings
 }
+# librdkafka's defaults: it asks ApiVersions and uses the highest versions both sides list
+# (against kafkaw: Produce v7 with v2 record batches, Fetch v11).
+RDKAFKA_MODERN = {}
+
+
+def clientSettings(modern):
+    return dict(RDKAFKA_MODERN if modern else RDKAFKA_08)
 
 MODES = {
-    # reps, messages for 100 B, messages for 10 KB, round-trip samples, wake-up samples, RSS steps
-    "quick": dict(reps=2, n100=300_000, n10k=20_000, rtt=1000, wake=500, rss=[1_000_000]),
-    "default": dict(reps=3, n100=1_000_000, n10k=50_000, rtt=2000, wake=2000, rss=[1_000_000, 10_000_000]),
-    "full": dict(reps=5, n100=2_000_000, n10k=100_000, rtt=5000, wake=5000, rss=[1_000_000, 10_000_000]),
+    # reps, messages for 100 B, messages for 10 KB, round-trip samples, wake-up samples, RSS steps;
+    # metadata at scale: topics made, topics named per Metadata request, Metadata requests timed
+    "quick": dict(reps=2, n100=300_000, n10k=20_000, rtt=1000, wake=500, rss=[1_000_000],
+                  topics=10_000, named=1_000, metaSamples=30),
+    "default": dict(reps=3, n100=1_000_000, n10k=50_000, rtt=2000, wake=2000, rss=[1_000_000, 10_000_000],
+                    topics=10_000, named=1_000, metaSamples=200),
+    "full": dict(reps=5, n100=2_000_000, n10k=100_000, rtt=5000, wake=5000, rss=[1_000_000, 10_000_000],
+                 topics=10_000, named=1_000, metaSamples=500),
 }
+PARTS = ["throughput", "modern", "downconvert", "metadata", "latency", "rss", "shim"]
 
 
 def log(*args):
@@ -149,10 +161,14 @@ class Process:
         self._log.close()
 
 
-def startNull(workDir, partitions):
+def startNull(workDir, partitions, modern=False):
+    """The null broker; modern=True adds --modern (it lists Produce 0-7 and Fetch 0-11 in
+    ApiVersions and acks v2 batches unopened: the floor for a broker that stores v2 batches)."""
     port = freePort()
     return Process(
-        f"null-p{partitions}", [sys.executable, str(BENCH / "nullbroker.py"), str(port), str(partitions)], port, workDir
+        f"null{'-modern' if modern else ''}-p{partitions}",
+        [sys.executable, str(BENCH / "nullbroker.py"), str(port), str(partitions)] + (["--modern"] if modern else []),
+        port, workDir,
     )
 
 
@@ -354,11 +370,11 @@ def payloads(size):
     return [rng.randbytes(size) for _ in range(count)]
 
 
-def producer(bootstrap, acks, **extra):
+def producer(bootstrap, acks, modern=False, **extra):
     from confluent_kafka import Producer
 
     config = {
-        **RDKAFKA_08,
+        **clientSettings(modern),
         "bootstrap.servers": bootstrap,
         "acks": str(acks),
         "linger.ms": 5,
@@ -396,8 +412,12 @@ def waitForDrain(port, timeout=60):
         time.sleep(0.001)
 
 
-def produceLoad(bootstrap, topic, partitions, n, size, acks, broker=None, waitForLogEnd=None, drain=False):
+def produceLoad(bootstrap, topic, partitions, n, size, acks, broker=None, waitForLogEnd=None, drain=False,
+                modern=False):
     """Warm up (one message per partition), then produce n messages of `size` bytes.
+
+    modern=False: librdkafka pinned to Kafka 0.8.0 (Produce v0, magic-0 message sets);
+    modern=True: librdkafka's defaults (Produce v7 with v2 record batches where listed).
 
     Returns (seconds, broker CPU seconds or None). With waitForLogEnd=port (kafkaw,
     acks=0) the clock stops when ListOffsets shows every message stored, not when
@@ -410,7 +430,7 @@ def produceLoad(bootstrap, topic, partitions, n, size, acks, broker=None, waitFo
         failed[str(err)] += 1
 
     # Only failed deliveries are reported (cheap), and any fails the run.
-    p = producer(bootstrap, acks, **{"delivery.report.only.error": True, "on_delivery": report})
+    p = producer(bootstrap, acks, modern, **{"delivery.report.only.error": True, "on_delivery": report})
     pool = payloads(size)
     mask = len(pool) - 1
     payload = pool[0]
@@ -468,17 +488,20 @@ def waitForStored(port, topic, partitions, expected, timeout=300):
         conn.close()
 
 
-def consumeLoad(bootstrap, topic, partitions, total, broker=None, timeout=300):
+def consumeLoad(bootstrap, topic, partitions, total, broker=None, timeout=300, modern=False, info=None):
     """Consume `total` messages from offset 0 of each partition.
 
     The consumer first connects (assigned at the log end, ListOffsets answered);
     the clock runs from the assign() at offset 0 to the last message.
-    Returns (seconds, messages, broker CPU seconds).
+    Returns (seconds, messages, broker CPU seconds). modern: as for produceLoad
+    (False: Fetch v0; True: librdkafka's defaults, Fetch v11 against kafkaw).
+    info (a dict), if given, gets the timestamp type of the first message
+    ("timestampType": 0 none, as magic 0 has; 1 create time; 2 log append time).
     """
     from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
     c = Consumer({
-        **RDKAFKA_08,
+        **clientSettings(modern),
         "bootstrap.servers": bootstrap,
         "group.id": "kafkaw-bench",
         "enable.auto.commit": False,
@@ -501,6 +524,8 @@ def consumeLoad(bootstrap, topic, partitions, total, broker=None, timeout=300):
             batch = consume(min(10000, total - got), 0.5)
             good = sum(1 for m in batch if m.error() is None)
             errors += len(batch) - good
+            if info is not None and good and "timestampType" not in info:
+                info["timestampType"] = next(m for m in batch if m.error() is None).timestamp()[0]
             got += good
         dt = time.perf_counter() - t0
         cpu = broker.cpu() - cpu0 if broker else None
@@ -763,6 +788,213 @@ def shim(work, mode):
 
 
 # ---------------------------------------------------------------------------
+# Kafka 2.3.0's protocol: librdkafka defaults, down-conversion, metadata at scale
+# ---------------------------------------------------------------------------
+
+
+def modern(work, mode, rowsWanted=True, downWanted=True):
+    """librdkafka with its defaults (Produce v7 / v2 batches, Fetch v11) against
+    `nullbroker.py --modern` (the v2 floor) and kafkaw on LevelDB, 1 partition.
+
+    Rows (rowsWanted): produce acks=1 100 B and 10 KB, consume 100 B from 0
+    (floor: the null broker's modern produce rate). Down-conversion (downWanted):
+    the same v2 data consumed again by librdkafka pinned to 0.8.0 (Fetch v0, so
+    kafkaw converts every batch to magic-0 messages), next to its Fetch v11
+    consume; the two consumes alternate in order from run to run.
+    Returns (rows, down) where down = {"v11"|"v0": [(msg/s, µs/msg)], "ts": {..}}.
+    """
+    rows, down = [], None
+    null = startNull(work, 1, modern=True) if rowsWanted else None
+    kafkaw = startKafkaw(work, 1, name="kafkaw-modern")
+    try:
+        n100, n10k = mode["n100"], mode["n10k"]
+        r100 = Row("produce acks=1", 100, 1)
+        rc = Row("consume from 0", 100, 1, floorLabel="null --modern produce acks=1")
+        r10k = Row("produce acks=1", 10240, 1)
+        down = {"v11": [], "v0": [], "ts": {}}
+        for rep in range(mode["reps"]):
+            for size, n, row in ((100, n100, r100), (10240, n10k, r10k)):
+                if size != 100 and not rowsWanted:
+                    continue
+                topic = f"modern-s{size}-r{rep}"
+                res = {}
+                for who, proc in (("null", null), ("kafkaw", kafkaw)):
+                    if proc is None:
+                        continue
+                    dt, cpu = produceLoad(proc.bootstrap, topic, 1, n, size, 1, proc, modern=True)
+                    if who == "kafkaw":
+                        stored = waitForStored(kafkaw.port, topic, 1, n + 1)
+                        if stored != n + 1:
+                            raise RuntimeError(f"{topic}: stored {stored}, produced {n + 1}")
+                    res[who] = (n / dt, cpu * 1e6 / n)
+                    log(f"  {who:6} modern produce acks=1 {size:>5} B: {n / dt:>10,.0f} msg/s  "
+                        f"{n * size / dt / 1e6:7.1f} MB/s  broker CPU {cpu * 1e6 / n:6.2f} µs/msg")
+                if rowsWanted:
+                    row.add(res["null"][0], res["kafkaw"][0], res["null"][1], res["kafkaw"][1])
+                if size != 100:
+                    continue
+                order = ("v11", "v0") if rep % 2 == 0 else ("v0", "v11")
+                if not downWanted:
+                    order = ("v11",)
+                for how in order:
+                    info = {}
+                    dt, timed, cpu = consumeLoad(kafkaw.bootstrap, topic, 1, n + 1, kafkaw, modern=how == "v11", info=info)
+                    down[how].append((timed / dt, cpu * 1e6 / timed))
+                    down["ts"][how] = info.get("timestampType")
+                    log(f"  kafkaw consume ({'Fetch v11' if how == 'v11' else 'Fetch v0, down-converted'}) 100 B: "
+                        f"{timed / dt:>10,.0f} msg/s  broker CPU {cpu * 1e6 / timed:6.2f} µs/msg")
+                if rowsWanted:
+                    rc.add(res["null"][0], down["v11"][-1][0], None, down["v11"][-1][1])
+        if rowsWanted:
+            rows = [r100, rc, r10k]
+    finally:
+        if null is not None:
+            null.stop()
+        kafkaw.stop()
+    return rows, (down if downWanted else None)
+
+
+def importKafkaw():
+    """kafkaw's codec (the tree under test): schema and records modules."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from kafkaw.protocol import records, schema
+
+    return schema, records
+
+
+class SchemaConnection(RawConnection):
+    """Requests of any version, encoded and decoded with kafkaw.protocol.schema."""
+
+    def frameFor(self, apiKey, version, value):
+        """A whole request frame (size prefix included), correlation id = next."""
+        schema, _ = importKafkaw()
+        self.correlationId += 1
+        payload = schema.encodeRequest(apiKey, version, self.correlationId, "kafkaw-bench", value)
+        return struct.pack(">i", len(payload)) + payload
+
+    def request(self, apiKey, version, value):
+        schema, _ = importKafkaw()
+        self.sock.sendall(self.frameFor(apiKey, version, value))
+        return schema.decodeResponse(apiKey, version, self.receive())[1]
+
+
+def metadataAtScale(work, mode, storage="memory"):
+    """`topics` one-partition topics made by CreateTopics v3 (1,000 per request), then
+    Metadata v8 naming `named` of them (every k-th), back to back on one connection,
+    while a Produce v7 (one 100-byte record in a v2 batch, acks=1) goes round trip
+    after round trip on another. One client thread multiplexes both sockets and
+    only frames answers while timing (no decoding), so neither side waits for the
+    other's client-side work. Returns a dict of timings (seconds)."""
+    schema, records = importKafkaw()
+    kafkaw = startKafkaw(work, 1, name="kafkaw-metadata", storage=storage)
+    out = {"storage": storage, "topics": mode["topics"], "named": mode["named"]}
+    admin = SchemaConnection(kafkaw.port)
+    prod = SchemaConnection(kafkaw.port)
+    try:
+        names = [f"meta-{i:05d}" for i in range(mode["topics"])]
+        creates = []
+        for start in range(0, len(names), 1000):
+            t0 = time.perf_counter()
+            answer = admin.request(19, 3, {
+                "topics": [{"name": n, "numPartitions": 1, "replicationFactor": 1} for n in names[start:start + 1000]],
+                "timeoutMs": 60000,
+            })
+            creates.append(time.perf_counter() - t0)
+            errors = {t.errorCode for t in answer.topics}
+            if errors != {0}:
+                raise RuntimeError(f"CreateTopics: error codes {errors}")
+        out["create"] = creates
+        log(f"  created {len(names):,} topics: CreateTopics v3 of 1,000 took (ms) "
+            + ", ".join(f"{t * 1e3:.0f}" for t in creates))
+        step = max(1, len(names) // mode["named"])
+        asked = {"topics": [{"name": n} for n in names[::step][: mode["named"]]], "allowAutoTopicCreation": False}
+        batch = records.encodeBatch([(None, b"m" * 100)])
+        produceValue = {"transactionalId": None, "acks": 1, "timeoutMs": 5000,
+                        "topics": [{"name": names[0], "partitions": [{"partitionIndex": 0, "records": batch}]}]}
+        produceFrame = prod.frameFor(0, 7, produceValue)
+        metaFrame = admin.frameFor(3, 8, asked)
+
+        def checkProduce(body):
+            answer = schema.decodeResponse(0, 7, body)[1]
+            errors = {p.errorCode for t in answer.responses for p in t.partitions}
+            if errors != {0}:
+                raise RuntimeError(f"Produce v7: error codes {errors}")
+
+        # warm up both, and check the answers once
+        prod.sock.sendall(produceFrame)
+        checkProduce(prod.receive())
+        admin.sock.sendall(metaFrame)
+        answer = schema.decodeResponse(3, 8, admin.receive())[1]
+        if len(answer.topics) != len(asked["topics"]) or {t.errorCode for t in answer.topics} != {0}:
+            raise RuntimeError(f"Metadata v8: {len(answer.topics)} topics, errors {({t.errorCode for t in answer.topics})}")
+        out["metaBytes"] = len(metaFrame)
+        # produce alone, for comparison
+        idle = []
+        for _ in range(mode["metaSamples"] * 4):
+            t0 = time.perf_counter()
+            prod.sock.sendall(produceFrame)
+            body = prod.receive()
+            idle.append(time.perf_counter() - t0)
+        checkProduce(body)
+        out["produceIdle"] = idle
+        # both at once
+        sel = selectors.DefaultSelector()
+        sel.register(admin.sock, selectors.EVENT_READ, admin)
+        sel.register(prod.sock, selectors.EVENT_READ, prod)
+        metaTimes, prodTimes = [], []
+        lastMeta = lastProd = None
+        tP = time.perf_counter()
+        prod.sock.sendall(produceFrame)
+        tM = time.perf_counter()
+        admin.sock.sendall(metaFrame)
+        metaInFlight = prodInFlight = True
+        while metaInFlight or prodInFlight:
+            events = sel.select(30)
+            if not events:
+                raise RuntimeError("no answer in 30 s")
+            for key, _ in events:
+                conn = key.data
+                conn.fill()
+                while True:
+                    body = conn.frame()
+                    if body is None:
+                        break
+                    now = time.perf_counter()
+                    if conn is prod:
+                        prodTimes.append(now - tP)
+                        lastProd = body
+                        if len(metaTimes) < mode["metaSamples"]:
+                            tP = time.perf_counter()
+                            prod.sock.sendall(produceFrame)
+                        else:
+                            prodInFlight = False
+                    else:
+                        metaTimes.append(now - tM)
+                        lastMeta = body
+                        if len(metaTimes) < mode["metaSamples"]:
+                            tM = time.perf_counter()
+                            admin.sock.sendall(metaFrame)
+                        else:
+                            metaInFlight = False
+        checkProduce(lastProd)
+        answer = schema.decodeResponse(3, 8, lastMeta)[1]
+        if len(answer.topics) != len(asked["topics"]):
+            raise RuntimeError("Metadata v8: wrong answer under load")
+        out["metadata"], out["produceBusy"] = metaTimes, prodTimes
+        ms = lambda v: f"{v * 1e3:.2f}"
+        log(f"  Metadata v8 naming {len(asked['topics']):,} of {len(names):,}: p50 {ms(pct(metaTimes, 50))} ms, "
+            f"p99 {ms(pct(metaTimes, 99))} ms (n={len(metaTimes)}); produce meanwhile p50 {ms(pct(prodTimes, 50))}, "
+            f"p99 {ms(pct(prodTimes, 99))}, max {ms(max(prodTimes))} ms (n={len(prodTimes)}); "
+            f"produce alone p50 {ms(pct(idle, 50))}, p99 {ms(pct(idle, 99))}, max {ms(max(idle))} ms")
+    finally:
+        admin.close()
+        prod.close()
+        kafkaw.stop()
+    return out
+
+
+# ---------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------
 
@@ -780,7 +1012,97 @@ def fmtRate(v):
     return f"{v:,.0f}" if v is not None else "—"
 
 
-def report(args, modeName, mode, rows, latencyLines, wake99, rss, du, shimRows, shimNote, started, elapsed, loads):
+MODERN_TARGETS = dict(produce100=0.9, produce100Cpu=0.35, consume100=1.0, produce10k=0.6, metadataP99=0.100, produceMax=0.050)
+
+
+def metMark(ok):
+    return "**met**" if ok else "**NOT met**"
+
+
+def modernReport(modernRows, down, meta):
+    """Markdown for the Kafka 2.3.0 protocol parts, and their target lines."""
+    out, targets = [], []
+    T = MODERN_TARGETS
+    if modernRows:
+        out.append("Kafka 2.3.0's protocol: librdkafka with default settings (ApiVersions, then Produce v7 with v2 record "
+                   "batches and Fetch v11 against kafkaw; Produce v7 against the floor, `nullbroker.py --modern`, "
+                   "which acks v2 batches unopened), acks=1, 1 partition, kafkaw on LevelDB:")
+        out.append("")
+        out.append("| workload (librdkafka defaults) | size | v2 floor msg/s | floor MB/s | kafkaw msg/s | kafkaw MB/s "
+                   "| kafkaw / floor | broker CPU µs/msg floor / kafkaw | target |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+        for r in modernRows:
+            f, k, ratio = med(r.floor), med(r.kafkaw), med(r.ratios)
+            fc, kc = med(r.floorCpu), med(r.kafkawCpu)
+            cpu = f"{fc:.2f} / {kc:.2f}" if fc is not None else f"— / {kc:.2f}"
+            size = "100 B" if r.size <= 100 else f"{r.size // 1024} KB"
+            if r.what.startswith("consume"):
+                goal = f"≥ {T['consume100']:.1f} × floor produce: {metMark(ratio >= T['consume100'])}"
+                targets.append(f"- modern consume 100 B (vs v2 floor produce): {ratio:.2f} × (target ≥ {T['consume100']:.1f}): "
+                               f"{metMark(ratio >= T['consume100'])}")
+            elif r.size <= 100:
+                goal = (f"≥ {T['produce100']:.1f} ×: {metMark(ratio >= T['produce100'])}; "
+                        f"≤ {T['produce100Cpu']} µs/msg: {metMark(kc <= T['produce100Cpu'])}")
+                targets.append(f"- modern produce 100 B acks=1: {ratio:.2f} × v2 floor (target ≥ {T['produce100']}): "
+                               f"{metMark(ratio >= T['produce100'])}")
+                targets.append(f"- modern produce 100 B acks=1: broker CPU {kc:.2f} µs/msg (target ≤ {T['produce100Cpu']}): "
+                               f"{metMark(kc <= T['produce100Cpu'])}")
+            else:
+                goal = f"≥ {T['produce10k']:.1f} ×: {metMark(ratio >= T['produce10k'])}"
+                targets.append(f"- modern produce 10 KB acks=1: {ratio:.2f} × v2 floor (target ≥ {T['produce10k']}): "
+                               f"{metMark(ratio >= T['produce10k'])}")
+            label = r.what + (" ¹" if r.floorLabel else "")
+            out.append(f"| {label} | {size} | {fmtRate(f)} | {f * r.size / 1e6:.1f} | {fmtRate(k)} | {k * r.size / 1e6:.1f} "
+                       f"| **{ratio:.2f}** | {cpu} | {goal} |")
+        out.append("")
+        out.append("¹ Against the v2 floor's produce rate (it stores nothing to fetch). Medians of the paired runs.")
+        out.append("")
+    if down:
+        ts = {0: "none (magic 0)", 1: "create time", 2: "log append time", None: "?"}
+        v11 = (med([r for r, _ in down["v11"]]), med([c for _, c in down["v11"]]))
+        v0 = (med([r for r, _ in down["v0"]]), med([c for _, c in down["v0"]]))
+        out.append("Down-conversion: the same 100 B messages, produced as v2 batches (librdkafka defaults, ~10,000 "
+                   "records a batch), consumed from offset 0 by librdkafka with defaults (Fetch v11: batches sent as "
+                   "stored) and pinned to 0.8.0 (Fetch v0: kafkaw converts every batch to magic-0 messages); kafkaw on "
+                   f"LevelDB, medians of {len(down['v0'])} runs, the two consumers alternating in order:")
+        out.append("")
+        out.append("| consume 100 B from 0, 1 partition | msg/s | MB/s | broker CPU µs/msg | first message's timestamp type |")
+        out.append("|---|---:|---:|---:|---|")
+        out.append(f"| Fetch v11 (librdkafka defaults) | {fmtRate(v11[0])} | {v11[0] * 100 / 1e6:.1f} | {v11[1]:.2f} | {ts[down['ts'].get('v11')]} |")
+        out.append(f"| Fetch v0 (librdkafka pinned to 0.8.0; down-converted) | {fmtRate(v0[0])} | {v0[0] * 100 / 1e6:.1f} | {v0[1]:.2f} | {ts[down['ts'].get('v0')]} |")
+        out.append(f"| Fetch v0 / Fetch v11 | **{v0[0] / v11[0]:.2f}** | | **{v0[1] / v11[1]:.1f} ×** | |")
+        out.append("")
+    if meta:
+        ms = lambda v: f"{v * 1e3:.2f}"
+
+        def line(label, values, goal="—"):
+            return (f"| {label} | {ms(pct(values, 50))} | {ms(pct(values, 99))} | {ms(max(values))} | {len(values):,} | {goal} |")
+
+        mp99, pmax = pct(meta["metadata"], 99), max(meta["produceBusy"])
+        out.append(f"Metadata at scale: kafkaw with `--storage {meta['storage']}` (the in-memory store, not LevelDB), "
+                   f"{meta['topics']:,} one-partition topics made by raw CreateTopics v3 requests of 1,000; then raw "
+                   f"Metadata v8 requests naming {meta['named']:,} of them ({meta['metaBytes']:,}-byte request), back to "
+                   "back on one connection, while raw Produce v7 requests (one 100 B record in a v2 batch, acks=1) go "
+                   "round trip after round trip on another (one client thread multiplexes both sockets):")
+        out.append("")
+        out.append("| metadata at scale, latency in ms | p50 | p99 | max | n | target |")
+        out.append("|---|---:|---:|---:|---:|---|")
+        out.append(line("CreateTopics v3, 1,000 topics per request", meta["create"]))
+        out.append(line(f"Metadata v8 naming {meta['named']:,} of {meta['topics']:,} topics", meta["metadata"],
+                        f"p99 < {T['metadataP99'] * 1e3:.0f} ms: {metMark(mp99 < T['metadataP99'])}"))
+        out.append(line("Produce v7 round trip on another connection, meanwhile", meta["produceBusy"],
+                        f"max < {T['produceMax'] * 1e3:.0f} ms: {metMark(pmax < T['produceMax'])}"))
+        out.append(line("the same Produce round trip with no Metadata running", meta["produceIdle"]))
+        out.append("")
+        targets.append(f"- Metadata v8 naming {meta['named']:,} of {meta['topics']:,} topics: p99 {ms(mp99)} ms "
+                       f"(target < {T['metadataP99'] * 1e3:.0f} ms): {metMark(mp99 < T['metadataP99'])}")
+        targets.append(f"- produce round trip meanwhile: max {ms(pmax)} ms (p99 {ms(pct(meta['produceBusy'], 99))}) "
+                       f"(target < {T['produceMax'] * 1e3:.0f} ms): {metMark(pmax < T['produceMax'])}")
+    return out, targets
+
+
+def report(args, modeName, mode, rows, latencyLines, wake99, rss, du, shimRows, shimNote, started, elapsed, loads,
+           modernRows=None, down=None, meta=None):
     out = []
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out.append(f"## {now} — `{' '.join(['python bench/run.py'] + sys.argv[1:])}`")
@@ -816,6 +1138,8 @@ def report(args, modeName, mode, rows, latencyLines, wake99, rss, du, shimRows, 
             "message; runs short enough to finish before LevelDB's compaction catches up (--quick) understate it."
         )
         out.append("")
+    modernLines, modernTargets = modernReport(modernRows, down, meta)
+    out.extend(modernLines)
     if latencyLines:
         out.append("| latency, p50 / p99 in ms | floor | kafkaw |")
         out.append("|---|---:|---:|")
@@ -867,6 +1191,11 @@ def report(args, modeName, mode, rows, latencyLines, wake99, rss, du, shimRows, 
         out.append("")
         out.extend(targets)
         out.append("")
+    if modernTargets:
+        out.append("Targets (Kafka 2.3.0 protocol):")
+        out.append("")
+        out.extend(modernTargets)
+        out.append("")
     return "\n".join(out) + "\n"
 
 
@@ -889,7 +1218,12 @@ def main():
     ap.add_argument("--no-rss-10m", action="store_true", help="stop the RSS measurement at 1 M messages")
     ap.add_argument("--partitions", default="1,8", help="partition counts (default 1,8)")
     ap.add_argument("--sizes", default="100,10240", help="message sizes in bytes (default 100,10240)")
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: throughput,latency,rss,shim")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: " + ",".join(PARTS))
+    ap.add_argument("--only", default="", help="comma list of the parts to run (the others skipped)")
+    ap.add_argument("--topics", type=int, help="metadata at scale: topics to create (default 10,000)")
+    ap.add_argument("--named", type=int, help="metadata at scale: topics named per Metadata request (default 1,000)")
+    ap.add_argument("--metadata-storage", default="memory",
+                    help="kafkaw --storage for the metadata-at-scale part (default memory)")
     ap.add_argument("--payload", choices=["random", "x"], default="random",
                     help="message values: distinct random bytes (default) or b'x' * size (compresses away in LevelDB)")
     ap.add_argument("--no-write", action="store_true", help="do not append to bench/results.md")
@@ -903,6 +1237,8 @@ def main():
     ap.add_argument("-n", type=int, default=1_000_000, help="with --load: messages")
     ap.add_argument("--size", type=int, default=100, help="with --load: bytes per message")
     ap.add_argument("--acks", type=int, default=1, help="with --load produce")
+    ap.add_argument("--modern", action="store_true",
+                    help="with --load: librdkafka's default settings (Produce v7 / Fetch v11), not pinned to 0.8.0")
     ap.add_argument("--load-partitions", type=int, default=1, help="with --load: partitions to spread over")
     args = ap.parse_args()
     global PAYLOAD, ROOT
@@ -912,16 +1248,17 @@ def main():
 
     if args.load:
         if args.load == "produce":
-            dt, _ = produceLoad(args.bootstrap, args.topic, args.load_partitions, args.n, args.size, args.acks)
+            dt, _ = produceLoad(args.bootstrap, args.topic, args.load_partitions, args.n, args.size, args.acks,
+                                modern=args.modern)
             print(f"produce: {args.n / dt:,.0f} msg/s ({dt:.2f} s)")
         else:
-            dt, timed, _ = consumeLoad(args.bootstrap, args.topic, args.load_partitions, args.n)
+            dt, timed, _ = consumeLoad(args.bootstrap, args.topic, args.load_partitions, args.n, modern=args.modern)
             print(f"consume: {timed / dt:,.0f} msg/s ({dt:.2f} s)")
         return
 
     modeName = "quick" if args.quick else "full" if args.full else "default"
     mode = dict(MODES[modeName])
-    for key in ("reps", "n100", "n10k"):
+    for key in ("reps", "n100", "n10k", "topics", "named"):
         if getattr(args, key):
             mode[key] = getattr(args, key)
     if args.rss_10m and 10_000_000 not in mode["rss"]:
@@ -929,19 +1266,31 @@ def main():
     if args.no_rss_10m:
         mode["rss"] = [1_000_000]
     skip = set(filter(None, args.skip.split(",")))
+    if args.only:
+        skip |= set(PARTS) - set(filter(None, args.only.split(",")))
+    unknown = (skip | set(filter(None, args.only.split(",")))) - set(PARTS)
+    if unknown:
+        ap.error(f"unknown parts {sorted(unknown)}; parts are {','.join(PARTS)}")
     partitionCounts = [int(x) for x in args.partitions.split(",")]
     sizes = [int(x) for x in args.sizes.split(",")]
 
     work = tempfile.mkdtemp(prefix="kafkaw-bench-")
     started = time.perf_counter()
     loads = [loadAverage(), None]
-    rows = latencyLines = rss = shimRows = shimNote = None
+    rows = latencyLines = rss = shimRows = shimNote = modernRows = down = meta = None
     wake99 = None
     du = 0
     try:
         if "throughput" not in skip:
             log("== throughput (floor vs kafkaw)")
             rows = throughput(work, mode, partitionCounts, sizes)
+        if "modern" not in skip or "downconvert" not in skip:
+            log("== Kafka 2.3.0 protocol: librdkafka defaults vs the v2 floor" + ("" if "modern" not in skip else " (kafkaw only)")
+                + (", down-conversion" if "downconvert" not in skip else ""))
+            modernRows, down = modern(work, mode, rowsWanted="modern" not in skip, downWanted="downconvert" not in skip)
+        if "metadata" not in skip:
+            log(f"== metadata at scale ({mode['topics']:,} topics, --storage {args.metadata_storage})")
+            meta = metadataAtScale(work, mode, args.metadata_storage)
         if "latency" not in skip:
             log("== latency")
             latencyLines, wake99 = latency(work, mode)
@@ -960,7 +1309,7 @@ def main():
             shutil.rmtree(work, ignore_errors=True)
     loads[1] = loadAverage()
     text = report(args, modeName, mode, rows, latencyLines, wake99, rss, du, shimRows, shimNote,
-                  started, time.perf_counter() - started, loads)
+                  started, time.perf_counter() - started, loads, modernRows, down, meta)
     print(text)
     if not args.no_write:
         new = not RESULTS.exists()
