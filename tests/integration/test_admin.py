@@ -40,7 +40,7 @@ def test_docsExamples(brokerFactory):
     broker = brokerFactory("--num-partitions", "1")
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     examples = consoleExamples(ROOT / "docs" / "cli.md")
-    assert len(examples) >= 10
+    assert len(examples) >= 20
     for command, expected in examples:
         shell = command.replace("127.0.0.1:9092", broker.bootstrap)
         if shell.startswith("kafkaw "):
@@ -49,15 +49,48 @@ def test_docsExamples(brokerFactory):
         assert result.stdout == expected, command
         assert (result.returncode == 0) == (not expected.startswith("kafkaw: ")), command
     # asking about an unknown topic did not create it, though auto-create is on
-    assert kafkaw(broker, "topics", "list") == (0, "logs\nmetrics\n", "")
+    assert kafkaw(broker, "topics", "list") == (0, "logs\n", "")
 
 
 def test_cliAgainstAStrictBroker(brokerFactory):
     broker = brokerFactory("--strict-0.8")
-    status, _, err = kafkaw(broker, "topics", "create", "t")
+    for command, api, version in [(["topics", "create", "t"], "CreateTopics", 3), (["topics", "list"], "Metadata", 4)]:
+        status, out, err = kafkaw(broker, *command)
+        assert (status, out) == (1, "")
+        assert f"kafkaw: {broker.bootstrap} closed the connection on {api} (it does not serve {api} v{version}" in err
+
+
+def test_deleteAndAlter(brokerFactory):
+    """Deleted topics are gone with their messages (a new one of the same name
+    starts empty); grown ones keep theirs, and every partition takes messages."""
+    broker = brokerFactory("--no-auto-create-topics")
+    assert kafkaw(broker, "topics", "create", "a", "-p", "2")[0] == 0
+    assert kafkaw(broker, "topics", "create", "b", "--config", "retention.bytes=500")[0] == 0
+    rdProduce(broker.bootstrap, "a", [(1, b"k", b"one"), (1, b"k", b"two")])
+    rdProduce(broker.bootstrap, "b", [(0, b"k", b"x")])
+
+    assert kafkaw(broker, "topics", "alter", "a", "--partitions", "3") == (0, "topic a now has 3 partitions\n", "")
+    rdProduce(broker.bootstrap, "a", [(2, b"k", b"new")])
+    bounds = kafkaw(broker, "offsets", "a")[1].splitlines()[1:]
+    assert bounds == ["0          0      0", "1          0      2", "2          0      1"]
+    status, _, err = kafkaw(broker, "topics", "alter", "a", "-p", "3")
     assert status == 1
-    assert f"kafkaw: {broker.bootstrap} closed the connection on CreateTopics" in err
+    assert err == "kafkaw: cannot alter topic a: topic 'a' has 3 partitions, which is not fewer than the 3 asked for\n"
+
+    assert kafkaw(broker, "topics", "delete", "b", "nosuch", "a") == (
+        1, "deleted topic b\ndeleted topic a\n", "kafkaw: cannot delete topic nosuch: unknown topic\n"
+    )
     assert kafkaw(broker, "topics", "list") == (0, "", "")
+    assert kafkaw(broker, "offsets", "a") == (1, "", "kafkaw: unknown topic a\n")
+    # made again: empty, one partition, the broker's default configs
+    assert kafkaw(broker, "topics", "create", "b")[0] == 0
+    status, out, _ = kafkaw(broker, "topics", "describe", "b")
+    assert status == 0
+    assert "0          0       0         0    0      0\n" in out
+    assert "retention.bytes         -1          default\n" in out
+
+    broker.restart()  # deletions and the new partition are stored
+    assert kafkaw(broker, "topics", "list") == (0, "b\n", "")
 
 
 def test_retention(brokerFactory):
