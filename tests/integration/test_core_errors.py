@@ -177,7 +177,8 @@ BAD_FRAMES = {
     "api-key-18-strict": (_frame(requestHeader(18, 1) + b""), r"key\W{0,3}18\b", "--strict-0.8"),
     "api-key-10": (_frame(requestHeader(10, 1) + struct.pack(">h", 5) + b"group"), r"key\W{0,3}10\b"),
     "api-key-4": (_frame(requestHeader(4, 1) + b"\0" * 16), r"key\W{0,3}4\b"),
-    "produce-v1": (_produceFrame(apiVersion=1), r"key\W{0,3}0\b.*version\W{0,3}1\b|v1\b"),
+    "produce-v8": (_produceFrame(apiVersion=8), r"key\W{0,3}0\b.*version\W{0,3}8\b|v8\b"),  # past Kafka 2.3.0's table
+    "produce-v1-strict": (_produceFrame(apiVersion=1), r"key\W{0,3}0\b.*version\W{0,3}1\b|v1\b", "--strict-0.8"),
     "truncated-produce": (_frame((requestHeader(0, 1) + produceBody(1, {"keep": {0: messages(b"x")}}))[:-9]), r"truncat|malformed"),
     "truncated-header": (_frame(b"\x00\x03\x00"), r"truncat|header|malformed"),
     "trailing-bytes": (_frame(requestHeader(3, 1) + metadataBody([]) + b"junk"), r"unexpected|malformed|trailing"),
