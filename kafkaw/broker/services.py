@@ -566,8 +566,8 @@ class ClusterService:
         del self._configs[name]
         services = [self._partitions.pop((name, number)) for number in range(count)]
         d = self._store.deleteTopic(name)
-        for service in services:
-            service.close()
+        for partitionService in services:
+            partitionService.close()
         self._log.info("deleted topic {topic} ({partitions} partitions)", topic=name, partitions=count)
         return d
 

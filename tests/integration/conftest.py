@@ -2,6 +2,7 @@
 
 import datetime
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+NODE_DIR = ROOT / "tests" / "clients" / "node"
 
 # librdkafka / kcat settings for a 0.8 broker (see ../shared/CLIENTS.md).
 RDKAFKA_08 = {"api.version.request": False, "broker.version.fallback": "0.8.0"}
@@ -421,3 +423,26 @@ def rdConsume(bootstrap, topic, expected, start=0, timeout=15.0, **conf):
     finally:
         consumer.close()
     return got
+
+
+# --- kafkajs (node) -----------------------------------------------------------
+
+
+def kafkajs(*args, timeout=30):
+    """Run tests/clients/node/kafkajs-client.js with C{args}; return the JSON of its last line.
+
+    Skips without node. The first call installs kafkajs from the lock file
+    (`npm ci`) when it is not there yet, so the suite needs no set-up step.
+    """
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed")
+    if not (NODE_DIR / "node_modules" / "kafkajs").is_dir():
+        if shutil.which("npm") is None:
+            pytest.fail(f"kafkajs is not installed and npm is missing: install npm, or run `npm ci` in {NODE_DIR}")
+        installed = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, capture_output=True, text=True, timeout=300)
+        if installed.returncode != 0:
+            pytest.fail(f"`npm ci` in {NODE_DIR} failed: {installed.stdout}{installed.stderr}")
+    result = subprocess.run(["node", str(NODE_DIR / "kafkajs-client.js"), *args], capture_output=True, timeout=timeout, text=True)
+    lines = result.stdout.strip().splitlines()
+    assert result.returncode == 0 and lines, f"kafkajs failed ({result.returncode}): {result.stdout}{result.stderr}"
+    return json.loads(lines[-1])

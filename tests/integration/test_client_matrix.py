@@ -9,25 +9,21 @@ kafkaw-shim` to the broker's WebSocket endpoint (the `bootstrap` fixture).
 docs/clients.md is the table of what these tests check; keep the two in step.
 """
 
-import json
-import os
 import re
 import shutil
 import socket
 import struct
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from kafkaw.protocol import schema
 from kafkaw.protocol.framing import frame
+from tests.integration.conftest import kafkajs
 
 PARTITIONS = 3
 COUNT = 12  # messages per round trip: 4 in each partition
-NODE_DIR = Path(__file__).resolve().parents[1] / "clients" / "node"
 RDKAFKA_08 = {"api.version.request": False, "broker.version.fallback": "0.8.0"}
 KCAT_08 = ["-X", "api.version.request=false", "-X", "broker.version.fallback=0.8.0"]
 
@@ -321,19 +317,6 @@ def test_kafkaPythonDefaultsProducer(broker, bootstrap):
 
 
 # --- kafkajs 2.2.4 (node) --------------------------------------------------------
-
-
-def kafkajs(*args, timeout=30):
-    if shutil.which("node") is None:
-        pytest.skip("node is not installed")
-    if not (NODE_DIR / "node_modules" / "kafkajs").is_dir():
-        pytest.fail(f"kafkajs is not installed: run `npm ci` in {NODE_DIR}")
-    result = subprocess.run(
-        ["node", str(NODE_DIR / "kafkajs-client.js"), *args], capture_output=True, timeout=timeout, text=True
-    )
-    lines = result.stdout.strip().splitlines()
-    assert result.returncode == 0 and lines, f"kafkajs failed ({result.returncode}): {result.stdout}{result.stderr}"
-    return json.loads(lines[-1])
 
 
 @TCP_AND_SHIM

@@ -7,22 +7,18 @@ configs), and old clients reading what new ones wrote (down-conversion).
 """
 
 import asyncio
-import json
 import socket
 import struct
-import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from kafkaw.protocol import schema
 from kafkaw.protocol.framing import frame
-from tests.integration.conftest import KCAT_08, kcat, rdConsume, rdProduce
+from tests.integration.conftest import KCAT_08, kafkajs, kcat, rdConsume, rdProduce
 
 MODERN = {"api.version.request": True}  # librdkafka's default, over conftest's 0.8 pinning
-NODE_DIR = Path(__file__).resolve().parents[1] / "clients" / "node"
 
 
 @pytest.fixture
@@ -271,15 +267,7 @@ def test_aiokafkaProducerAndConsumer(broker):
 
 
 def test_kafkajsAdmin(broker):
-    if not (NODE_DIR / "node_modules" / "kafkajs").is_dir():
-        pytest.fail(f"kafkajs is not installed: run `npm ci` in {NODE_DIR}")
-    result = subprocess.run(
-        ["node", str(NODE_DIR / "kafkajs-client.js"), "admin", broker.bootstrap, "jsadmin"],
-        capture_output=True, timeout=60, text=True,
-    )
-    lines = result.stdout.strip().splitlines()
-    assert result.returncode == 0 and lines, f"kafkajs failed ({result.returncode}): {result.stdout}{result.stderr}"
-    answer = json.loads(lines[-1])
+    answer = kafkajs("admin", broker.bootstrap, "jsadmin", timeout=60)
     assert answer["ok"], answer
     assert answer["partitions"] == 5
     assert answer["configs"]["retention.ms"] == "60000"

@@ -7,7 +7,7 @@ from twisted.internet import task
 from twisted.logger import capturedLogs, formatEvent
 
 from kafkaw.broker.gateway import Broker, Gateway
-from kafkaw.protocol import api, apiversions, responses
+from kafkaw.protocol import api, apiversions, schema
 from kafkaw.protocol.apiversions import ApiVersion
 from kafkaw.protocol.errors import CodecError
 from kafkaw.protocol.primitives import Reader
@@ -91,6 +91,12 @@ def decodeFrame(frame):
     if header.apiKey != apiversions.API_VERSIONS:
         raise CodecError(f"api key {header.apiKey} is not ApiVersions")
     return header, apiversions.decodeRequest(reader)
+
+
+def decodeAnswer(frame):
+    """(correlationId, error, [ApiVersion]) of an ApiVersions answer in the v0 format, by the schema codec."""
+    correlationId, answer = schema.decodeResponse(apiversions.API_VERSIONS, 0, frame)
+    return correlationId, answer.errorCode, [ApiVersion(k.index, k.minVersion, k.maxVersion) for k in answer.apiKeys]
 
 
 def encodeUnsignedVarint(value):
@@ -178,7 +184,7 @@ def test_servedVersionsRanges():
 
 def test_decodeResponseRoundTrip():
     response = b"".join(apiversions.encodeResponse(1, 9, CORE_TABLE))
-    assert responses.decodeApiVersionsResponse(response) == (1, 35, apiversions.servedVersions(CORE_TABLE))
+    assert decodeAnswer(response) == (1, 35, apiversions.servedVersions(CORE_TABLE))
 
 
 # --- through the gateway -----------------------------------------------------
@@ -188,7 +194,7 @@ def test_listEqualsTheDispatchTable():
     """What ApiVersions announces is exactly the (key, version) pairs the gateway dispatches on."""
     broker, gateway, connection = connect()
     gateway.requestReceived(V0_FRAME)
-    _, error, served = responses.decodeApiVersionsResponse(connection.responses[0])
+    _, error, served = decodeAnswer(connection.responses[0])
     assert error == 0
     announced = {(v.apiKey, version) for v in served for version in range(v.minVersion, v.maxVersion + 1)}
     assert announced == set(broker.handlers)

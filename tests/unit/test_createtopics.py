@@ -1,5 +1,6 @@
-"""CreateTopics v0 (key 19): golden bytes, kafka-python's own encoder and
-decoder, and the gateway over a memory store (no sockets)."""
+"""CreateTopics v0 (key 19): golden bytes through the schema codec,
+kafka-python's own encoder and decoder, and the gateway over a memory store
+(no sockets)."""
 
 import struct
 
@@ -12,8 +13,8 @@ from twisted.internet import task
 
 from kafkaw.broker.gateway import Broker, Gateway
 from kafkaw.broker.services import ClusterService
-from kafkaw.protocol import api, apiversions, responses
-from kafkaw.protocol.api import CreateTopicsRequest, NewTopic
+from kafkaw.protocol import schema
+from kafkaw.protocol.definitions import API_VERSIONS, CREATE_TOPICS
 from kafkaw.protocol.errors import CodecError
 from kafkaw.protocol.primitives import Reader
 from kafkaw.storage.memory import MemoryStore
@@ -42,18 +43,42 @@ BODY = b"".join(
         struct.pack(">i", 5000),  # timeout
     ]
 )
-REQUEST = CreateTopicsRequest(
-    [
-        NewTopic("logs", 3, 1, [(0, [0, 1])], [("retention.ms", "60000"), ("retention.bytes", None)]),
-        NewTopic("x", 1, -1, [], []),
+# The schema codec's values (namedtuples) of a CreateTopics request.
+Request = CREATE_TOPICS.request.type
+Topic = CREATE_TOPICS.request["topics"].type
+Assignment = CREATE_TOPICS.request["topics"]["assignments"].type
+Config = CREATE_TOPICS.request["topics"]["configs"].type
+
+REQUEST = Request(
+    topics=[
+        Topic(
+            "logs", 3, 1, [Assignment(0, [0, 1])], [Config("retention.ms", "60000"), Config("retention.bytes", None)]
+        ),
+        Topic("x", 1, -1, [], []),
     ],
-    5000,
+    timeoutMs=5000,
 )
 HEADER = struct.pack(">hhih", 19, 0, 7, 3) + b"cli"  # api key 19, version 0, correlation id 7, client id "cli"
 
 
 def decodeBody(body):
-    return api.decodeCreateTopics(Reader(body))
+    return schema.decodeRequestBody(CREATE_TOPICS.key, 0, Reader(body))
+
+
+def encodeRequest(correlationId, clientId, request):
+    return schema.encodeRequest(CREATE_TOPICS.key, 0, correlationId, clientId, request)
+
+
+def encodeResponse(correlationId, results):
+    """A CreateTopics v0 answer; results: [(topic, error)]."""
+    topics = [{"name": name, "errorCode": error} for name, error in results]
+    return schema.encodeResponse(CREATE_TOPICS.key, 0, correlationId, {"topics": topics})
+
+
+def decodeResponse(frame):
+    """(correlationId, [(topic, error)]) of a CreateTopics v0 answer."""
+    correlationId, answer = schema.decodeResponse(CREATE_TOPICS.key, 0, frame)
+    return correlationId, [(t.name, t.errorCode) for t in answer.topics]
 
 
 def test_decodeGoldenBytes():
@@ -61,11 +86,11 @@ def test_decodeGoldenBytes():
 
 
 def test_encodeRequestGoldenBytes():
-    assert api.encodeCreateTopicsRequest(7, "cli", REQUEST) == HEADER + BODY
+    assert encodeRequest(7, "cli", REQUEST) == HEADER + BODY
 
 
 def test_encodeResponseGoldenBytes():
-    chunks = api.encodeCreateTopicsResponse(9, [("logs", 0), ("x", 36)])
+    chunks = encodeResponse(9, [("logs", 0), ("x", 36)])
     assert b"".join(chunks) == b"".join(
         [
             struct.pack(">i", 9),  # correlation id
@@ -74,7 +99,7 @@ def test_encodeResponseGoldenBytes():
             struct.pack(">h", 1) + b"x" + struct.pack(">h", 36),
         ]
     )
-    assert responses.decodeCreateTopicsResponse(b"".join(chunks)) == (9, [("logs", 0), ("x", 36)])
+    assert decodeResponse(b"".join(chunks)) == (9, [("logs", 0), ("x", 36)])
 
 
 def kafkaPythonRequest():
@@ -98,7 +123,7 @@ def test_kafkaPythonEncodesTheSameRequest():
 
 
 def test_kafkaPythonDecodesTheResponse():
-    body = b"".join(api.encodeCreateTopicsResponse(9, [("logs", 0), ("x", 37)]))[4:]
+    body = b"".join(encodeResponse(9, [("logs", 0), ("x", 37)]))[4:]
     decoded = KpCreateTopicsResponse.decode(body, version=0)
     assert [(t.name, t.error_code) for t in decoded.topics] == [("logs", 0), ("x", 37)]
 
@@ -128,21 +153,20 @@ def test_anyBytesDecodeOrRaiseCodecError(body):
 
 names = st.text(min_size=0, max_size=8)
 topics = st.builds(
-    NewTopic,
+    Topic,
     names,
     st.integers(-(2**31), 2**31 - 1),
     st.integers(-(2**15), 2**15 - 1),
-    st.lists(st.tuples(st.integers(0, 9), st.lists(st.integers(-1, 9), max_size=3)), max_size=3),
-    st.lists(st.tuples(names, st.none() | names), max_size=3),
+    st.lists(st.builds(Assignment, st.integers(0, 9), st.lists(st.integers(-1, 9), max_size=3)), max_size=3),
+    st.lists(st.builds(Config, names, st.none() | names), max_size=3),
 )
 
 
-@given(st.builds(CreateTopicsRequest, st.lists(topics, max_size=3), st.integers(-(2**31), 2**31 - 1)))
+@given(st.builds(Request, topics=st.lists(topics, max_size=3), timeoutMs=st.integers(-(2**31), 2**31 - 1)))
 def test_encodeDecodeRoundTrip(request):
-    frame = api.encodeCreateTopicsRequest(1, None, request)
-    header, reader = api.decodeHeader(frame)
-    assert (header.apiKey, header.apiVersion) == (19, 0)
-    assert api.decodeCreateTopics(reader) == request
+    frame = encodeRequest(1, None, request)
+    assert struct.unpack_from(">hh", frame) == (19, 0)
+    assert decodeBody(frame[struct.calcsize(">hhih"):]) == request
 
 
 # -- through the gateway ------------------------------------------------------
@@ -164,15 +188,16 @@ def test_gatewayCreatesTopics():
     cluster, gateway, connection = connect()
     response = ask(gateway, connection, HEADER + struct.pack(">i", 2) + BODY[4:])
     # "logs" has a replica assignment and a null config: both are refused (42)
-    assert responses.decodeCreateTopicsResponse(response) == (7, [("logs", 42), ("x", 0)])
-    created = api.encodeCreateTopicsRequest(8, "cli", CreateTopicsRequest([NewTopic("logs", 3, 1, [], [("retention.ms", "60000")])], 100))
-    assert responses.decodeCreateTopicsResponse(ask(gateway, connection, created)) == (8, [("logs", 0)])
+    assert decodeResponse(response) == (7, [("logs", 42), ("x", 0)])
+    logs = Topic("logs", 3, 1, [], [Config("retention.ms", "60000")])
+    created = encodeRequest(8, "cli", Request(topics=[logs], timeoutMs=100))
+    assert decodeResponse(ask(gateway, connection, created)) == (8, [("logs", 0)])
     assert cluster.topics() == {"logs": 3, "x": 1}
     assert cluster.retention("logs")[0] == 60000
     _, _, topics = parseMetadataResponse(ask(gateway, connection, metadataRequest(9)[4:]))
     assert {name: len(partitions) for name, (_, partitions) in topics.items()} == {"logs": 3, "x": 1}
-    again = api.encodeCreateTopicsRequest(10, "cli", CreateTopicsRequest([NewTopic("x", 1, 1, [], [])], 100))
-    assert responses.decodeCreateTopicsResponse(ask(gateway, connection, again)) == (10, [("x", 36)])
+    again = encodeRequest(10, "cli", Request(topics=[Topic("x", 1, 1, [], [])], timeoutMs=100))
+    assert decodeResponse(ask(gateway, connection, again)) == (10, [("x", 36)])
     assert not connection.closed
 
 
@@ -189,9 +214,9 @@ def test_gatewayAnswersKafkaPython():
 
 def test_apiVersionsListsCreateTopicsV0To3():
     _, gateway, connection = connect()
-    _, error, served = responses.decodeApiVersionsResponse(ask(gateway, connection, struct.pack(">hhih", 18, 0, 1, -1)))
-    assert error == 0
-    assert apiversions.ApiVersion(19, 0, 3) in served
+    _, answer = schema.decodeResponse(API_VERSIONS.key, 0, ask(gateway, connection, struct.pack(">hhih", 18, 0, 1, -1)))
+    assert answer.errorCode == 0
+    assert (19, 0, 3) in [(v.index, v.minVersion, v.maxVersion) for v in answer.apiKeys]
 
 
 def test_strictModeDoesNotServeCreateTopics():

@@ -9,7 +9,7 @@ from kafkaw.protocol import schema
 from kafkaw.protocol.framing import frame
 from kafkaw.protocol.messages import encodeMessageSet
 from kafkaw.protocol.records import CODEC_GZIP, CODEC_ZSTD, decodeRecords, encodeBatch, readBatchHeader
-from tests.unit.test_gateway import Harness, responseFrames
+from tests.unit.test_gateway import Harness
 
 PRODUCE, FETCH, LIST_OFFSETS, METADATA, API_VERSIONS = 0, 1, 2, 3, 18
 CREATE_TOPICS, DELETE_TOPICS, INIT_PRODUCER_ID, DESCRIBE_CONFIGS, CREATE_PARTITIONS = 19, 20, 22, 32, 37

@@ -23,10 +23,9 @@ from zope.interface.verify import verifyObject
 from kafkaw import shim, tap
 from kafkaw.broker.gateway import SLOW_READER, Broker, IKafkaConnection
 from kafkaw.broker.services import ClusterService
-from kafkaw.protocol import api
+from kafkaw.protocol import schema
 from kafkaw.protocol.errors import CodecError
 from kafkaw.protocol.messages import decodeMessageSet, encodeMessageSet
-from kafkaw.protocol.responses import decodeMetadataResponse
 from kafkaw.storage.memory import MemoryStore
 from kafkaw.transport.tcp import Backpressure, KafkaProtocol
 from kafkaw.transport.websocket import KafkaWebSocketFactory
@@ -446,23 +445,23 @@ def test_makeServiceListensOnBothTransports(tmp_path):
 
 
 def metadataResponse(correlationId, brokers, topics):
-    return b"".join(api.encodeMetadataResponse(correlationId, brokers, topics))
+    """A Metadata v0 answer; brokers: [(node id, host, port)]."""
+    value = {"brokers": [{"nodeId": n, "host": h, "port": p} for n, h, p in brokers], "topics": topics}
+    return b"".join(schema.encodeResponse(3, 0, correlationId, value))
+
+
+def partition(number):
+    return {"errorCode": 0, "partitionIndex": number, "leaderId": 1, "replicaNodes": [1], "isrNodes": [1]}
 
 
 TOPICS = [
-    api.TopicMetadata(0, "a", [api.PartitionMetadata(0, 0, 1, [1], [1]), api.PartitionMetadata(0, 1, 1, [1], [1])]),
-    api.TopicMetadata(3, "missing", []),
+    {"errorCode": 0, "name": "a", "partitions": [partition(0), partition(1)]},
+    {"errorCode": 3, "name": "missing", "partitions": []},
 ]
 
 
-def test_decodeMetadataResponseRoundTrip():
-    brokers = [api.Broker(1, "broker.internal", 9093), api.Broker(2, "other", 1)]
-    frame = metadataResponse(77, brokers, TOPICS)
-    assert decodeMetadataResponse(frame) == (77, brokers, TOPICS)
-
-
 def test_rewriteMetadataResponseReplacesEveryBrokerAddressOnly():
-    frame = metadataResponse(5, [api.Broker(1, "broker.internal", 9093)], TOPICS)
+    frame = metadataResponse(5, [(1, "broker.internal", 9093)], TOPICS)
     rewritten = shim.rewriteMetadataResponse(frame, 0, "127.0.0.1", 19092)
     # Golden bytes of the broker list: count, node id, host, port; the rest is unchanged.
     expected = (
@@ -478,7 +477,7 @@ def test_rewriteMetadataResponseReplacesEveryBrokerAddressOnly():
 
 @pytest.mark.parametrize(
     "frame",
-    [b"", struct.pack(">i", 1), metadataResponse(1, [api.Broker(0, "h", 1)], TOPICS) + b"\0", b"\0\0\0\1\x7f\xff\xff\xff"],
+    [b"", struct.pack(">i", 1), metadataResponse(1, [(0, "h", 1)], TOPICS) + b"\0", b"\0\0\0\1\x7f\xff\xff\xff"],
 )
 def test_rewriteRejectsWhatIsNotAMetadataResponse(frame):
     with pytest.raises(CodecError):
