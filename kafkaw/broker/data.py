@@ -202,7 +202,7 @@ def _hasNewerMagic(data, magic):
     while position < end:
         if data[position + _MAGIC_AT] > magic:
             return True
-        position += 12 + unpack(data, position)[1]
+        position += 12 + max(unpack(data, position)[1], 0)
     return False
 
 

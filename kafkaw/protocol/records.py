@@ -37,7 +37,7 @@ import cramjam
 from crc32c import crc32c
 
 from kafkaw.protocol import messages
-from kafkaw.protocol.errors import InvalidMessage, MessageSetError, MessageTooLarge
+from kafkaw.protocol.errors import ErrorCode, InvalidMessage, MessageSetError, MessageTooLarge
 
 MAGIC_V2 = 2
 LOG_OVERHEAD = messages.LOG_OVERHEAD  # baseOffset int64 + batchLength int32
@@ -84,7 +84,7 @@ class InvalidTimestamp(InvalidMessage):
     reject the batch; the answer is Kafka's own code.
     """
 
-    errorCode = 32
+    errorCode = ErrorCode.INVALID_TIMESTAMP
 
 
 class ProducedBatch(NamedTuple):
