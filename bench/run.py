@@ -23,6 +23,31 @@ prints a markdown table, also appended to bench/results.md:
 - throughput through the WebSocket shim (`twistd kafkaw-shim`) next to direct
   TCP, when the plugin exists.
 
+The rows above pin librdkafka to Kafka 0.8.0 (v0 requests, magic-0 message
+sets). For Kafka 2.3.0's protocol, in the same run:
+
+- modern (`--only modern`): librdkafka with its default settings (ApiVersions,
+  then Produce v7 with v2 record batches, Fetch v11) against
+  `nullbroker.py --modern` (acks v2 batches unopened: the floor for a broker
+  that stores them) and kafkaw on LevelDB: produce acks=1 100 B and 10 KB and
+  consume 100 B from 0 (vs the floor's produce rate), 1 partition, ratios and
+  broker CPU µs per message, against the targets (produce 100 B >= 0.9 x the
+  floor at <= 0.35 µs CPU per message; consume >= 1 x; 10 KB produce >= 0.6 x);
+  its consumers use queued.min.messages 1,000,000 (see MODERN_CONSUMER);
+- downconvert: that 100 B data (v2 batches) consumed again by librdkafka
+  pinned to 0.8.0 (Fetch v0: kafkaw converts each batch to magic-0 messages),
+  msgs/s and broker CPU µs per message next to the Fetch v11 consume;
+- metadata: kafkaw with --storage memory (--metadata-storage to change),
+  10,000 topics made by raw CreateTopics v3 requests of 1,000, then raw
+  Metadata v8 requests naming 1,000 of them back to back, p50/p99, while raw
+  Produce v7 round trips run on another connection (p50/p99/max); targets
+  Metadata p99 < 100 ms, produce max < 50 ms. Raw requests use kafkaw's
+  kafkaw.protocol.schema codec.
+
+--skip and --only take comma lists of parts: throughput, modern, downconvert,
+metadata, latency, rss, shim (e.g. `--only modern,downconvert,metadata`);
+--quick runs every part at small sizes.
+
 Message values are distinct random bytes by default (--payload x for b"x" *
 size, which LevelDB's snappy compresses away and so flatters storage).
 Absolute figures are noisy on shared machines: compare ratios within a run.
@@ -30,8 +55,8 @@ Runs are paired (floor, then kafkaw, back to back) and repeated; the table
 shows medians. --tree DIR benchmarks another kafkaw tree (an A/B copy).
 
     python bench/run.py --load produce --bootstrap 127.0.0.1:9092 -n 1000000
-drives load only, against a broker you started; bench/profile_broker.py profiles
-kafkaw under such a load with py-spy.
+drives load only, against a broker you started (--modern: librdkafka's defaults);
+bench/profile_broker.py profiles kafkaw under such a load with py-spy.
 """
 
 import argparse
