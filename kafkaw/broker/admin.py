@@ -7,6 +7,7 @@ replica of every partition, at leader epoch 0.
 """
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from kafkaw.broker.interfaces import TopicError
 from kafkaw.protocol import schema
@@ -110,7 +111,7 @@ def deleteTopics(header, request, gateway):
         try:
             yield cluster.deleteTopic(name)
         except Exception:
-            code, _ = _topicErrors(defer.Failure(), name, gateway)
+            code, _ = _topicErrors(Failure(), name, gateway)
             results.append({"name": name, "errorCode": code})
         else:
             results.append({"name": name, "errorCode": 0})
@@ -131,7 +132,7 @@ def createPartitions(header, request, gateway):
                 )
             yield cluster.createPartitions(topic.name, topic.count, request.validateOnly)
         except Exception:
-            code, message = _topicErrors(defer.Failure(), topic.name, gateway)
+            code, message = _topicErrors(Failure(), topic.name, gateway)
             results.append({"name": topic.name, "errorCode": code, "errorMessage": message})
         else:
             results.append({"name": topic.name, "errorCode": 0, "errorMessage": None})

@@ -9,6 +9,7 @@ configs), and old clients reading what new ones wrote (down-conversion).
 import asyncio
 import socket
 import struct
+import subprocess
 import threading
 import time
 
@@ -314,3 +315,16 @@ def test_metadataOfAThousandTopicsAmongTenThousandIsQuick(broker):
         thread.join()
     assert min(metadataTimes) < 0.1, metadataTimes
     assert max(produceTimes) < 0.05, max(produceTimes)
+
+
+def test_clusterIdIsStablePerDataDirAndReadByClients(brokerFactory):
+    """Metadata v2+ carries the data dir's cluster id: librdkafka 2.16 and kcat's 2.0.2 read it; a restart keeps it."""
+    from confluent_kafka.admin import AdminClient
+
+    broker = brokerFactory()
+    clusterId = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=10).cluster_id
+    assert clusterId and len(clusterId) == 22
+    listing = subprocess.run(["kcat", "-b", broker.bootstrap, "-L", "-d", "broker"], capture_output=True, timeout=30, text=True)
+    assert f'ClusterId update "" -> "{clusterId}"' in listing.stderr
+    broker.restart()
+    assert AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=10).cluster_id == clusterId

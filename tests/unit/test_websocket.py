@@ -723,3 +723,22 @@ def test_connectionsOverTheLimitAreClosedWithTryAgainLater(logged):
     assert any("refusing connection" in line for line in logged)
     assert len(kept.exchange(metadataRequest(1, []))) == 1
     assert broker.connections == 1
+
+
+@pytest.mark.parametrize("version", [1, 5, 8])
+def test_rewriteMetadataResponseOfModernVersions(version):
+    """Metadata v1+ (rack, controller, cluster id...): only the broker addresses change."""
+    from kafkaw.protocol import schema
+
+    response = {
+        "brokers": [{"nodeId": 3, "host": "broker.internal", "port": 9093, "rack": None}],
+        "clusterId": "c" * 22, "controllerId": 3,
+        "topics": [{"errorCode": 0, "name": "t", "partitions": [{"partitionIndex": 0, "leaderId": 3, "replicaNodes": [3], "isrNodes": [3]}]}],
+    }
+    frame = b"".join(schema.encodeResponse(3, version, 9, response))
+    rewritten = shim.rewriteMetadataResponse(frame, version, "127.0.0.1", 19092)
+    correlationId, decoded = schema.decodeResponse(3, version, rewritten)
+    _, original = schema.decodeResponse(3, version, frame)
+    assert correlationId == 9
+    assert [(b.nodeId, b.host, b.port) for b in decoded.brokers] == [(3, "127.0.0.1", 19092)]
+    assert decoded._replace(brokers=original.brokers) == original
