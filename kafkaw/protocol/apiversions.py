@@ -156,7 +156,7 @@ def encodeResponse(correlationId, requestedVersion, handlers):
     Error 0 in that version's format when (18, requestedVersion) is in
     C{handlers}, else error 35 (UNSUPPORTED_VERSION) in the v0 format; the
     served list either way. Returns byte chunks without the size prefix,
-    like the encoders of L{kafkaw.protocol.api}.
+    like the encoders of L{kafkaw.protocol.schema}.
     """
     served = servedVersions(handlers)
     error = errorFor(requestedVersion, handlers)
