@@ -338,9 +338,11 @@ class _Fetch:
                 if version < _FIRST_ANY_MAGIC_FETCH:
                     magic = 0 if version < 2 else 1
                     if _hasNewerMagic(data, magic):
+                        # Converted messages are bigger than the stored batch (and
+                        # uncompressed): cut again at the partition's max bytes.
                         data = downConvert(data, magic, fetchOffset, maxExpanded)
-                        if version < _FIRST_WHOLE_BATCH_FETCH:
-                            data = data[:maxBytes]
+                        wholeFirst = version >= _FIRST_WHOLE_BATCH_FETCH
+                        data = data[: max(maxBytes, (entrySize(data) or 0) if wholeFirst else 0)]
                 if budget is not None:
                     if len(data) > budget:
                         # The first partition with data keeps its first batch whole (KIP-74).

@@ -316,3 +316,11 @@ def test_retentionForgetsProducersWhoseBatchesItDeleted(harness, client):
     # does: its next batch is from an unknown producer.
     assert produce(client, batch(1)).errorCode == 59  # UNKNOWN_PRODUCER_ID
     assert produce(client, batch(0)).baseOffset == 1  # a producer starting over is welcome
+
+
+def test_convertedAnswersAreCutAtMaxBytes(client):
+    produce(client, encodeBatch([(None, b"x" * 100)] * 10))
+    v3 = fetch(client, 3, maxBytes=50)
+    assert [r.offset for r in decodeRecords(v3.records)] == [0] and len(v3.records) == 12 + 22 + 100  # v3: the first whole
+    v0 = fetch(client, 0, maxBytes=300)
+    assert len(v0.records) == 300 and [r.offset for r in decodeRecords(v0.records)] == [0, 1]  # v0: cut as 0.8 cuts
