@@ -22,6 +22,66 @@ def newClusterId():
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
 
 
+_INT16_MAX = (1 << 15) - 1
+_INT32 = range(-(1 << 31), 1 << 31)
+_INT64 = range(-(1 << 63), 1 << 63)
+
+
+def _isInt(value, bounds):
+    return isinstance(value, int) and not isinstance(value, bool) and value in bounds
+
+
+def _checkString(what, value):
+    try:
+        size = len(value.encode("utf-8")) if isinstance(value, str) else None
+    except UnicodeEncodeError:
+        size = None  # lone surrogates
+    if size is None or size > _INT16_MAX:
+        raise ValueError(f"{what} must be a str of at most {_INT16_MAX} UTF-8 bytes: {value!r:.80}")
+
+
+def checkOffsetCommit(group, offsets):
+    """Check the arguments of L{IStore.commitOffsets}; return C{offsets} as a new C{dict}.
+
+    Both backends refuse the same values (with C{ValueError}), so what one
+    stores the other stores too.
+    """
+    _checkString("group", group)
+    checked = {}
+    for key, value in dict(offsets).items():
+        if not (isinstance(key, tuple) and len(key) == 2):
+            raise ValueError(f"offsets are keyed by (topic, partition): {key!r:.80}")
+        topic, partition = key
+        _checkString("topic", topic)
+        if not _isInt(partition, range(0, 1 << 31)):
+            raise ValueError(f"partition must be an int32 >= 0: {partition!r}")
+        if not (isinstance(value, tuple) and len(value) == 4):
+            raise ValueError(f"a committed offset is (offset, leaderEpoch, metadata, commitTimestamp): {value!r:.80}")
+        offset, leaderEpoch, metadata, commitTimestamp = value
+        if not _isInt(offset, _INT64):
+            raise ValueError(f"offset must be an int64: {offset!r}")
+        if not _isInt(leaderEpoch, _INT32):
+            raise ValueError(f"leader epoch must be an int32: {leaderEpoch!r}")
+        if metadata is not None:
+            _checkString("metadata", metadata)
+        if not _isInt(commitTimestamp, _INT64):
+            raise ValueError(f"commit timestamp must be an int64: {commitTimestamp!r}")
+        checked[key] = value
+    return checked
+
+
+def checkPartitions(partitions):
+    """The C{partitions} argument of L{IStore.deleteGroupOffsets} as a C{set} of C{(topic, partition)}."""
+    if partitions is None:
+        return None
+    checked = set()
+    for key in partitions:
+        if not (isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], str) and _isInt(key[1], _INT32)):
+            raise ValueError(f"partitions are (topic, partition): {key!r:.80}")
+        checked.add(key)
+    return checked
+
+
 class IStorageFactory(Interface):
     """A storage backend, registered as a plugin."""
 
@@ -69,7 +129,9 @@ class IStore(Interface):
 
     def deleteTopic(name):
         """Delete a topic: its definition, configs and every partition's log,
-        time index and producer states.
+        time index and producer states, and the offsets every consumer group
+        committed for its partitions (as Kafka 2.3's
+        C{GroupMetadataManager.handleDeletedPartitions}).
 
         At once (before the Deferred fires) the topic is gone from
         L{topics}, C{partitionLog} no longer finds it, and its partition
@@ -82,6 +144,12 @@ class IStore(Interface):
         data goes on with it when opened again; no key of a deleted topic is
         ever read by another. The data may be deleted in the background
         after the Deferred fires, in steps that let other writes through.
+
+        The committed offsets of the topic go with the write that stores the
+        deletion: L{committedOffsets} no longer shows them once the Deferred
+        has fired (a backend may drop them sooner), and a crash never brings
+        them back. Commits made after this call (to a topic made again under
+        the name, say) are kept.
 
         @return: Deferred firing with C{None} once the deletion is stored.
         @raise StorageError: (in the Deferred) no such topic, or the
@@ -115,6 +183,61 @@ class IStore(Interface):
         @return: Deferred firing with the id.
         @raise StorageError: (in the Deferred) the reservation could not be
             stored.
+        """
+
+    def commitOffsets(group, offsets):
+        """Store offsets committed by consumer group C{group}, in one atomic write.
+
+        All of C{offsets} is stored, or (if the write fails) none of it. Each
+        replaces what was committed before for its partition; the group's
+        other partitions keep theirs. Committed offsets are independent of
+        topics: storage does not check that the topic or partition exists
+        (only L{deleteTopic} deletes them). Commits are stored in call order,
+        so of two commits of a partition the later call wins.
+
+        @param group: the group id, a C{str} (at most 32767 UTF-8 bytes).
+        @param offsets: C{dict} of C{(topic, partition)} (C{str} of at most
+            32767 UTF-8 bytes, C{int} 0 <= partition < 2**31) to C{(offset,
+            leaderEpoch, metadata, commitTimestamp)}: offset an int64, the
+            leader epoch an int32 (-1: none), metadata a C{str} of at most
+            32767 UTF-8 bytes or C{None}, the commit timestamp an int64 in
+            milliseconds. Empty: nothing is stored.
+        @return: Deferred firing with C{None} once stored (and synced, if the
+            store was opened with C{sync}): from then on the commit survives
+            a killed process (with C{sync}, a power loss too), and
+            L{committedOffsets} shows it (not before).
+        @raise ValueError: (in the Deferred) a value out of range or of the
+            wrong type; nothing is stored.
+        @raise StorageError: (in the Deferred) the write failed (disk full),
+            or the store is closing; nothing changes in memory.
+        """
+
+    def committedOffsets():
+        """Every group's committed offsets, as stored (in memory).
+
+        Loaded when the store is opened, changed by L{commitOffsets},
+        L{deleteGroupOffsets} and L{deleteTopic} once they are stored. A
+        copy: changing it changes nothing stored.
+
+        @return: C{dict} of group to C{dict} of C{(topic, partition)} to
+            C{(offset, leaderEpoch, metadata, commitTimestamp)}; a group
+            without any committed offset is not in it.
+        """
+
+    def deleteGroupOffsets(group, partitions=None):
+        """Delete committed offsets of C{group}, in one atomic write.
+
+        @param partitions: C{None} to delete all of the group's offsets, else
+            an iterable of C{(topic, partition)}: only those are deleted
+            (ones the group never committed are skipped).
+        @return: Deferred firing with C{None} once the deletion is stored
+            (synced, with C{sync}); L{committedOffsets} changes then, not
+            before. A group without committed offsets (nor commits being
+            stored): nothing to do, fires with C{None} at once.
+        @raise ValueError: (in the Deferred) C{partitions} holds something
+            other than pairs.
+        @raise StorageError: (in the Deferred) the write failed, or the
+            store is closing; nothing changes in memory.
         """
 
     def topicConfigs(name):

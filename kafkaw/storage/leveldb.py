@@ -12,6 +12,9 @@ Key layout (all integers big-endian, so key order is log order):
     D <topic id><partition><last offset>    -> one stored message set or record batch
     I <topic id><partition><time ms><base>  -> (empty) time index
     P <topic id><partition><producer id>    -> producer state (opaque bytes), int64 producer id
+    O <group length int16><group UTF-8><topic length int16><topic UTF-8><partition int32>
+                                            -> a committed offset: offset int64, leader epoch int32,
+                                               commit timestamp int64, metadata (int16 length, -1: null, UTF-8)
 
 Each append writes its message set, its time-index entry, its producer
 states and the new log bounds in one C{WriteBatch}. Data is keyed by the
@@ -28,6 +31,18 @@ the C{X} key last. A store opened with C{X} keys goes on deleting them.
 Producer ids are reserved in blocks: C{S next.producer.id} moves a block
 ahead, synced, before an id of the block is handed out.
 
+Committed offsets of consumer groups (C{O} keys) are keyed by group, then
+topic name (not id: they are independent of topics), so each group's keys
+are one contiguous range, found by its length-prefixed name. A commit is one
+C{WriteBatch}, however many partitions it holds; so is a group's deletion.
+They are all read at open (about 10 ms for 10,000). Deleting a topic deletes
+its committed offsets in every group in the deletion's first write (the one
+replacing C{T} by C{X}), not in the background steps: keyed by name, the old
+topic's offsets could not be told from those committed since to a topic made
+again under the name, and in that write a crash never brings them back. The
+writer thread keeps which C{O} keys are stored, so it deletes them without
+reading the database.
+
 All LevelDB calls run in threads: writes in a single thread (so they are
 applied in call order), reads in a small pool. Closing waits for every
 outstanding call before the database is closed, as plyvel has no locking.
@@ -43,7 +58,8 @@ values, 16-byte C{M} values) open as topics without configs; their byte
 counts are summed once at start-up. Stores written before cluster ids,
 producer ids and topic deletion (no C{S}, C{X} or C{P} keys) get a cluster
 id when first opened and work as they are
-(tests/unit/test_leveldb_7a50f63.py).
+(tests/unit/test_leveldb_7a50f63.py); stores written before committed
+offsets (no C{O} keys) open without any.
 """
 
 import os
@@ -57,8 +73,16 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from kafkaw.protocol.messages import skipBelow
-from kafkaw.protocol.primitives import INT32, Reader, encodeString
-from kafkaw.storage.interfaces import IPartitionLog, IStorageFactory, IStore, StorageError, newClusterId
+from kafkaw.protocol.primitives import INT16, INT32, Reader, encodeString
+from kafkaw.storage.interfaces import (
+    IPartitionLog,
+    IStorageFactory,
+    IStore,
+    StorageError,
+    checkOffsetCommit,
+    checkPartitions,
+    newClusterId,
+)
 
 _TOPIC_VALUE = struct.Struct(">ii")
 _PARTITION_KEY = struct.Struct(">ii")
@@ -66,6 +90,7 @@ _BOUNDS = struct.Struct(">qqq")
 _OLD_BOUNDS = struct.Struct(">qq")
 _OFFSET = struct.Struct(">q")
 _TIME_ENTRY = struct.Struct(">qq")
+_COMMITTED = struct.Struct(">qiq")  # offset, leader epoch, commit timestamp; then the metadata
 _MAX_KEY_SUFFIX = b"\xff" * 16
 
 _CLUSTER_ID_KEY = b"Scluster.id"
@@ -122,6 +147,51 @@ def _decodeTopic(value):
             name = reader.string()
             configs[name] = reader.string()
     return topicId, partitions, configs
+
+
+def _groupPrefix(group):
+    """The start of every C{O} key of C{group}: C{O}, the group's length and its UTF-8."""
+    data = group.encode("utf-8")
+    return b"O" + INT16.pack(len(data)) + data
+
+
+def _offsetKeySuffix(topic, partition):
+    """What follows the group prefix in an C{O} key."""
+    data = topic.encode("utf-8")
+    return INT16.pack(len(data)) + data + INT32.pack(partition)
+
+
+def _encodeCommitted(offset, leaderEpoch, metadata, commitTimestamp):
+    return _COMMITTED.pack(offset, leaderEpoch, commitTimestamp) + encodeString(metadata)
+
+
+def _readCommittedOffsets(db):
+    """Every stored committed offset (in a thread, or at start-up).
+
+    @return: C{(offsets, keys)}: C{offsets} is group -> {(topic, partition):
+        (offset, leaderEpoch, metadata, commitTimestamp)}, C{keys} is group ->
+        {topic -> set of partitions} (the writer thread's record of C{O} keys).
+    """
+    offsets, keys = {}, {}
+    prefix = group = groupOffsets = groupKeys = None
+    unpackCommitted, unpackInt16, unpackInt32 = _COMMITTED.unpack_from, INT16.unpack_from, INT32.unpack_from
+    for key, value in db.iterator(prefix=b"O"):
+        if prefix is None or not key.startswith(prefix):
+            size = unpackInt16(key, 1)[0]
+            prefix = key[: 3 + size]
+            group = prefix[3:].decode("utf-8")
+            groupOffsets = offsets[group] = {}
+            groupKeys = keys[group] = {}
+        position = len(prefix)
+        size = unpackInt16(key, position)[0]
+        topic = key[position + 2 : position + 2 + size].decode("utf-8")
+        partition = unpackInt32(key, position + 2 + size)[0]
+        offset, leaderEpoch, commitTimestamp = unpackCommitted(value)
+        size = unpackInt16(value, _COMMITTED.size)[0]
+        metadata = None if size < 0 else value[_COMMITTED.size + 2 : _COMMITTED.size + 2 + size].decode("utf-8")
+        groupOffsets[(topic, partition)] = (offset, leaderEpoch, metadata, commitTimestamp)
+        groupKeys.setdefault(topic, set()).add(partition)
+    return offsets, keys
 
 
 class _Topic:
@@ -448,9 +518,17 @@ class LevelDBStore:
         self._unstoredDeletions = {}
         self._deletions = {}  # topic id -> Deferred of the background deletion under way
         self._storingDeletions = {}  # topic id -> Deferred fired once its first write is done
+        # Committed offsets as stored: group -> {(topic, partition): (offset, epoch, metadata, timestamp)}.
+        self._offsets = {}
+        # The same as the writer thread knows it, which alone reads and writes
+        # it (it is ahead of _offsets while callbacks are on their way):
+        # group -> {topic -> set of partitions} whose O keys are stored.
+        self._offsetKeys = {}
+        self._pendingCommits = {}  # group -> commits called but not yet stored or failed
         try:
             self._clusterId = self._loadClusterId()
             self._loadTopics()
+            self._offsets, self._offsetKeys = _readCommittedOffsets(self.db)
             storedTopicId = self.db.get(_NEXT_TOPIC_ID_KEY)
             storedProducerId = self.db.get(_NEXT_PRODUCER_ID_KEY)
         except plyvel.Error as e:
@@ -607,11 +685,13 @@ class LevelDBStore:
         if self._closing is not None:
             return
         logs = [log for topic in self._topics.values() for log in topic.logs]
-        stored = yield threads.deferToThreadPool(self._reactor, self._writer, self._reopen, logs)
+        stored, offsets = yield threads.deferToThreadPool(self._reactor, self._writer, self._reopen, logs)
         # Here, not in the writer thread: callbacks of the last write before
         # the reopen may have moved these after the reopen started.
         for log, (bounds, producerStates) in zip(logs, stored):
             log._reload(bounds, producerStates)
+        # A commit whose write failed may be durable all the same: what is stored counts.
+        self._offsets = offsets
         self._failure = None
         self._log.info(
             "LevelDB is writable again after {seconds:.1f} s (reopened {path})",
@@ -631,7 +711,8 @@ class LevelDBStore:
         return waiter
 
     def _reopen(self, logs):
-        """In the writer thread: check for room, reopen, read back the bounds and producer states of C{logs}."""
+        """In the writer thread: check for room, reopen, read back the bounds and
+        producer states of C{logs} and the committed offsets."""
         self._checkRoom()
         if self.db is not None:
             self.db.close()
@@ -639,10 +720,11 @@ class LevelDBStore:
         self.db = self._open()
         try:
             stored = [(self.db.get(log._boundsKey), log._readProducerStates(self.db)) for log in logs]
+            offsets, self._offsetKeys = _readCommittedOffsets(self.db)
         except plyvel.Error as e:
             raise StorageError(f"cannot read LevelDB at {self._path}: {_describe(e)}") from None
         self._writesStopped = None
-        return stored
+        return stored, offsets
 
     def _checkRoom(self):
         """Raise L{StorageError} unless the data directory has room for a reopen.
@@ -779,13 +861,22 @@ class LevelDBStore:
         def write():
             batch = self.db.write_batch(sync=sync)
             stored = self.db.get(key)
-            # Not the T key of a topic made again under the name since.
-            if stored is not None and _decodeTopic(stored)[0] == topicId:
+            # Not the T key (nor the committed offsets) of a topic made again under the name since.
+            mine = stored is None or _decodeTopic(stored)[0] == topicId
+            if stored is not None and mine:
                 batch.delete(key)
+            groups = self._topicOffsetKeys(name, batch) if mine else []
             batch.put(b"X" + INT32.pack(topicId), name.encode("utf-8"))
             batch.write()
+            for group in groups:
+                del self._offsetKeys[group][name]
+                if not self._offsetKeys[group]:
+                    del self._offsetKeys[group]
+            return mine
 
-        def stored(_):
+        def stored(mine):
+            if mine:
+                self._forgetTopicOffsets(name)
             self._unstoredDeletions.pop(topicId, None)
             self._deletedTopics[topicId] = name
             self._deleteTopicKeys(topicId)
@@ -799,6 +890,26 @@ class LevelDBStore:
             return result
 
         return self.write(write).addCallback(stored).addBoth(done)
+
+    def _topicOffsetKeys(self, name, batch):
+        """In the writer thread: delete in C{batch} the O keys of topic C{name}; return the groups that had any."""
+        groups = []
+        for group, topics in self._offsetKeys.items():
+            partitions = topics.get(name)
+            if partitions:
+                groups.append(group)
+                prefix = _groupPrefix(group)
+                for partition in partitions:
+                    batch.delete(prefix + _offsetKeySuffix(name, partition))
+        return groups
+
+    def _forgetTopicOffsets(self, name):
+        """The committed offsets of topic C{name} are deleted: drop them from L{committedOffsets}."""
+        for group, offsets in list(self._offsets.items()):
+            for key in [key for key in offsets if key[0] == name]:
+                del offsets[key]
+            if not offsets:
+                del self._offsets[group]
 
     def _deleteTopicKeys(self, topicId):
         """Delete the keys of a deleted topic in the background, unless that is under way already."""
@@ -924,6 +1035,92 @@ class LevelDBStore:
                 waiter.errback(reason)
 
         self.write(write).addCallbacks(reserved, failed)
+
+    def commitOffsets(self, group, offsets):
+        try:
+            offsets = checkOffsetCommit(group, offsets)
+        except ValueError as e:
+            return defer.fail(e)
+        if not offsets:
+            return defer.succeed(None)
+        prefix = _groupPrefix(group)
+        entries = [
+            (prefix + _offsetKeySuffix(topic, partition), _encodeCommitted(*value))
+            for (topic, partition), value in offsets.items()
+        ]
+        sync = self.sync
+
+        def write():
+            batch = self.db.write_batch(sync=sync)
+            for key, value in entries:
+                batch.put(key, value)
+            batch.write()
+            topics = self._offsetKeys.setdefault(group, {})
+            for topic, partition in offsets:
+                topics.setdefault(topic, set()).add(partition)
+
+        def stored(_):
+            self._offsets.setdefault(group, {}).update(offsets)
+
+        def done(result):
+            left = self._pendingCommits[group] - 1
+            if left:
+                self._pendingCommits[group] = left
+            else:
+                del self._pendingCommits[group]
+            return result
+
+        self._pendingCommits[group] = self._pendingCommits.get(group, 0) + 1
+        return self.write(write).addCallback(stored).addBoth(done)
+
+    def committedOffsets(self):
+        return {group: dict(offsets) for group, offsets in self._offsets.items()}
+
+    def deleteGroupOffsets(self, group, partitions=None):
+        try:
+            partitions = checkPartitions(partitions)
+        except ValueError as e:
+            return defer.fail(e)
+        if group not in self._offsets and group not in self._pendingCommits:
+            return defer.succeed(None)  # nothing stored, nothing on its way
+        sync = self.sync
+
+        def write():
+            topics = self._offsetKeys.get(group)
+            if not topics:
+                return
+            if partitions is None:
+                gone = [(topic, partition) for topic, stored in topics.items() for partition in stored]
+            else:
+                gone = [(topic, partition) for topic, partition in partitions if partition in topics.get(topic, ())]
+            if not gone:
+                return
+            prefix = _groupPrefix(group)
+            batch = self.db.write_batch(sync=sync)
+            for topic, partition in gone:
+                batch.delete(prefix + _offsetKeySuffix(topic, partition))
+            batch.write()
+            for topic, partition in gone:
+                stored = topics[topic]
+                stored.discard(partition)
+                if not stored:
+                    del topics[topic]
+            if not topics:
+                del self._offsetKeys[group]
+
+        def stored(_):
+            offsets = self._offsets.get(group)
+            if offsets is None:
+                return
+            if partitions is None:
+                offsets.clear()
+            else:
+                for key in partitions:
+                    offsets.pop(key, None)
+            if not offsets:
+                del self._offsets[group]
+
+        return self.write(write).addCallback(stored)
 
     def partitionLog(self, topic, partition):
         return self._topics[topic].logs[partition]

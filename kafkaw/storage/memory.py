@@ -7,7 +7,15 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from kafkaw.protocol.messages import skipBelow
-from kafkaw.storage.interfaces import IPartitionLog, IStorageFactory, IStore, StorageError, newClusterId
+from kafkaw.storage.interfaces import (
+    IPartitionLog,
+    IStorageFactory,
+    IStore,
+    StorageError,
+    checkOffsetCommit,
+    checkPartitions,
+    newClusterId,
+)
 
 
 @implementer(IPartitionLog)
@@ -118,6 +126,7 @@ class MemoryStore:
         self._configs = {}
         self._clusterId = newClusterId()
         self._nextProducerId = 0
+        self._offsets = {}  # group -> {(topic, partition): (offset, leaderEpoch, metadata, commitTimestamp)}
 
     def clusterId(self):
         return self._clusterId
@@ -138,6 +147,11 @@ class MemoryStore:
         for log in self._topics.pop(name):
             log._delete(name)
         del self._configs[name]
+        for group, offsets in list(self._offsets.items()):
+            for key in [key for key in offsets if key[0] == name]:
+                del offsets[key]
+            if not offsets:
+                del self._offsets[group]
         return succeed(None)
 
     def addPartitions(self, name, count):
@@ -153,6 +167,31 @@ class MemoryStore:
         producerId = self._nextProducerId
         self._nextProducerId += 1
         return succeed(producerId)
+
+    def commitOffsets(self, group, offsets):
+        try:
+            offsets = checkOffsetCommit(group, offsets)
+        except ValueError as e:
+            return fail(e)
+        if offsets:
+            self._offsets.setdefault(group, {}).update(offsets)
+        return succeed(None)
+
+    def committedOffsets(self):
+        return {group: dict(offsets) for group, offsets in self._offsets.items()}
+
+    def deleteGroupOffsets(self, group, partitions=None):
+        try:
+            partitions = checkPartitions(partitions)
+        except ValueError as e:
+            return fail(e)
+        offsets = self._offsets.get(group)
+        if offsets is not None:
+            for key in list(offsets) if partitions is None else partitions:
+                offsets.pop(key, None)
+            if not offsets:
+                del self._offsets[group]
+        return succeed(None)
 
     def topicConfigs(self, name):
         return dict(self._configs[name])
