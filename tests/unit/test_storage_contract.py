@@ -592,6 +592,217 @@ def test_timestampsAreClampedToTheLastOne(backend, store):
     assert backend.wait(log.firstBatchSince(7000)) == 3
 
 
+# -- committed offsets of consumer groups -------------------------------------
+
+
+def committed(offset, leaderEpoch=-1, metadata=None, commitTimestamp=1000):
+    return (offset, leaderEpoch, metadata, commitTimestamp)
+
+
+def test_commitOffsetsAndCommittedOffsets(backend, store):
+    assert store.committedOffsets() == {}
+    assert backend.wait(store.commitOffsets("g", {("t", 0): committed(5), ("t", 1): committed(7, 3, "m", 2000)})) is None
+    backend.wait(store.commitOffsets("h", {("t", 0): committed(1, metadata="")}))
+    expected = {
+        "g": {("t", 0): committed(5), ("t", 1): committed(7, 3, "m", 2000)},
+        "h": {("t", 0): committed(1, metadata="")},  # empty metadata is not null
+    }
+    assert store.committedOffsets() == expected
+    # a later commit replaces a partition's offset and leaves the others
+    backend.wait(store.commitOffsets("g", {("t", 1): committed(9, 4, None, 3000), ("u", 0): committed(0)}))
+    expected["g"].update({("t", 1): committed(9, 4, None, 3000), ("u", 0): committed(0)})
+    assert store.committedOffsets() == expected
+    store.committedOffsets()["g"].clear()  # a copy
+    store.committedOffsets().clear()
+    assert store.committedOffsets() == expected
+    assert reopened(backend, store).committedOffsets() == expected
+
+
+def test_committedOffsetsAreIndependentOfTopics(backend, store):
+    """Storage stores commits of partitions no topic has: checking is the coordinator's."""
+    createTopic(backend, store, "t", 1)
+    backend.wait(store.commitOffsets("g", {("t", 5): committed(1), ("nope", 0): committed(2)}))
+    assert store.committedOffsets() == {"g": {("t", 5): committed(1), ("nope", 0): committed(2)}}
+    assert reopened(backend, store).committedOffsets() == {"g": {("t", 5): committed(1), ("nope", 0): committed(2)}}
+
+
+EXTREMES = {
+    ("t", 0): (2**63 - 1, 2**31 - 1, "x" * 32767, 2**63 - 1),
+    ("t", 2**31 - 1): (-(2**63), -(2**31), None, -(2**63)),
+    ("\u00e9t\u00e9 \u2603", 3): (-1, -1, "m\u00e9ta \U0001f600", 0),
+    ("y" * 32767, 0): (0, 0, "", 0),
+}
+
+
+def test_committedOffsetsKeepEveryValue(backend, store):
+    for group in ("", "g", "gr\u00fcppe \u2603", "z" * 32767):
+        backend.wait(store.commitOffsets(group, EXTREMES))
+    expected = {group: EXTREMES for group in ("", "g", "gr\u00fcppe \u2603", "z" * 32767)}
+    assert store.committedOffsets() == expected
+    assert reopened(backend, store).committedOffsets() == expected
+
+
+def test_groupsAndTopicsThatArePrefixesOfOthers(backend, store):
+    names = ["g", "g2", "g\x00", "gg", "G"]
+    for n, group in enumerate(names):
+        backend.wait(store.commitOffsets(group, {("t", 0): committed(n), ("t2", 0): committed(10 + n), ("t", 1): committed(20 + n)}))
+    backend.wait(store.deleteGroupOffsets("g"))
+    backend.wait(store.deleteGroupOffsets("gg", [("t", 0)]))
+    expected = {
+        group: {("t", 0): committed(n), ("t2", 0): committed(10 + n), ("t", 1): committed(20 + n)}
+        for n, group in enumerate(names)
+        if group != "g"
+    }
+    del expected["gg"][("t", 0)]
+    assert store.committedOffsets() == expected
+    assert reopened(backend, store).committedOffsets() == expected
+
+
+@pytest.mark.parametrize(
+    "group, offsets",
+    [
+        (None, {("t", 0): committed(1)}),
+        (b"g", {("t", 0): committed(1)}),
+        ("x" * 32768, {("t", 0): committed(1)}),
+        ("\ud800", {("t", 0): committed(1)}),
+        ("g", {("t", -1): committed(1)}),
+        ("g", {("t", 2**31): committed(1)}),
+        ("g", {("t", "0"): committed(1)}),
+        ("g", {(b"t", 0): committed(1)}),
+        ("g", {("t" * 32768, 0): committed(1)}),
+        ("g", {"t": committed(1)}),
+        ("g", {("t", 0, 1): committed(1)}),
+        ("g", {("t", 0): (1, -1, None)}),
+        ("g", {("t", 0): [1, -1, None, 1000]}),
+        ("g", {("t", 0): committed(2**63)}),
+        ("g", {("t", 0): committed(1.0)}),
+        ("g", {("t", 0): committed(True)}),
+        ("g", {("t", 0): committed(1, leaderEpoch=2**31)}),
+        ("g", {("t", 0): committed(1, metadata=b"m")}),
+        ("g", {("t", 0): committed(1, metadata="m" * 32768)}),
+        ("g", {("t", 0): committed(1, commitTimestamp=-(2**63) - 1)}),
+        ("g", {("t", 0): committed(1, commitTimestamp=None)}),
+    ],
+)
+def test_commitOffsetsRefusesBadValuesAndStoresNothing(backend, store, group, offsets):
+    backend.wait(store.commitOffsets("kept", {("t", 0): committed(3)}))
+    offsets = dict(offsets)
+    offsets[("t", 9)] = committed(4)  # a good one besides: not stored either
+    with pytest.raises(ValueError):
+        backend.wait(store.commitOffsets(group, offsets))
+    assert store.committedOffsets() == {"kept": {("t", 0): committed(3)}}
+    assert reopened(backend, store).committedOffsets() == {"kept": {("t", 0): committed(3)}}
+
+
+def test_commitOfNothingStoresNothing(backend, store):
+    assert backend.wait(store.commitOffsets("g", {})) is None
+    assert store.committedOffsets() == {}
+
+
+def test_committedOffsetsMoveOnlyWhenStored(backend, store):
+    backend.wait(store.commitOffsets("g", {("t", 0): committed(1)}))
+    seen = []
+    d = store.commitOffsets("g", {("t", 0): committed(2), ("t", 1): committed(3)})
+    if not d.called:
+        assert store.committedOffsets() == {"g": {("t", 0): committed(1)}}
+    d.addCallback(lambda _: seen.append(store.committedOffsets()))
+    backend.wait(d)
+    assert seen == [{"g": {("t", 0): committed(2), ("t", 1): committed(3)}}]
+    d = store.deleteGroupOffsets("g", [("t", 1)])
+    if not d.called:
+        assert store.committedOffsets() == {"g": {("t", 0): committed(2), ("t", 1): committed(3)}}
+    backend.wait(d)
+    assert store.committedOffsets() == {"g": {("t", 0): committed(2)}}
+
+
+def test_commitsAndDeletionsApplyInCallOrder(backend, store):
+    calls = [
+        store.commitOffsets("g", {("t", 0): committed(1), ("t", 1): committed(1)}),
+        store.commitOffsets("g", {("t", 0): committed(2)}),
+        store.deleteGroupOffsets("g", [("t", 1)]),
+        store.commitOffsets("h", {("t", 0): committed(1)}),
+        store.deleteGroupOffsets("h"),
+        store.commitOffsets("h", {("t", 0): committed(5)}),
+        store.commitOffsets("i", {("t", 0): committed(1)}),
+        store.deleteGroupOffsets("i"),
+    ]
+    for d in calls:
+        assert backend.wait(d) is None
+    expected = {"g": {("t", 0): committed(2)}, "h": {("t", 0): committed(5)}}
+    assert store.committedOffsets() == expected
+    assert reopened(backend, store).committedOffsets() == expected
+
+
+def test_deleteGroupOffsets(backend, store):
+    backend.wait(store.commitOffsets("g", {("t", 0): committed(1), ("t", 1): committed(2), ("u", 0): committed(3)}))
+    backend.wait(store.commitOffsets("h", {("t", 0): committed(4)}))
+    # only the partitions named; ones never committed are skipped
+    assert backend.wait(store.deleteGroupOffsets("g", [("t", 1), ("t", 7), ("v", 0)])) is None
+    assert store.committedOffsets() == {"g": {("t", 0): committed(1), ("u", 0): committed(3)}, "h": {("t", 0): committed(4)}}
+    backend.wait(store.deleteGroupOffsets("g", iter([("t", 0)])))
+    backend.wait(store.deleteGroupOffsets("g", []))  # none: nothing
+    assert store.committedOffsets() == {"g": {("u", 0): committed(3)}, "h": {("t", 0): committed(4)}}
+    store = reopened(backend, store)
+    assert store.committedOffsets() == {"g": {("u", 0): committed(3)}, "h": {("t", 0): committed(4)}}
+    backend.wait(store.deleteGroupOffsets("g"))
+    assert store.committedOffsets() == {"h": {("t", 0): committed(4)}}
+    backend.wait(store.deleteGroupOffsets("h", [("t", 0)]))  # its last partition: the group goes
+    assert store.committedOffsets() == {}
+    assert reopened(backend, store).committedOffsets() == {}
+
+
+def test_deleteGroupOffsetsOfAnUnknownGroup(backend, store):
+    backend.wait(store.commitOffsets("g", {("t", 0): committed(1)}))
+    for partitions in (None, [("t", 0)]):
+        d = store.deleteGroupOffsets("unknown", partitions)
+        assert d.called  # nothing to do
+        assert backend.wait(d) is None
+    assert store.committedOffsets() == {"g": {("t", 0): committed(1)}}
+
+
+@pytest.mark.parametrize("partitions", [[("t",)], ["t0"], [("t", "0")], [(None, 0)], [("t", 2**31)], [["t", 0]]])
+def test_deleteGroupOffsetsRefusesBadPartitions(backend, store, partitions):
+    backend.wait(store.commitOffsets("g", {("t", 0): committed(1)}))
+    with pytest.raises(ValueError):
+        backend.wait(store.deleteGroupOffsets("g", [("t", 0)] + partitions))
+    assert store.committedOffsets() == {"g": {("t", 0): committed(1)}}
+
+
+def test_deleteTopicDeletesItsCommittedOffsetsInEveryGroup(backend, store):
+    createTopic(backend, store, "gone", 2)
+    createTopic(backend, store, "kept", 1)
+    backend.wait(store.commitOffsets("g", {("gone", 0): committed(1), ("gone", 1): committed(2), ("kept", 0): committed(3)}))
+    backend.wait(store.commitOffsets("h", {("gone", 1): committed(4)}))
+    backend.wait(store.commitOffsets("i", {("gone2", 0): committed(5), ("gon", 0): committed(6)}))  # no topic: other names
+    backend.wait(store.deleteTopic("gone"))
+    expected = {"g": {("kept", 0): committed(3)}, "i": {("gone2", 0): committed(5), ("gon", 0): committed(6)}}
+    assert store.committedOffsets() == expected
+    # a topic made again under the name starts without committed offsets, and keeps those committed since
+    createTopic(backend, store, "gone", 1)
+    assert store.committedOffsets() == expected
+    backend.wait(store.commitOffsets("h", {("gone", 0): committed(7)}))
+    expected["h"] = {("gone", 0): committed(7)}
+    store = reopened(backend, store)
+    assert store.committedOffsets() == expected
+    if backend.persistent:
+        backend.wait(store.whenTopicDeletionsDone())
+        store = reopened(backend, store)
+        assert store.committedOffsets() == expected
+
+
+def test_commitsCalledAfterDeleteTopicAreKept(backend, store):
+    createTopic(backend, store, "t", 1)
+    backend.wait(store.commitOffsets("g", {("t", 0): committed(1)}))
+    before = store.commitOffsets("h", {("t", 0): committed(2)})  # called before: deleted with the topic
+    deleted = store.deleteTopic("t")
+    made = store.createTopic("t", 1)
+    after = store.commitOffsets("g", {("t", 0): committed(3)})
+    for d in (before, deleted, made, after):
+        backend.wait(d)
+    assert store.committedOffsets() == {"g": {("t", 0): committed(3)}}
+    assert reopened(backend, store).committedOffsets() == {"g": {("t", 0): committed(3)}}
+
+
 # -- LevelDB only -------------------------------------------------------------
 
 
