@@ -440,3 +440,89 @@ def test_failedAddPartitionsCanBeAskedAgain(stores, twoPartitions):
     assert store.topics() == {"t": 4}
     stores.close(store)
     assert stores.open().topics() == {"t": 4}
+
+
+def test_failedCommitChangesNothingAndCanBeMadeAgain(stores, twoPartitions):
+    store, _, _ = twoPartitions
+    stores.wait(store.commitOffsets("g", {("t", 0): (1, -1, None, 1000)}))
+    store.db = FailingWrites(store.db)
+    failed(stores, store.commitOffsets("g", {("t", 0): (2, -1, None, 2000), ("t", 1): (3, -1, "m", 2000)}))
+    refused = store.commitOffsets("h", {("t", 0): (4, -1, None, 2000)})
+    assert refused.called and "not writable" in failed(stores, refused)
+    failed(stores, store.deleteGroupOffsets("g"))
+    assert store.committedOffsets() == {"g": {("t", 0): (1, -1, None, 1000)}}
+    assert store.db.writes == 1
+    stores.reopenAfterRetry(store)
+    assert store.committedOffsets() == {"g": {("t", 0): (1, -1, None, 1000)}}  # the failed one is not stored
+    stores.wait(store.commitOffsets("g", {("t", 0): (2, -1, None, 2000), ("t", 1): (3, -1, "m", 2000)}))
+    expected = {"g": {("t", 0): (2, -1, None, 2000), ("t", 1): (3, -1, "m", 2000)}}
+    assert store.committedOffsets() == expected
+    stores.close(store)
+    assert stores.open().committedOffsets() == expected
+
+
+def test_commitsQueuedBehindAFailedWriteAllFail(stores, twoPartitions):
+    store, log0, _ = twoPartitions
+    store.db = FailingWrites(store.db)
+    release = threading.Event()
+    try:
+        store.write(release.wait)  # holds the writer thread
+        first = append(log0, b"c")
+        commits = [store.commitOffsets("g", {("t", p): (p, -1, None, 1000)}) for p in range(3)]
+        deleted = store.deleteGroupOffsets("g")  # the group has commits on their way: queued too
+        stores.clock.settle()
+        assert not deleted.called
+    finally:
+        release.set()
+    for d in [first] + commits + [deleted]:
+        failed(stores, d)
+    assert store.db.writes == 1
+    assert store.committedOffsets() == {} and store._pendingCommits == {}
+    assert store.deleteGroupOffsets("g").called  # nothing on its way any more
+
+
+def test_failedCommitThatBecameDurableIsReloaded(stores, twoPartitions):
+    store, _, _ = twoPartitions
+    stores.wait(store.commitOffsets("g", {("t", 0): (1, -1, None, 1000), ("t", 1): (1, -1, None, 1000)}))
+    store.db = FailingWrites(store.db, durable=True)
+    failed(stores, store.commitOffsets("g", {("t", 0): (2, 5, "m", 2000)}))
+    assert store.committedOffsets() == {"g": {("t", 0): (1, -1, None, 1000), ("t", 1): (1, -1, None, 1000)}}
+    stores.reopenAfterRetry(store)
+    # what is stored counts, as for the log end
+    assert store.committedOffsets() == {"g": {("t", 0): (2, 5, "m", 2000), ("t", 1): (1, -1, None, 1000)}}
+    store.db = FailingWrites(store.db, durable=True)
+    failed(stores, store.deleteGroupOffsets("g", [("t", 1)]))
+    stores.reopenAfterRetry(store)
+    assert store.committedOffsets() == {"g": {("t", 0): (2, 5, "m", 2000)}}
+    stores.wait(store.deleteGroupOffsets("g"))  # the writer thread knows what is stored too
+    assert store.committedOffsets() == {}
+    stores.close(store)
+    assert stores.open().committedOffsets() == {}
+
+
+def test_committedOffsetsOfATopicWhoseDeletionFailedGoOnceItIsMade(stores, twoPartitions):
+    store, _, _ = twoPartitions
+    stores.wait(store.createTopic("kept", 1))
+    stores.wait(store.commitOffsets("g", {("t", 0): (1, -1, None, 1000), ("kept", 0): (2, -1, None, 1000)}))
+    store.db = FailingWrites(store.db)
+    failed(stores, store.deleteTopic("t"))
+    assert store.topics() == {"kept": 1}
+    assert store.committedOffsets() == {"g": {("t", 0): (1, -1, None, 1000), ("kept", 0): (2, -1, None, 1000)}}
+    stores.reopenAfterRetry(store)
+    stores.wait(store.whenTopicDeletionsDone())
+    assert store.committedOffsets() == {"g": {("kept", 0): (2, -1, None, 1000)}}
+    stores.close(store)
+    assert stores.open().committedOffsets() == {"g": {("kept", 0): (2, -1, None, 1000)}}
+
+
+def test_aRetriedTopicDeletionLeavesOffsetsOfATopicMadeAgainAlone(stores, twoPartitions):
+    store, _, _ = twoPartitions
+    stores.wait(store.commitOffsets("g", {("t", 0): (1, -1, None, 1000)}))
+    stores.wait(store.deleteTopic("t"))
+    stores.wait(store.createTopic("t", 1))
+    stores.wait(store.commitOffsets("g", {("t", 0): (2, -1, None, 2000)}))
+    stores.wait(store._storeDeletion(0, "t"))  # as retried after a failed write
+    stores.wait(store.whenTopicDeletionsDone())
+    assert store.committedOffsets() == {"g": {("t", 0): (2, -1, None, 2000)}}
+    stores.close(store)
+    assert stores.open().committedOffsets() == {"g": {("t", 0): (2, -1, None, 2000)}}
