@@ -35,7 +35,7 @@ Committed offsets of consumer groups (C{O} keys) are keyed by group, then
 topic name (not id: they are independent of topics), so each group's keys
 are one contiguous range, found by its length-prefixed name. A commit is one
 C{WriteBatch}, however many partitions it holds; so is a group's deletion.
-They are all read at open (about 10 ms for 10,000). Deleting a topic deletes
+They are all read at open (10,000 in about 50 ms). Deleting a topic deletes
 its committed offsets in every group in the deletion's first write (the one
 replacing C{T} by C{X}), not in the background steps: keyed by name, the old
 topic's offsets could not be told from those committed since to a topic made

@@ -116,7 +116,8 @@ class _RecordedBatch:
 def test_keysAndValues(stores):
     store = stores.open()
     stores.wait(store.commitOffsets("gr\u00fcppe", {("t", 7): (1234, 5, "m\u00e9ta", 1700000000000)}))
-    stores.wait(store.commitOffsets("g", {("topic", 0): (-1, -1, None, -5), ("topic", 2**31 - 1): (2**63 - 1, 0, "", 0)}))
+    offsets = {("topic", 0): (-1, -1, None, -5), ("topic", 2**31 - 1): (2**63 - 1, 0, "", 0)}
+    stores.wait(store.commitOffsets("g", offsets))
     stores.close(store)
     group = "gr\u00fcppe".encode("utf-8")
     assert stores.items(b"O") == [
@@ -198,7 +199,11 @@ def test_tenThousandCommittedPartitionsLoadQuickly(stores):
     store = stores.open()
     expected = {}
     for group in range(10):
-        offsets = {(f"topic-{topic}", p): (10**9 + p, 3, f"consumer-{p}", 1700000000000) for topic in range(10) for p in range(100)}
+        offsets = {
+            (f"topic-{topic}", p): (10**9 + p, 3, f"consumer-{p}", 1700000000000)
+            for topic in range(10)
+            for p in range(100)
+        }
         stores.wait(store.commitOffsets(f"group-{group}", offsets))
         expected[f"group-{group}"] = offsets
     stores.close(store)
@@ -221,14 +226,16 @@ def test_topicOffsetsGoWithTheDeletionsFirstWrite(stores, monkeypatch):
         log = store.partitionLog("doomed", p)
         for n in range(5):
             stores.wait(log.append(encodeMessageSet([(None, b"x")], n), 1, 1000))
-    stores.wait(store.commitOffsets("g", {("doomed", 0): (1, 0, None, 0), ("doomed", 1): (2, 0, None, 0), ("kept", 0): (3, 0, None, 0)}))
+    first = {("doomed", 0): (1, 0, None, 0), ("doomed", 1): (2, 0, None, 0), ("kept", 0): (3, 0, None, 0)}
+    stores.wait(store.commitOffsets("g", first))
     stores.wait(store.commitOffsets("h", {("doomed", 1): (4, 0, None, 0)}))
     doomed = store._topics["doomed"].id
     stores.wait(store.deleteTopic("doomed"))
     stores.close(store)  # stops the deletion's steps at once
     keys = [key for key, _ in stores.items()]
     assert b"X" + struct.pack(">i", doomed) in keys and any(key[:1] == b"D" for key in keys)  # the steps are not done
-    assert [key for key in keys if key[:1] == b"O"] == [leveldbStorage._groupPrefix("g") + leveldbStorage._offsetKeySuffix("kept", 0)]
+    kept = leveldbStorage._groupPrefix("g") + leveldbStorage._offsetKeySuffix("kept", 0)
+    assert [key for key in keys if key[:1] == b"O"] == [kept]
     store = stores.open()
     assert store.committedOffsets() == {"g": {("kept", 0): (3, 0, None, 0)}}
     stores.wait(store.whenTopicDeletionsDone())

@@ -601,7 +601,8 @@ def committed(offset, leaderEpoch=-1, metadata=None, commitTimestamp=1000):
 
 def test_commitOffsetsAndCommittedOffsets(backend, store):
     assert store.committedOffsets() == {}
-    assert backend.wait(store.commitOffsets("g", {("t", 0): committed(5), ("t", 1): committed(7, 3, "m", 2000)})) is None
+    first = {("t", 0): committed(5), ("t", 1): committed(7, 3, "m", 2000)}
+    assert backend.wait(store.commitOffsets("g", first)) is None
     backend.wait(store.commitOffsets("h", {("t", 0): committed(1, metadata="")}))
     expected = {
         "g": {("t", 0): committed(5), ("t", 1): committed(7, 3, "m", 2000)},
@@ -645,7 +646,8 @@ def test_committedOffsetsKeepEveryValue(backend, store):
 def test_groupsAndTopicsThatArePrefixesOfOthers(backend, store):
     names = ["g", "g2", "g\x00", "gg", "G"]
     for n, group in enumerate(names):
-        backend.wait(store.commitOffsets(group, {("t", 0): committed(n), ("t2", 0): committed(10 + n), ("t", 1): committed(20 + n)}))
+        offsets = {("t", 0): committed(n), ("t2", 0): committed(10 + n), ("t", 1): committed(20 + n)}
+        backend.wait(store.commitOffsets(group, offsets))
     backend.wait(store.deleteGroupOffsets("g"))
     backend.wait(store.deleteGroupOffsets("gg", [("t", 0)]))
     expected = {
@@ -738,7 +740,10 @@ def test_deleteGroupOffsets(backend, store):
     backend.wait(store.commitOffsets("h", {("t", 0): committed(4)}))
     # only the partitions named; ones never committed are skipped
     assert backend.wait(store.deleteGroupOffsets("g", [("t", 1), ("t", 7), ("v", 0)])) is None
-    assert store.committedOffsets() == {"g": {("t", 0): committed(1), ("u", 0): committed(3)}, "h": {("t", 0): committed(4)}}
+    assert store.committedOffsets() == {
+        "g": {("t", 0): committed(1), ("u", 0): committed(3)},
+        "h": {("t", 0): committed(4)},
+    }
     backend.wait(store.deleteGroupOffsets("g", iter([("t", 0)])))
     backend.wait(store.deleteGroupOffsets("g", []))  # none: nothing
     assert store.committedOffsets() == {"g": {("u", 0): committed(3)}, "h": {("t", 0): committed(4)}}
@@ -771,9 +776,11 @@ def test_deleteGroupOffsetsRefusesBadPartitions(backend, store, partitions):
 def test_deleteTopicDeletesItsCommittedOffsetsInEveryGroup(backend, store):
     createTopic(backend, store, "gone", 2)
     createTopic(backend, store, "kept", 1)
-    backend.wait(store.commitOffsets("g", {("gone", 0): committed(1), ("gone", 1): committed(2), ("kept", 0): committed(3)}))
+    offsets = {("gone", 0): committed(1), ("gone", 1): committed(2), ("kept", 0): committed(3)}
+    backend.wait(store.commitOffsets("g", offsets))
     backend.wait(store.commitOffsets("h", {("gone", 1): committed(4)}))
-    backend.wait(store.commitOffsets("i", {("gone2", 0): committed(5), ("gon", 0): committed(6)}))  # no topic: other names
+    # no such topics: names that begin alike
+    backend.wait(store.commitOffsets("i", {("gone2", 0): committed(5), ("gon", 0): committed(6)}))
     backend.wait(store.deleteTopic("gone"))
     expected = {"g": {("kept", 0): committed(3)}, "i": {("gone2", 0): committed(5), ("gon", 0): committed(6)}}
     assert store.committedOffsets() == expected
