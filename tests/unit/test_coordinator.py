@@ -65,7 +65,8 @@ class FakeOffsetStore:
         self.held = []
 
     def release(self):
-        held, self.held = self.held, None
+        """Let the writes held so far through (later ones are held still)."""
+        held, self.held = self.held, []
         for d in held:
             d.callback(None)
 
@@ -414,7 +415,7 @@ def test_pendingMemberHoldsRebalanceUntilItsIdExpires(c):
 
 def test_newMemberJoinTimesOutAfterFiveMinutes(c):
     """A member's JoinGroup parked while static members hold the rebalance ends after five minutes."""
-    static = fired(c.join(instance="i1", session=SESSION_MS, rebalance=600000))
+    static = c.join(instance="i1", session=SESSION_MS, rebalance=600000)
     c.advanceMs(3000)
     static = fired(static)
     ids = [static.memberId]
@@ -469,8 +470,10 @@ def test_staticMemberRejoinReplacesOldMemberIdWithoutRebalance(c):
     ra, rb = fired(a), fired(b)
     old = ra.memberId
     assert old.startswith("i1-")
-    fired(c.sync(rb.memberId, 1))
+    assert ra.leaderId == old
+    follower = c.sync(rb.memberId, 1)
     fired(c.sync(old, 1, {old: b"A", rb.memberId: b"B"}, instance="i1"))
+    assert fired(follower) == SyncResult(E.NONE, b"B")
     # The static leader restarts: same instance id, no member id.
     again = fired(c.join(instance="i1", client="a"))
     assert again.errorCode == E.NONE and again.memberId != old and again.memberId.startswith("i1-")
@@ -534,7 +537,7 @@ def test_heartbeatInEachState(c):
     assert c.heartbeat("m", 0, group="nothing") == E.UNKNOWN_MEMBER_ID
     a, b = c.join(client="a"), c.join(client="b")
     assert c.state() == PREPARING_REBALANCE
-    c.advanceMs(3000)
+    c.advanceMs(6000)
     ra, rb = fired(a), fired(b)
     assert c.heartbeat(ra.memberId, 1) == E.REBALANCE_IN_PROGRESS  # CompletingRebalance
     assert c.heartbeat(ra.memberId, 0) == E.ILLEGAL_GENERATION
@@ -559,12 +562,19 @@ def test_sessionTimeoutOutsideBounds(c):
 
 
 def test_joinV0UsesSessionTimeoutAsRebalanceTimeout(c):
-    (a, b), generation = c.stable(2)
-    d = c.join(a, rebalance=-1)  # the group's rebalance timeout is the largest: b's 30 s
-    c.advanceMs(SESSION_MS)
-    assert not d.called
-    c.advanceMs(REBALANCE_MS - SESSION_MS)
-    assert fired(d).generationId == generation + 1
+    first = c.join(rebalance=-1)  # JoinGroup v0 has no rebalance timeout
+    c.advanceMs(3000)
+    a = fired(first).memberId
+    fired(c.sync(a, 1, {}))
+    second = c.join(client="b", rebalance=-1)
+    # a is told to rejoin but does not; its session is kept alive.
+    for _ in range(3):
+        c.advanceMs(3000)
+        assert c.heartbeat(a, 1) == E.REBALANCE_IN_PROGRESS
+    assert not second.called
+    c.advanceMs(SESSION_MS - 9000)  # the rebalance timeout: the session timeout, 10 s
+    assert fired(second).generationId == 2
+    assert c.heartbeat(a, 1) == E.UNKNOWN_MEMBER_ID
 
 
 def test_invalidGroupIds(c):
@@ -601,12 +611,15 @@ def test_leaveGroup(c):
 
 
 def test_leaveDuringRebalanceAnswersTheParkedJoin(c):
-    (a, b), generation = c.stable(2)
+    (a, b, third), generation = c.stable(3)
+    joinA = c.join(a)
     d = c.join(b)
+    assert not d.called
     assert c.coordinator.leaveGroup("g", b) == E.NONE
     assert fired(d) == JoinResult(E.UNKNOWN_MEMBER_ID, -1, "", "", "", [])
-    result = fired(c.join(a))
-    assert result.generationId == generation + 1
+    assert c.state() == PREPARING_REBALANCE
+    fired(c.join(third))
+    assert [m.memberId for m in fired(joinA).members] == [a, third]
 
 
 def test_groupMaxSize():
@@ -885,7 +898,7 @@ def test_stopAnswersParkedRequests(c):
     ra, rb = fired(a), fired(b)
     follower = rb if rb.memberId != rb.leaderId else ra
     parkedSync = c.sync(follower.memberId, 1)
-    parkedJoin = c.join(client="late")
+    parkedJoin = c.join(client="late", group="other")
     c.coordinator.stop()
     assert fired(parkedSync) == SyncResult(E.NOT_COORDINATOR, b"")
     assert fired(parkedJoin).errorCode == E.NOT_COORDINATOR
