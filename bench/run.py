@@ -1248,7 +1248,7 @@ def loadAverage():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     g = ap.add_mutually_exclusive_group()
-    g.add_argument("--quick", action="store_true", help="smaller runs, 2 per row, RSS to 1 M only (~1-2 min)")
+    g.add_argument("--quick", action="store_true", help="smaller runs, 2 per row, RSS to 1 M only (~2 min)")
     g.add_argument("--full", action="store_true", help="bigger runs, 5 per row (~15 min)")
     ap.add_argument("--reps", type=int, help="paired runs per row")
     ap.add_argument("--n100", type=int, help="messages per run at 100 B")
