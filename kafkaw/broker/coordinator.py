@@ -443,7 +443,8 @@ class _Group:
                 return value[3]
         else:
             return []
-        return [tp for tp, value in self.offsets.items() if tp not in +self.pendingCommits and now - base(value) >= retentionMs]
+        pending = +self.pendingCommits
+        return [tp for tp, value in self.offsets.items() if tp not in pending and now - base(value) >= retentionMs]
 
 
 def _answering(method):
@@ -705,7 +706,8 @@ class GroupCoordinator:
     def _addMemberAndRebalance(self, group, memberId, request, d):
         groupInstanceId, clientId, clientHost, rebalanceTimeoutMs, sessionTimeoutMs, protocolType, protocols = request
         member = _Member(
-            memberId, groupInstanceId, clientId, clientHost, rebalanceTimeoutMs, sessionTimeoutMs, protocolType, protocols
+            memberId, groupInstanceId, clientId, clientHost, rebalanceTimeoutMs, sessionTimeoutMs,
+            protocolType, protocols,
         )
         member.isNew = True
         if group.state == PREPARING_REBALANCE and group.generationId == 0:
@@ -778,7 +780,8 @@ class GroupCoordinator:
         """The rebalance's join phase is over (onCompleteJoin)."""
         for member in [m for m in group.members.values() if not m.joinWaiters and m.groupInstanceId is None]:
             self._log.info(
-                "member {member} of group {group} did not rejoin in time: removed", member=member.memberId, group=group.groupId
+                "member {member} of group {group} did not rejoin in time: removed",
+                member=member.memberId, group=group.groupId,
             )
             group.remove(member.memberId)
         if group.state == DEAD:
@@ -796,7 +799,9 @@ class GroupCoordinator:
         if not group.members:
             group.protocol = None
             group.transitionTo(EMPTY, now)
-            self._log.info("group {group} is empty at generation {generation}", group=group.groupId, generation=group.generationId)
+            self._log.info(
+                "group {group} is empty at generation {generation}", group=group.groupId, generation=group.generationId
+            )
             return
         group.protocol = group.selectProtocol()
         group.transitionTo(COMPLETING_REBALANCE, now)
@@ -829,7 +834,8 @@ class GroupCoordinator:
         if group.members.get(member.memberId) is not member or member.shouldKeepAlive(deadline):
             return
         self._log.info(
-            "member {member} of group {group} missed its session timeout: removed", member=member.memberId, group=group.groupId
+            "member {member} of group {group} missed its session timeout: removed",
+            member=member.memberId, group=group.groupId,
         )
         self._removeMemberAndUpdateGroup(group, member, f"member {member.memberId}'s session timed out")
 
@@ -1039,7 +1045,7 @@ class GroupCoordinator:
         found = {}
         for tp in partitions:
             value = group.offsets.get(tp)
-            found[tp] = _NO_OFFSET if value is None else FetchedOffset(value[0], value[1], value[2], GroupErrorCode.NONE)
+            found[tp] = _NO_OFFSET if value is None else FetchedOffset(*value[:3], GroupErrorCode.NONE)
         return defer.succeed((GroupErrorCode.NONE, found))
 
     @_answering
@@ -1095,7 +1101,9 @@ class GroupCoordinator:
             if emptied:
                 group.transitionTo(DEAD, now)
             if removed:
-                write = self._write(group.groupId, lambda g=group.groupId, p=sorted(removed): self._store.deleteGroupOffsets(g, p))
+                write = self._write(
+                    group.groupId, lambda g=group.groupId, p=sorted(removed): self._store.deleteGroupOffsets(g, p)
+                )
                 passes.append(write.addBoth(self._expired, group, removed, emptied, previousTimestamp))
             elif emptied:
                 del self._groups[group.groupId]
@@ -1136,7 +1144,9 @@ class GroupCoordinator:
             return GroupDescription(GroupErrorCode.NONE, groupId, DEAD, "", "", [])
         if group.state == STABLE:
             members = [
-                MemberDescription(m.memberId, m.groupInstanceId, m.clientId, m.clientHost, m.metadata(group.protocol), m.assignment)
+                MemberDescription(
+                    m.memberId, m.groupInstanceId, m.clientId, m.clientHost, m.metadata(group.protocol), m.assignment
+                )
                 for m in group.members.values()
             ]
             protocol = group.protocol

@@ -159,7 +159,8 @@ class Coordinated:
         leader = results[0].leaderId
         generation = results[0].generationId
         ids = [leader] + [r.memberId for r in results if r.memberId != leader]
-        syncs = [self.sync(m, generation, {m: m.encode() for m in ids} if m == leader else None, group=group) for m in ids]
+        assignments = {m: m.encode() for m in ids}
+        syncs = [self.sync(m, generation, assignments if m == leader else None, group=group) for m in ids]
         assert [fired(s) for s in syncs] == [SyncResult(E.NONE, m.encode()) for m in ids]
         assert self.state(group) == STABLE
         return ids, generation
@@ -413,6 +414,15 @@ def test_pendingMemberHoldsRebalanceUntilItsIdExpires(c):
     assert fired(c.join(pending)).errorCode == E.UNKNOWN_MEMBER_ID
 
 
+def test_pendingMemberLeavingLetsTheRebalanceComplete(c):
+    [a], generation = c.stable(1)
+    pending = fired(c.join(requireKnown=True, client="b")).memberId
+    d = c.join(a)
+    assert not d.called
+    assert c.coordinator.leaveGroup("g", pending) == E.NONE
+    assert fired(d).generationId == generation + 1
+
+
 def test_newMemberJoinTimesOutAfterFiveMinutes(c):
     """A member's JoinGroup parked while static members hold the rebalance ends after five minutes."""
     static = c.join(instance="i1", session=SESSION_MS, rebalance=600000)
@@ -490,6 +500,26 @@ def test_staticMemberRejoinReplacesOldMemberIdWithoutRebalance(c):
     assert c.heartbeat(again.memberId, 1, instance="i1") == E.NONE
     # A known member id with an unknown instance id.
     assert fired(c.join(rb.memberId, instance="other", client="b")).errorCode == E.UNKNOWN_MEMBER_ID
+
+
+def test_staticMemberRestartDuringRebalanceFencesItsParkedJoin(c):
+    a, b, third = c.join(instance="i1", client="a"), c.join(client="b"), c.join(client="c")
+    c.advanceMs(6000)
+    ra, rb, rc = fired(a), fired(b), fired(third)
+    old = ra.memberId
+    fired(c.sync(old, 1, {}, instance="i1"))
+    c.join(rb.memberId, protocols=[("range", b"changed")])  # a rebalance starts
+    parked = c.join(old, instance="i1", client="a")
+    restarted = c.join(instance="i1", client="a")
+    assert fired(parked) == JoinResult(E.FENCED_INSTANCE_ID, -1, "", "", old, [])
+    assert not restarted.called
+    fired(c.join(rc.memberId))  # the last one rejoins
+    # The restarted member took the old one's place, as leader.
+    result = fired(restarted)
+    assert result.generationId == 2 and result.leaderId == result.memberId != old
+    assert {m.memberId: m.groupInstanceId for m in result.members} == {
+        result.memberId: "i1", rb.memberId: None, rc.memberId: None
+    }
 
 
 def test_staticMemberRestartFencesItsParkedSync(c):
@@ -847,6 +877,13 @@ def test_deleteGroups(c):
     assert fired(c.coordinator.deleteGroups(["idle"])) == {"idle": E.GROUP_ID_NOT_FOUND}
 
 
+def test_deleteGroupWithoutOffsets(c):
+    [a], _ = c.stable(1)
+    c.coordinator.leaveGroup("g", a)
+    assert fired(c.coordinator.deleteGroups(["g", None])) == {"g": E.NONE, None: E.INVALID_GROUP_ID}
+    assert c.store.writes == [] and c.coordinator.listGroups() == []
+
+
 def test_deletedGroupIsDeadUntilTheDeletionIsStored(c):
     fired(c.commit("", -1, {("t", 0): (1, -1, "", -1)}))
     c.store.hold()
@@ -856,6 +893,8 @@ def test_deletedGroupIsDeadUntilTheDeletionIsStored(c):
     assert fired(c.join()).errorCode == E.COORDINATOR_NOT_AVAILABLE
     assert fired(c.commit("", -1, {("t", 0): (2, -1, "", -1)})) == {("t", 0): E.COORDINATOR_NOT_AVAILABLE}
     assert c.heartbeat("m", 0) == E.COORDINATOR_NOT_AVAILABLE
+    assert fired(c.sync("m", 0)).errorCode == E.COORDINATOR_NOT_AVAILABLE
+    assert fired(c.join("client-m")).errorCode == E.COORDINATOR_NOT_AVAILABLE
     assert c.coordinator.leaveGroup("g", "m") == E.COORDINATOR_NOT_AVAILABLE
     assert c.fetch([("t", 0)])[1][("t", 0)].offset == -1
     assert fired(c.coordinator.deleteGroups(["g"])) == {"g": E.GROUP_ID_NOT_FOUND}
@@ -899,6 +938,7 @@ def test_stopAnswersParkedRequests(c):
     follower = rb if rb.memberId != rb.leaderId else ra
     parkedSync = c.sync(follower.memberId, 1)
     parkedJoin = c.join(client="late", group="other")
+    fired(c.join(requireKnown=True, group="pending"))
     c.coordinator.stop()
     assert fired(parkedSync) == SyncResult(E.NOT_COORDINATOR, b"")
     assert fired(parkedJoin).errorCode == E.NOT_COORDINATOR
