@@ -33,6 +33,17 @@ and commits get UNKNOWN_MEMBER_ID and they rejoin, as Kafka clients do when
 a coordinator moves; its offsets then expire by their commit timestamps
 (Kafka's rule for a group whose metadata has no state timestamp) until the
 group has members again.
+
+A group's store writes (commits, deletions, expiries) reach the store one at
+a time, in the order they were decided; an offset is visible to OffsetFetch
+once its write is stored. Deliberate differences from Kafka 2.3:
+
+ - OffsetCommit v2-4's RetentionTimeMs is not kept (the store has no expiry
+   time per offset): every offset expires by the broker's retention;
+ - a second JoinGroup or SyncGroup of a member while its first is parked is
+   parked too, and both are answered (Kafka forgets the first one);
+ - a static member's id is C{instanceId-<uuid>} (Kafka 2.3:
+   C{instanceId-<timestamp>}, which two restarts in one millisecond share).
 """
 
 import collections
@@ -595,7 +606,7 @@ class GroupCoordinator:
         if (overCapacity and memberId in group.members and not group.members[memberId].joinWaiters) or (
             isUnknown and len(group.members) >= self._groupMaxSize
         ):
-            self._removeMember(group, group.members.get(memberId), GroupErrorCode.UNKNOWN_MEMBER_ID, "group is full")
+            self._removeMember(group, group.members.get(memberId), GroupErrorCode.UNKNOWN_MEMBER_ID)
             if groupInstanceId is not None and group.staticMembers.get(groupInstanceId) == memberId:
                 del group.staticMembers[groupInstanceId]
             self._answer(d, _joinError("", GroupErrorCode.GROUP_MAX_SIZE_REACHED))
@@ -844,7 +855,7 @@ class GroupCoordinator:
             if group.state == PREPARING_REBALANCE:
                 self._tryCompleteJoin(group)
 
-    def _removeMember(self, group, member, errorCode, why):
+    def _removeMember(self, group, member, errorCode):
         """Take C{member} out of the group, answering its parked requests."""
         if member is None:
             return
@@ -856,7 +867,7 @@ class GroupCoordinator:
         group.remove(member.memberId)
 
     def _removeMemberAndUpdateGroup(self, group, member, reason):
-        self._removeMember(group, member, GroupErrorCode.UNKNOWN_MEMBER_ID, reason)
+        self._removeMember(group, member, GroupErrorCode.UNKNOWN_MEMBER_ID)
         if member.groupInstanceId is not None and group.staticMembers.get(member.groupInstanceId) == member.memberId:
             del group.staticMembers[member.groupInstanceId]
         if group.state in (STABLE, COMPLETING_REBALANCE):
