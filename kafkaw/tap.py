@@ -1,5 +1,6 @@
 """C{twistd kafkaw}: options and the service they build."""
 
+import gc
 import os
 
 from twisted.application import service, strports
@@ -176,6 +177,10 @@ def _brokerService(options, store, reactor):
         metrics=PrometheusMetrics(cluster) if options["metrics"] else NO_METRICS,
         maxExpandedBytes=options["max-request-bytes"],
     )
+    # What start-up loaded (every topic's services) lives as long as the
+    # process: out of the collector's sight, a full collection stays short
+    # however many topics there are (measured: 43-56 ms at 10,000 topics).
+    gc.freeze()
     top = BrokerService(store)
     RetentionService(cluster, options["retention-check-interval-ms"] / 1000.0, reactor).setServiceParent(top)
     kafka = KafkaFactory(broker, options["max-request-bytes"])

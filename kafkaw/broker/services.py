@@ -459,7 +459,7 @@ class ClusterService:
 
     def _checkNewTopic(self, name, partitions, configs):
         checkTopicName(name)
-        if name in self._creating or name in self._counts or name in self._store.topics():
+        if name in self._creating or name in self._counts:
             raise TopicError(f"topic {name!r} exists", AdminErrorCode.TOPIC_ALREADY_EXISTS)
         if not 1 <= partitions <= _MAX_PARTITIONS:
             raise TopicError(
