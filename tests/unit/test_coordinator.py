@@ -322,6 +322,19 @@ def test_followerSyncBeforeLeaderSync(c):
     assert c.state() == STABLE
 
 
+def test_repeatedParkedRequestsAreAllAnswered(c):
+    """Kafka forgets a member's first parked JoinGroup/SyncGroup when a second comes; both are answered here."""
+    (a, b), generation = c.stable(2)
+    firstJoin = c.join(a)
+    secondJoin = c.join(a)
+    fired(c.join(b))
+    assert fired(firstJoin) == fired(secondJoin)
+    firstSync, secondSync = c.sync(b, generation + 1), c.sync(b, generation + 1)
+    assert not firstSync.called
+    fired(c.sync(a, generation + 1, {b: b"B"}))
+    assert fired(firstSync) == fired(secondSync) == SyncResult(E.NONE, b"B")
+
+
 def test_leaderLeavesBeforeSyncGroup(c):
     a, b = c.join(client="a"), c.join(client="b")
     c.advanceMs(6000)
