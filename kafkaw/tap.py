@@ -4,6 +4,7 @@ import gc
 import os
 
 from twisted.application import service, strports
+from twisted.internet import threads
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.plugin import getPlugins
@@ -176,6 +177,7 @@ def _brokerService(options, store, reactor):
         maxInFlightRequests=options["max-in-flight-requests"],
         metrics=PrometheusMetrics(cluster) if options["metrics"] else NO_METRICS,
         maxExpandedBytes=options["max-request-bytes"],
+        offReactor=lambda f, *args: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args),
     )
     # What start-up loaded (every topic's services) lives as long as the
     # process: out of the collector's sight, a full collection stays short

@@ -206,6 +206,10 @@ def _hasNewerMagic(data, magic):
     return False
 
 
+def _setRecords(records, result):
+    result["records"] = records
+
+
 class _Fetch:
     """One Fetch request: answered at once when it can be, else parked.
 
@@ -314,38 +318,60 @@ class _Fetch:
         if not self._reading:
             self._read()
 
-    def _shape(self, answers):
-        """Fit each partition's stored bytes to what this version reads.
+    def _convert(self, answers):
+        """Down-convert, off the reactor, what this version cannot read.
 
-        v0-v3 read magic 0 (v0-1) or magic 1 (v2-3) only: newer batches are
-        converted, keeping v0-2's cut at the partition's max bytes. v3+ share
-        the response's max bytes in request order, the first batch whole.
+        v0-v3 read magic 0 (v0-1) or magic 1 (v2-3) only: their partitions
+        holding newer batches get them converted. Converting costs a few µs
+        a message, so it runs through the broker's C{offReactor}: a 1 MB
+        answer must not hold every other connection. Fires when all are done.
+        """
+        if self._version >= _FIRST_ANY_MAGIC_FETCH:
+            return defer.succeed(None)
+        magic = 0 if self._version < 2 else 1
+        fetchOffsets = {(topic, item.partitionIndex): item.fetchOffset for topic, items in self._topics for item in items}
+        maxExpanded = self._broker.maxExpandedBytes
+        conversions = []
+        for topic, results in answers:
+            for result in results:
+                data = result["records"]
+                if data and _hasNewerMagic(data, magic):
+                    d = self._broker.offReactor(downConvert, data, magic, fetchOffsets[topic, result["partitionIndex"]], maxExpanded)
+                    d.addCallbacks(_setRecords, self._conversionFailed, (result,), None, (result, topic))
+                    conversions.append(d)
+        return defer.DeferredList(conversions)
+
+    def _conversionFailed(self, reason, result, topic):
+        self._gateway.log.failure(
+            "converting {topic}/{partition} for Fetch v{version} failed", reason,
+            topic=topic, partition=result["partitionIndex"], version=self._version,
+        )
+        result.update(errorCode=ErrorCode.UNKNOWN, records=b"")
+
+    def _shape(self, answers):
+        """Fit each partition's bytes to the request's limits.
+
+        Converted answers (v0-v3) are bigger than the stored batches they came
+        from (and uncompressed): cut again at the partition's max bytes, as
+        0.8 cuts a message set, the first message whole from v3. v3+ share
+        the response's max bytes in request order, the first batch of the
+        first partition with data whole (KIP-74).
         """
         version = self._version
-        budget = self._request.maxBytes if version >= _FIRST_WHOLE_BATCH_FETCH else None
-        fetchOffsets = {
-            (topic, item.partitionIndex): (item.fetchOffset, item.maxBytes)
-            for topic, items in self._topics for item in items
-        }
-        maxExpanded = self._gateway.broker.maxExpandedBytes
+        wholeFirst = version >= _FIRST_WHOLE_BATCH_FETCH
+        budget = self._request.maxBytes if wholeFirst else None
+        maxBytesOf = {(topic, item.partitionIndex): item.maxBytes for topic, items in self._topics for item in items}
         first = True
         for topic, results in answers:
             for result in results:
                 data = result["records"]
                 if not data:
                     continue
-                fetchOffset, maxBytes = fetchOffsets[topic, result["partitionIndex"]]
                 if version < _FIRST_ANY_MAGIC_FETCH:
-                    magic = 0 if version < 2 else 1
-                    if _hasNewerMagic(data, magic):
-                        # Converted messages are bigger than the stored batch (and
-                        # uncompressed): cut again at the partition's max bytes.
-                        data = downConvert(data, magic, fetchOffset, maxExpanded)
-                        wholeFirst = version >= _FIRST_WHOLE_BATCH_FETCH
-                        data = data[: max(maxBytes, (entrySize(data) or 0) if wholeFirst else 0)]
+                    maxBytes = maxBytesOf[topic, result["partitionIndex"]]
+                    data = data[: max(maxBytes, (entrySize(data) or 0) if wholeFirst else 0)]
                 if budget is not None:
                     if len(data) > budget:
-                        # The first partition with data keeps its first batch whole (KIP-74).
                         keep = max(budget, entrySize(data) or 0) if first else max(budget, 0)
                         data = data[:keep]
                     budget -= len(data)
@@ -354,6 +380,9 @@ class _Fetch:
 
     def _finish(self, answers):
         self.cancel()
+        self._convert(answers).addCallback(lambda _: self._answer(answers))
+
+    def _answer(self, answers):
         self._shape(answers)
         countErrors(self._broker.metrics, ApiKey.FETCH, answers)
         self._result.callback(

@@ -66,6 +66,7 @@ class Broker:
         slowReaderTimeoutMs=60000,
         metrics=NO_METRICS,
         maxExpandedBytes=100 * 1024 * 1024,
+        offReactor=defer.maybeDeferred,
     ):
         self.cluster = cluster
         self.metrics = metrics  # an IBrokerMetrics
@@ -79,6 +80,11 @@ class Broker:
         self.slowReaderTimeout = slowReaderTimeoutMs / 1000.0
         self.connections = 0  # open gateways, over all transports
         self.maxExpandedBytes = maxExpandedBytes
+        # How CPU-heavy work (down-conversion for old fetchers) runs:
+        # offReactor(f, *args) -> Deferred. twistd kafkaw gives it a thread
+        # pool, so the reactor serves other connections meanwhile; the
+        # default runs it at once (tests).
+        self.offReactor = offReactor
         self.handlers = servedHandlers(strict08)
         # Handlers for every version of a key, consulted before C{handlers}:
         # ApiVersions must answer even the versions it does not serve (error 35).
