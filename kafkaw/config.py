@@ -20,17 +20,22 @@ from twisted.python import usage
 NOT_FROM_FILE = frozenset({"help", "version", "config"})
 
 
-def positive(name):
-    """A usage.Options coerce for a parameter that takes an integer of at least 1."""
+def atLeast(name, minimum):
+    """A usage.Options coerce for a parameter that takes an integer of at least C{minimum}."""
 
     def convert(value):
         number = int(value)
-        if number < 1:
-            raise ValueError(f"{name} must be at least 1")
+        if number < minimum:
+            raise ValueError(f"{name} must be at least {minimum}")
         return number
 
-    convert.coerceDoc = "A positive integer."
+    convert.coerceDoc = "A positive integer." if minimum == 1 else f"An integer of at least {minimum}."
     return convert
+
+
+def positive(name):
+    """A usage.Options coerce for a parameter that takes an integer of at least 1."""
+    return atLeast(name, 1)
 
 
 class ConfigError(Exception):

@@ -10,9 +10,10 @@ from twisted.logger import Logger
 from twisted.plugin import getPlugins
 from twisted.python import usage
 
+from kafkaw.broker.coordinator import GroupCoordinator, OffsetExpiryService
 from kafkaw.broker.gateway import Broker
 from kafkaw.broker.services import ClusterService, RetentionService
-from kafkaw.config import ConfigFileOptions, positive
+from kafkaw.config import ConfigFileOptions, atLeast, positive
 from kafkaw.metrics import NO_METRICS, PrometheusMetrics, metricsSite
 from kafkaw.storage.interfaces import IStorageFactory, StorageError
 from kafkaw.transport.tcp import KafkaFactory
@@ -70,6 +71,10 @@ class Options(ConfigFileOptions):
         ["idle-timeout-ms", None, 600000, "close a connection with no request for this long (as Kafka's connections.max.idle.ms)", positive("idle-timeout-ms")],
         ["slow-reader-timeout-ms", None, 60000, "drop a connection that has not read its responses for this long", positive("slow-reader-timeout-ms")],
         ["max-in-flight-requests", None, 16, "requests of one connection handled at once; it is not read further meanwhile", positive("max-in-flight-requests")],
+        ["group-initial-rebalance-delay-ms", None, 3000, "how long a new group waits for more members before its first rebalance (Kafka's group.initial.rebalance.delay.ms)", atLeast("group-initial-rebalance-delay-ms", 0)],
+        ["group-min-session-timeout-ms", None, 6000, "shortest session timeout a group member may ask for", positive("group-min-session-timeout-ms")],
+        ["group-max-session-timeout-ms", None, 1800000, "longest session timeout a group member may ask for", positive("group-max-session-timeout-ms")],
+        ["offsets-retention-minutes", None, 10080, "committed offsets of a group are deleted this long after it became empty (7 days, as Kafka)", positive("offsets-retention-minutes")],
         ["metrics", None, None, "serve Prometheus metrics at /metrics on this strports endpoint, e.g. tcp:9308:interface=127.0.0.1 (default: off)"],
     ]
 
@@ -164,9 +169,18 @@ def _brokerService(options, store, reactor):
         retentionMs=-1 if options["retention-hours"] == -1 else options["retention-hours"] * 3600 * 1000,
         retentionBytes=options["retention-bytes"],
     )
+    coordinator = GroupCoordinator(
+        reactor,
+        store,
+        minSessionTimeoutMs=options["group-min-session-timeout-ms"],
+        maxSessionTimeoutMs=options["group-max-session-timeout-ms"],
+        initialRebalanceDelayMs=options["group-initial-rebalance-delay-ms"],
+        offsetsRetentionMs=options["offsets-retention-minutes"] * 60 * 1000,
+    )
     broker = Broker(
         cluster,
         reactor,
+        coordinator,
         advertisedHost=options["advertised-host"],
         advertisedPort=options["advertised-port"],
         maxFetchWaitMs=options["max-fetch-wait-ms"],
@@ -185,6 +199,7 @@ def _brokerService(options, store, reactor):
     gc.freeze()
     top = BrokerService(store)
     RetentionService(cluster, options["retention-check-interval-ms"] / 1000.0, reactor).setServiceParent(top)
+    OffsetExpiryService(coordinator, reactor).setServiceParent(top)
     kafka = KafkaFactory(broker, options["max-request-bytes"])
     for description in options["listen"]:
         strports.service(description, kafka, reactor=reactor).setServiceParent(top)

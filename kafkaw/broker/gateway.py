@@ -13,7 +13,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface
 
-from kafkaw.broker import admin, data
+from kafkaw.broker import admin, data, groups
 from kafkaw.metrics import NO_METRICS
 from kafkaw.protocol import api, apiversions, schema
 from kafkaw.protocol.api import ApiKey
@@ -56,6 +56,7 @@ class Broker:
         self,
         cluster,
         clock,
+        coordinator=None,
         advertisedHost=None,
         advertisedPort=None,
         maxFetchWaitMs=30000,
@@ -69,6 +70,7 @@ class Broker:
         offReactor=defer.maybeDeferred,
     ):
         self.cluster = cluster
+        self.coordinator = coordinator  # the IGroupCoordinator of every group; None: groups not served
         self.metrics = metrics  # an IBrokerMetrics
         self.clock = clock
         self.advertisedHost = advertisedHost
@@ -85,7 +87,7 @@ class Broker:
         # pool, so the reactor serves other connections meanwhile; the
         # default runs it at once (tests).
         self.offReactor = offReactor
-        self.handlers = servedHandlers(strict08)
+        self.handlers = servedHandlers(strict08, groupsServed=coordinator is not None)
         # Handlers for every version of a key, consulted before C{handlers}:
         # ApiVersions must answer even the versions it does not serve (error 35).
         # C{strict08} leaves it out, so key 18 closes the connection as in 0.8.0.
@@ -130,15 +132,29 @@ _SERVED = [
     (admin.DESCRIBE_CONFIGS, 0, 2, admin.describeConfigs),
     (admin.CREATE_PARTITIONS, 0, 1, admin.createPartitions),
 ]
+# The consumer-group APIs, served when the broker has a group coordinator.
+_GROUP_APIS = [
+    (groups.OFFSET_COMMIT, 0, 7, groups.offsetCommit),
+    (groups.OFFSET_FETCH, 0, 5, groups.offsetFetch),
+    (groups.FIND_COORDINATOR, 0, 2, groups.findCoordinator),
+    (groups.JOIN_GROUP, 0, 5, groups.joinGroup),
+    (groups.HEARTBEAT, 0, 3, groups.heartbeat),
+    (groups.LEAVE_GROUP, 0, 2, groups.leaveGroup),
+    (groups.SYNC_GROUP, 0, 3, groups.syncGroup),
+    (groups.DESCRIBE_GROUPS, 0, 3, groups.describeGroups),
+    (groups.LIST_GROUPS, 0, 2, groups.listGroups),
+    (groups.DELETE_GROUPS, 0, 1, groups.deleteGroups),
+]
 _KAFKA_08 = (ApiKey.PRODUCE, ApiKey.FETCH, ApiKey.LIST_OFFSETS, ApiKey.METADATA)
 
 
-def servedHandlers(strict08):
+def servedHandlers(strict08, groupsServed=True):
     """The dispatch table {(api key, version): (decode, handle)}: every
-    version of Kafka 2.3.0's table for the APIs served, or with C{strict08}
-    only what Kafka 0.8.0 served. ApiVersions lists exactly this table."""
+    version of Kafka 2.3.0's table for the APIs served (the group APIs when
+    C{groupsServed}), or with C{strict08} only what Kafka 0.8.0 served.
+    ApiVersions lists exactly this table."""
     handlers = {}
-    for apiKey, low, high, handle in _SERVED:
+    for apiKey, low, high, handle in _SERVED + (_GROUP_APIS if groupsServed else []):
         if strict08:
             if apiKey not in _KAFKA_08:
                 continue

@@ -1,0 +1,189 @@
+"""Handlers of the consumer-group APIs (the classic group protocol of Kafka
+2.3.0): FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+OffsetCommit, OffsetFetch, ListGroups, DescribeGroups and DeleteGroups.
+
+This broker coordinates every group; the state machine and the committed
+offsets live in the group coordinator (L{kafkaw.broker.coordinator}), these
+handlers only translate requests and answers.
+"""
+
+import re
+
+from twisted.internet import defer
+
+from kafkaw.protocol import schema
+from kafkaw.protocol.errors import ErrorCode
+
+OFFSET_COMMIT = 8
+OFFSET_FETCH = 9
+FIND_COORDINATOR = 10
+JOIN_GROUP = 11
+HEARTBEAT = 12
+LEAVE_GROUP = 13
+SYNC_GROUP = 14
+DESCRIBE_GROUPS = 15
+LIST_GROUPS = 16
+DELETE_GROUPS = 42
+
+_COORDINATOR_NOT_AVAILABLE = 15
+_KEY_TYPE_GROUP = 0
+_NO_OPERATIONS = -(2**31)
+_HOST = re.compile(r"host='([^']*)'|^tcp6?:(.*):\d+$")
+
+
+def _clientHost(peer):
+    """The client's host as Kafka's DescribeGroups shows it ("/127.0.0.1")."""
+    match = _HOST.search(str(peer))
+    return "/" + (match.group(1) or match.group(2)) if match else str(peer)
+
+
+def _encode(apiKey, header, value):
+    return schema.encodeResponse(apiKey, header.apiVersion, header.correlationId, value)
+
+
+def findCoordinator(header, request, gateway):
+    """Groups: this broker, at the address the client reached (or the
+    advertised one). Transactions have no coordinator here."""
+    broker = gateway.broker
+    if request.keyType != _KEY_TYPE_GROUP:
+        return _encode(FIND_COORDINATOR, header, {
+            "errorCode": _COORDINATOR_NOT_AVAILABLE, "errorMessage": "transactions are not served",
+            "nodeId": -1, "host": "", "port": -1,
+        })
+    host, port = gateway.connection.localAddress()
+    return _encode(FIND_COORDINATOR, header, {
+        "errorCode": 0, "errorMessage": None, "nodeId": broker.cluster.brokerId,
+        "host": broker.advertisedHost if broker.advertisedHost is not None else host,
+        "port": broker.advertisedPort if broker.advertisedPort is not None else port,
+    })
+
+
+def joinGroup(header, request, gateway):
+    version = header.apiVersion
+    instanceId = request.groupInstanceId if version >= 5 else None
+    d = gateway.broker.coordinator.joinGroup(
+        request.groupId, request.memberId, instanceId, request.protocolType,
+        [(p.name, p.metadata) for p in request.protocols], request.sessionTimeoutMs,
+        request.rebalanceTimeoutMs if version >= 1 else -1, header.clientId or "",
+        _clientHost(gateway.connection.peer), version >= 4 and instanceId is None,
+    )
+
+    def answer(joined):
+        return _encode(JOIN_GROUP, header, {
+            "errorCode": joined.errorCode, "generationId": joined.generationId,
+            "protocolName": joined.protocolName or "", "leader": joined.leaderId or "", "memberId": joined.memberId or "",
+            "members": [{"memberId": m.memberId, "groupInstanceId": m.groupInstanceId, "metadata": m.metadata} for m in joined.members],
+        })
+
+    return d.addCallback(answer)
+
+
+def syncGroup(header, request, gateway):
+    instanceId = request.groupInstanceId if header.apiVersion >= 3 else None
+    d = gateway.broker.coordinator.syncGroup(
+        request.groupId, request.generationId, request.memberId, instanceId,
+        {a.memberId: a.assignment for a in request.assignments},
+    )
+    return d.addCallback(lambda synced: _encode(SYNC_GROUP, header, {"errorCode": synced.errorCode, "assignment": synced.assignment or b""}))
+
+
+def heartbeat(header, request, gateway):
+    instanceId = request.groupInstanceId if header.apiVersion >= 3 else None
+    error = gateway.broker.coordinator.heartbeat(request.groupId, request.generationId, request.memberId, instanceId)
+    return _encode(HEARTBEAT, header, {"errorCode": error})
+
+
+def leaveGroup(header, request, gateway):
+    error = gateway.broker.coordinator.leaveGroup(request.groupId, request.memberId)
+    return _encode(LEAVE_GROUP, header, {"errorCode": error})
+
+
+def offsetCommit(header, request, gateway):
+    """Offsets of partitions that exist go to the coordinator in one commit;
+    those of unknown topics or partitions get error 3, as Kafka answers."""
+    version = header.apiVersion
+    cluster = gateway.broker.cluster
+    offsets, unknown = {}, set()
+    for topic in request.topics:
+        for p in topic.partitions:
+            key = (topic.name, p.partitionIndex)
+            if cluster.partition(*key) is None:
+                unknown.add(key)
+            else:
+                offsets[key] = (
+                    p.committedOffset, p.committedLeaderEpoch if version >= 6 else -1, p.committedMetadata,
+                    p.commitTimestamp if version == 1 else -1,
+                )
+    committed = (
+        gateway.broker.coordinator.commitOffsets(
+            request.groupId, request.generationId, request.memberId,
+            request.groupInstanceId if version >= 7 else None, offsets,
+        )
+        if offsets else defer.succeed({})
+    )
+
+    def answer(errors):
+        return _encode(OFFSET_COMMIT, header, {"topics": [
+            {"name": topic.name, "partitions": [
+                {"partitionIndex": p.partitionIndex,
+                 "errorCode": ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if (topic.name, p.partitionIndex) in unknown
+                 else errors[topic.name, p.partitionIndex]}
+                for p in topic.partitions
+            ]}
+            for topic in request.topics
+        ]})
+
+    return committed.addCallback(answer)
+
+
+def offsetFetch(header, request, gateway):
+    partitions = None
+    if request.topics is not None:
+        partitions = [(topic.name, index) for topic in request.topics for index in topic.partitionIndexes]
+    d = gateway.broker.coordinator.fetchOffsets(request.groupId, partitions)
+
+    def answer(fetched):
+        error, offsets = fetched
+        byTopic = {}
+        for (topic, partition), found in sorted(offsets.items()):
+            byTopic.setdefault(topic, []).append({
+                "partitionIndex": partition, "committedOffset": found.offset, "committedLeaderEpoch": found.leaderEpoch,
+                "metadata": found.metadata, "errorCode": found.errorCode,
+            })
+        return _encode(OFFSET_FETCH, header, {
+            "errorCode": error, "topics": [{"name": topic, "partitions": parts} for topic, parts in byTopic.items()],
+        })
+
+    return d.addCallback(answer)
+
+
+def listGroups(header, request, gateway):
+    groups = gateway.broker.coordinator.listGroups()
+    return _encode(LIST_GROUPS, header, {
+        "errorCode": 0, "groups": [{"groupId": g.groupId, "protocolType": g.protocolType} for g in groups],
+    })
+
+
+def describeGroups(header, request, gateway):
+    coordinator = gateway.broker.coordinator
+    described = []
+    for groupId in request.groups:
+        group = coordinator.describeGroup(groupId)
+        described.append({
+            "errorCode": group.errorCode, "groupId": group.groupId, "groupState": group.state,
+            "protocolType": group.protocolType or "", "protocolData": group.protocol or "",
+            "members": [
+                {"memberId": m.memberId, "clientId": m.clientId, "clientHost": m.clientHost,
+                 "memberMetadata": m.metadata or b"", "memberAssignment": m.assignment or b""}
+                for m in group.members
+            ],
+            "authorizedOperations": _NO_OPERATIONS,
+        })
+    return _encode(DESCRIBE_GROUPS, header, {"groups": described})
+
+
+def deleteGroups(header, request, gateway):
+    d = gateway.broker.coordinator.deleteGroups(request.groupsNames)
+    return d.addCallback(lambda errors: _encode(DELETE_GROUPS, header, {
+        "results": [{"groupId": groupId, "errorCode": error} for groupId, error in errors.items()],
+    }))
