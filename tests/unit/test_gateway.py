@@ -12,6 +12,7 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
+from kafkaw.broker.coordinator import GroupCoordinator
 from kafkaw.broker.gateway import SLOW_READER, Broker, IKafkaConnection
 from kafkaw.broker.services import ClusterService
 from kafkaw.protocol.messages import decodeMessageSet, encodeMessageSet
@@ -40,7 +41,7 @@ MAX_REQUEST = 64 * 1024
 class Harness:
     """One broker over a memory store, and connections to it."""
 
-    def __init__(self, autoCreateTopics=True, maxMessageBytes=1000000, numPartitions=1, **brokerOptions):
+    def __init__(self, autoCreateTopics=True, maxMessageBytes=1000000, numPartitions=1, groups=False, **brokerOptions):
         self.clock = task.Clock()
         self.store = MemoryStore()
         self.cluster = ClusterService(
@@ -51,7 +52,9 @@ class Harness:
             autoCreateTopics=autoCreateTopics,
             maxMessageBytes=maxMessageBytes,
         )
-        self.broker = Broker(self.cluster, self.clock, **brokerOptions)
+        # With groups: a coordinator that starts a new group's rebalance at once.
+        coordinator = GroupCoordinator(self.clock, self.store, initialRebalanceDelayMs=0) if groups else None
+        self.broker = Broker(self.cluster, self.clock, coordinator, **brokerOptions)
 
     def createTopic(self, name, partitions=1):
         d = self.cluster.createTopic(name, partitions)
