@@ -28,7 +28,7 @@ RDKAFKA_08 = {"api.version.request": False, "broker.version.fallback": "0.8.0"}
 KCAT_08 = ["-X", "api.version.request=false", "-X", "broker.version.fallback=0.8.0"]
 
 # The compression codec of a stored entry: attributes & 0x03 of a message v0/v1, & 0x07 of a batch v2.
-NONE, GZIP, SNAPPY, ZSTD = 0, 1, 2, 4
+NONE, GZIP, SNAPPY, LZ4, ZSTD = 0, 1, 2, 3, 4
 FETCH = 1
 
 
@@ -172,10 +172,10 @@ def rdRoundTrip(bootstrap, topic, settings, codec):
 
 # Pinned to 0.8.0, librdkafka sends gzip and snappy as compressed wrappers and
 # lz4 and zstd uncompressed (and says nothing). With its defaults it sends v2
-# batches of every codec but lz4, which it ties to FindCoordinator being
-# listed (a Kafka 0.9 API kafkaw does not serve yet): sent uncompressed too.
+# batches of every codec (lz4 too: librdkafka ties it to FindCoordinator being
+# listed, which kafkaw serves since it coordinates consumer groups).
 RD_CODECS_08 = {"none": NONE, "gzip": GZIP, "snappy": SNAPPY, "lz4": NONE, "zstd": NONE}
-RD_CODECS = {"none": NONE, "gzip": GZIP, "snappy": SNAPPY, "lz4": NONE, "zstd": ZSTD}
+RD_CODECS = {"none": NONE, "gzip": GZIP, "snappy": SNAPPY, "lz4": LZ4, "zstd": ZSTD}
 
 
 @pytest.mark.parametrize(
@@ -345,15 +345,23 @@ def test_kafkajsProducerDefaults(broker, bootstrap, codec, stored):
     checkConsumed(consumed)
 
 
-def test_kafkajsConsumerFailsCleanlyAndFast(broker):
-    """kafkajs's consumer always joins a group; ApiVersions lists no FindCoordinator, so it stops at once."""
-    assert kafkajs("produce", broker.bootstrap, "js", "3", str(PARTITIONS))["ok"]
+def test_kafkajsConsumerGroupRoundTrip(brokerFactory):
+    """kafkajs's consumer always joins a group: subscribe + run reads every message of
+    every partition once, in order; its commits make a second run read only what is new."""
+    broker = brokerFactory("--num-partitions", str(PARTITIONS), "--storage", "memory", "--group-initial-rebalance-delay-ms", "0")
+    assert kafkajs("produce", broker.bootstrap, "js", str(COUNT), str(PARTITIONS))["ok"]
     started = time.monotonic()
-    result = kafkajs("consume", broker.bootstrap, "js", timeout=20)
+    result = kafkajs("consume", broker.bootstrap, "js", str(COUNT), "matrix-js", timeout=30)
+    assert result["ok"], result
     assert time.monotonic() - started < 10
-    assert result["ok"] is False
-    assert result["name"] == "KafkaJSGroupCoordinatorNotFound", result
-    assert result["ms"] < 5000
+    assert result["joined"]["leader"] and result["joined"]["assigned"] == {"js": list(range(PARTITIONS))}, result["joined"]
+    checkConsumed([(m["partition"], m["offset"], m["key"].encode(), m["value"].encode()) for m in result["messages"]])
+    # The disconnect committed the offsets read: the next member of the group starts after them.
+    assert kafkajs("produce", broker.bootstrap, "js", str(PARTITIONS), str(PARTITIONS))["ok"]
+    again = kafkajs("consume", broker.bootstrap, "js", str(PARTITIONS), "matrix-js", timeout=30)
+    assert again["ok"], again
+    assert sorted((m["partition"], m["offset"], m["key"]) for m in again["messages"]) == [(p, COUNT // PARTITIONS, f"key-{p}") for p in range(PARTITIONS)]
+    assert unservedRequests(broker) == []
 
 
 # --- pykafka 2.8 -----------------------------------------------------------------

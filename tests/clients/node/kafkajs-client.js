@@ -4,10 +4,12 @@
 //     Stock producer settings. Sends COUNT keyed messages (key-i / value-i + PADDING) to
 //     partition i % PARTITIONS, compressed or not, and prints one JSON line:
 //     {"ok": true, "sent": [{"partition", "key", "value", "offset"}]}.
-//   node kafkajs-client.js consume BROKER TOPIC
-//     Stock consumer: it needs a consumer group (FindCoordinator, JoinGroup...),
-//     which kafkaw does not serve; prints {"ok": false, "error", "name", "ms"}
-//     when it fails, or {"ok": true} if it ever got a message.
+//   node kafkajs-client.js consume BROKER TOPIC COUNT GROUP
+//     Stock group consumer: subscribe (fromBeginning) + run with eachMessage, in consumer
+//     group GROUP, until COUNT messages arrived; then disconnect (which commits what was
+//     read and leaves the group). Prints {"ok": true, "ms", "joined": {"ms", "memberId",
+//     "leader", "protocol", "assigned": {topic: [partition]}}, "messages": [{"partition", "offset", "key", "value"}]},
+//     or {"ok": false, "name", "error", "ms", "messages"} on a crash or after 20 s.
 //   node kafkajs-client.js admin BROKER TOPIC
 //     Stock admin client: createTopics (3 partitions, retention.ms=60000),
 //     createPartitions (to 5), describeConfigs of the topic, deleteTopics;
@@ -56,21 +58,33 @@ async function produce () {
 
 async function consume () {
   const started = Date.now()
-  const consumer = kafka.consumer({ groupId: 'kafkaw-matrix', retry: { retries: 1, initialRetryTime: 100, maxRetryTime: 500 } })
-  let result = null
-  const done = new Promise((resolve) => {
-    consumer.on(consumer.events.CRASH, (event) => {
-      const error = event.payload.error
-      resolve({ ok: false, name: error.name, error: error.message, ms: Date.now() - started })
-    })
+  const count = parseInt(countArg, 10)
+  const groupId = partitionsArg
+  if (!(count > 0) || !groupId) throw new Error('consume needs COUNT and GROUP')
+  const consumer = kafka.consumer({ groupId })
+  const messages = []
+  let joined = null
+  consumer.on(consumer.events.GROUP_JOIN, (event) => {
+    const { memberId, leaderId, groupProtocol, memberAssignment } = event.payload
+    joined = { ms: Date.now() - started, memberId, leader: memberId === leaderId, protocol: groupProtocol, assigned: memberAssignment }
   })
+  let result
   try {
-    await consumer.connect()
-    await consumer.subscribe({ topic, fromBeginning: true })
-    await consumer.run({ eachMessage: async () => { result = result || { ok: true, ms: Date.now() - started } } })
-    result = await done
+    result = await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(Object.assign(new Error(`read ${messages.length} of ${count} messages in 20 s`), { name: 'Timeout' })), 20000)
+      consumer.on(consumer.events.CRASH, (event) => { clearTimeout(timer); reject(event.payload.error) })
+      consumer.connect()
+        .then(() => consumer.subscribe({ topic, fromBeginning: true }))
+        .then(() => consumer.run({
+          eachMessage: async ({ partition, message }) => {
+            messages.push({ partition, offset: Number(message.offset), key: message.key && message.key.toString(), value: message.value && message.value.toString() })
+            if (messages.length >= count) { clearTimeout(timer); resolve({ ok: true, ms: Date.now() - started, joined, messages }) }
+          },
+        }))
+        .catch((error) => { clearTimeout(timer); reject(error) })
+    })
   } catch (error) {
-    result = { ok: false, name: error.name, error: error.message, ms: Date.now() - started }
+    result = { ok: false, name: error.name, error: error.message, ms: Date.now() - started, joined, messages }
   }
   await consumer.disconnect().catch(() => {})
   print(result)
@@ -108,7 +122,7 @@ async function admin () {
 
 const modes = { produce, consume, admin }
 if (!modes[mode]) {
-  console.error('usage: node kafkajs-client.js produce|consume|admin BROKER TOPIC [COUNT PARTITIONS]')
+  console.error('usage: node kafkajs-client.js produce BROKER TOPIC COUNT PARTITIONS [CODEC] | consume BROKER TOPIC COUNT GROUP | admin BROKER TOPIC')
   process.exit(2)
 }
 modes[mode]().then(() => process.exit(0), (error) => {
