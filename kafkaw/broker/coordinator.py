@@ -47,7 +47,6 @@ once its write is stored. Deliberate differences from Kafka 2.3:
 """
 
 import collections
-import enum
 import uuid
 from typing import NamedTuple, Optional
 
@@ -57,28 +56,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
+from kafkaw.protocol.errors import ErrorCode
 from kafkaw.storage.interfaces import StorageError
-
-
-class GroupErrorCode(enum.IntEnum):
-    """The error codes the group APIs answer (Kafka 2.3.0's C{Errors.java})."""
-
-    NONE = 0
-    OFFSET_METADATA_TOO_LARGE = 12
-    COORDINATOR_LOAD_IN_PROGRESS = 14
-    COORDINATOR_NOT_AVAILABLE = 15
-    NOT_COORDINATOR = 16
-    ILLEGAL_GENERATION = 22
-    INCONSISTENT_GROUP_PROTOCOL = 23
-    INVALID_GROUP_ID = 24
-    UNKNOWN_MEMBER_ID = 25
-    INVALID_SESSION_TIMEOUT = 26
-    REBALANCE_IN_PROGRESS = 27
-    NON_EMPTY_GROUP = 68
-    GROUP_ID_NOT_FOUND = 69
-    MEMBER_ID_REQUIRED = 79
-    GROUP_MAX_SIZE_REACHED = 81
-    FENCED_INSTANCE_ID = 82
 
 
 # Group states, named as Kafka prints them (DescribeGroups, kafka-consumer-groups.sh).
@@ -186,13 +165,13 @@ class GroupStats(NamedTuple):
     offsets: int  # committed partitions
 
 
-_NO_OFFSET = FetchedOffset(-1, -1, "", GroupErrorCode.NONE)
+_NO_OFFSET = FetchedOffset(-1, -1, "", ErrorCode.NONE)
 
 
 class IGroupCoordinator(Interface):
     """Consumer groups and their committed offsets (the classic group
     protocol of Kafka 2.3.0). Every method answers with Kafka's error codes
-    (L{GroupErrorCode}); none raises for a request it cannot serve."""
+    (L{ErrorCode}); none raises for a request it cannot serve."""
 
     def joinGroup(
         groupId, memberId, groupInstanceId, protocolType, protocols, sessionTimeoutMs, rebalanceTimeoutMs,
@@ -537,9 +516,9 @@ class GroupCoordinator:
     def _invalidGroupId(self, groupId, emptyAllowed):
         """The error for a group id or the coordinator's state, if any (validateGroupStatus)."""
         if groupId is None or (not groupId and not emptyAllowed):
-            return GroupErrorCode.INVALID_GROUP_ID
+            return ErrorCode.INVALID_GROUP_ID
         if self._stopped:
-            return GroupErrorCode.COORDINATOR_NOT_AVAILABLE
+            return ErrorCode.COORDINATOR_NOT_AVAILABLE
         return None
 
     def _write(self, groupId, operation):
@@ -586,7 +565,7 @@ class GroupCoordinator:
             rebalanceTimeoutMs = sessionTimeoutMs
         error = self._invalidGroupId(groupId, emptyAllowed=False)
         if error is None and not self._minSessionTimeoutMs <= sessionTimeoutMs <= self._maxSessionTimeoutMs:
-            error = GroupErrorCode.INVALID_SESSION_TIMEOUT
+            error = ErrorCode.INVALID_SESSION_TIMEOUT
         if error is not None:
             self._answer(d, _joinError(memberId, error))
             return d
@@ -595,7 +574,7 @@ class GroupCoordinator:
         group = self._groups.get(groupId)
         if group is None:
             if not isUnknown:
-                self._answer(d, _joinError(memberId, GroupErrorCode.UNKNOWN_MEMBER_ID))
+                self._answer(d, _joinError(memberId, ErrorCode.UNKNOWN_MEMBER_ID))
                 return d
             group = self._groups[groupId] = _Group(groupId, self._now())
             self._joinUnknown(group, requireKnownMemberId, request, d)
@@ -606,10 +585,10 @@ class GroupCoordinator:
         if (overCapacity and memberId in group.members and not group.members[memberId].joinWaiters) or (
             isUnknown and len(group.members) >= self._groupMaxSize
         ):
-            self._removeMember(group, group.members.get(memberId), GroupErrorCode.UNKNOWN_MEMBER_ID)
+            self._removeMember(group, group.members.get(memberId), ErrorCode.UNKNOWN_MEMBER_ID)
             if groupInstanceId is not None and group.staticMembers.get(groupInstanceId) == memberId:
                 del group.staticMembers[groupInstanceId]
-            self._answer(d, _joinError("", GroupErrorCode.GROUP_MAX_SIZE_REACHED))
+            self._answer(d, _joinError("", ErrorCode.GROUP_MAX_SIZE_REACHED))
         elif isUnknown:
             self._joinUnknown(group, requireKnownMemberId, request, d)
         else:
@@ -622,10 +601,10 @@ class GroupCoordinator:
         """A JoinGroup without a member id (doUnknownJoinGroup)."""
         groupInstanceId, clientId, clientHost, rebalanceTimeoutMs, sessionTimeoutMs, protocolType, protocols = request
         if group.state == DEAD:
-            self._answer(d, _joinError("", GroupErrorCode.COORDINATOR_NOT_AVAILABLE))
+            self._answer(d, _joinError("", ErrorCode.COORDINATOR_NOT_AVAILABLE))
             return
         if not group.supportsProtocols(protocolType, [name for name, _ in protocols]):
-            self._answer(d, _joinError("", GroupErrorCode.INCONSISTENT_GROUP_PROTOCOL))
+            self._answer(d, _joinError("", ErrorCode.INCONSISTENT_GROUP_PROTOCOL))
             return
         # Kafka 2.3 names a static member instanceId-<state timestamp>; a uuid
         # (as Kafka 2.4+) keeps two rejoins in one millisecond apart.
@@ -646,13 +625,13 @@ class GroupCoordinator:
                 # No rebalance; the old leader id is answered so that a
                 # rejoining leader does not compute an assignment nobody asks for.
                 self._answer(d, JoinResult(
-                    GroupErrorCode.NONE, group.generationId, group.protocol or "", currentLeader or "", newMemberId, []
+                    ErrorCode.NONE, group.generationId, group.protocol or "", currentLeader or "", newMemberId, []
                 ))
             else:  # PreparingRebalance: answered when the rebalance completes
                 member.joinWaiters.append(d)
         elif requireKnownMemberId:
             group.pending[newMemberId] = self._later(sessionTimeoutMs, self._expirePending, group, newMemberId)
-            self._answer(d, _joinError(newMemberId, GroupErrorCode.MEMBER_ID_REQUIRED))
+            self._answer(d, _joinError(newMemberId, ErrorCode.MEMBER_ID_REQUIRED))
         else:
             self._addMemberAndRebalance(group, newMemberId, request, d)
 
@@ -660,17 +639,17 @@ class GroupCoordinator:
         """A JoinGroup with a member id (doJoinGroup)."""
         groupInstanceId, _, _, _, _, protocolType, protocols = request
         if group.state == DEAD:
-            self._answer(d, _joinError(memberId, GroupErrorCode.COORDINATOR_NOT_AVAILABLE))
+            self._answer(d, _joinError(memberId, ErrorCode.COORDINATOR_NOT_AVAILABLE))
         elif not group.supportsProtocols(protocolType, [name for name, _ in protocols]):
-            self._answer(d, _joinError(memberId, GroupErrorCode.INCONSISTENT_GROUP_PROTOCOL))
+            self._answer(d, _joinError(memberId, ErrorCode.INCONSISTENT_GROUP_PROTOCOL))
         elif group.isPending(memberId):
             self._addMemberAndRebalance(group, memberId, request, d)
         elif group.isStaticMemberFenced(memberId, groupInstanceId):
-            self._answer(d, _joinError(memberId, GroupErrorCode.FENCED_INSTANCE_ID))
+            self._answer(d, _joinError(memberId, ErrorCode.FENCED_INSTANCE_ID))
         elif memberId not in group.members or (
             groupInstanceId is not None and groupInstanceId not in group.staticMembers
         ):
-            self._answer(d, _joinError(memberId, GroupErrorCode.UNKNOWN_MEMBER_ID))
+            self._answer(d, _joinError(memberId, ErrorCode.UNKNOWN_MEMBER_ID))
         else:
             member = group.members[memberId]
             if group.state == PREPARING_REBALANCE:
@@ -680,7 +659,7 @@ class GroupCoordinator:
                     # The member missed its JoinGroup answer: the same again.
                     members = group.currentMemberMetadata() if memberId == group.leaderId else []
                     self._answer(d, JoinResult(
-                        GroupErrorCode.NONE, group.generationId, group.protocol, group.leaderId, memberId, members
+                        ErrorCode.NONE, group.generationId, group.protocol, group.leaderId, memberId, members
                     ))
                 else:
                     self._updateMemberAndRebalance(group, member, protocols, d)
@@ -690,18 +669,18 @@ class GroupCoordinator:
                     self._updateMemberAndRebalance(group, member, protocols, d)
                 else:
                     self._answer(d, JoinResult(
-                        GroupErrorCode.NONE, group.generationId, group.protocol, group.leaderId, memberId, []
+                        ErrorCode.NONE, group.generationId, group.protocol, group.leaderId, memberId, []
                     ))
             else:  # Empty: a member of an older generation
                 self._log.warn(
                     "member {member} rejoins group {group}, which is {state}",
                     member=memberId, group=group.groupId, state=group.state,
                 )
-                self._answer(d, _joinError(memberId, GroupErrorCode.UNKNOWN_MEMBER_ID))
+                self._answer(d, _joinError(memberId, ErrorCode.UNKNOWN_MEMBER_ID))
 
     def _replaceGroupInstance(self, group, oldMemberId, newMemberId, groupInstanceId):
         member = group.members.pop(oldMemberId)
-        fenced = GroupErrorCode.FENCED_INSTANCE_ID
+        fenced = ErrorCode.FENCED_INSTANCE_ID
         for waiter in member.joinWaiters:
             self._answer(waiter, _joinError(oldMemberId, fenced))
         for waiter in member.syncWaiters:
@@ -746,7 +725,7 @@ class GroupCoordinator:
 
     def _prepareRebalance(self, group, reason):
         if group.state == COMPLETING_REBALANCE:
-            self._resetAndPropagateAssignmentError(group, GroupErrorCode.REBALANCE_IN_PROGRESS)
+            self._resetAndPropagateAssignmentError(group, ErrorCode.REBALANCE_IN_PROGRESS)
         if group.state == EMPTY:
             delay = self._initialRebalanceDelayMs
             join = _DelayedJoin(True, delay, max(group.rebalanceTimeoutMs() - delay, 0))
@@ -824,7 +803,7 @@ class GroupCoordinator:
         leaderMembers = group.currentMemberMetadata()
         for member in list(group.members.values()):
             result = JoinResult(
-                GroupErrorCode.NONE, group.generationId, group.protocol, group.leaderId, member.memberId,
+                ErrorCode.NONE, group.generationId, group.protocol, group.leaderId, member.memberId,
                 leaderMembers if member.memberId == group.leaderId else [],
             )
             waiters, member.joinWaiters = member.joinWaiters, []
@@ -867,7 +846,7 @@ class GroupCoordinator:
         group.remove(member.memberId)
 
     def _removeMemberAndUpdateGroup(self, group, member, reason):
-        self._removeMember(group, member, GroupErrorCode.UNKNOWN_MEMBER_ID)
+        self._removeMember(group, member, ErrorCode.UNKNOWN_MEMBER_ID)
         if member.groupInstanceId is not None and group.staticMembers.get(member.groupInstanceId) == member.memberId:
             del group.staticMembers[member.groupInstanceId]
         if group.state in (STABLE, COMPLETING_REBALANCE):
@@ -896,25 +875,25 @@ class GroupCoordinator:
         group = self._groups.get(groupId)
         if error is None:
             if group is None:
-                error = GroupErrorCode.UNKNOWN_MEMBER_ID
+                error = ErrorCode.UNKNOWN_MEMBER_ID
             elif group.state == DEAD:
-                error = GroupErrorCode.COORDINATOR_NOT_AVAILABLE
+                error = ErrorCode.COORDINATOR_NOT_AVAILABLE
             elif group.isStaticMemberFenced(memberId, groupInstanceId):
-                error = GroupErrorCode.FENCED_INSTANCE_ID
+                error = ErrorCode.FENCED_INSTANCE_ID
             elif memberId not in group.members:
-                error = GroupErrorCode.UNKNOWN_MEMBER_ID
+                error = ErrorCode.UNKNOWN_MEMBER_ID
             elif generationId != group.generationId:
-                error = GroupErrorCode.ILLEGAL_GENERATION
+                error = ErrorCode.ILLEGAL_GENERATION
             elif group.state == EMPTY:
-                error = GroupErrorCode.UNKNOWN_MEMBER_ID
+                error = ErrorCode.UNKNOWN_MEMBER_ID
             elif group.state == PREPARING_REBALANCE:
-                error = GroupErrorCode.REBALANCE_IN_PROGRESS
+                error = ErrorCode.REBALANCE_IN_PROGRESS
         if error is not None:
             self._answer(d, SyncResult(error, b""))
             return d
         member = group.members[memberId]
         if group.state == STABLE:
-            self._answer(d, SyncResult(GroupErrorCode.NONE, member.assignment))
+            self._answer(d, SyncResult(ErrorCode.NONE, member.assignment))
             self._scheduleExpiry(group, member, member.sessionTimeoutMs)
             return d
         # CompletingRebalance: wait for the leader's assignment.
@@ -923,7 +902,7 @@ class GroupCoordinator:
             for each in group.members.values():
                 value = assignments.get(each.memberId)
                 each.assignment = bytes(value) if value is not None else b""  # missing: empty
-            self._propagateAssignment(group, GroupErrorCode.NONE)
+            self._propagateAssignment(group, ErrorCode.NONE)
             group.transitionTo(STABLE, self._now())
             group.rebalances += 1
             self._log.info(
@@ -940,24 +919,24 @@ class GroupCoordinator:
             return error
         group = self._groups.get(groupId)
         if group is None:
-            return GroupErrorCode.UNKNOWN_MEMBER_ID
+            return ErrorCode.UNKNOWN_MEMBER_ID
         if group.state == DEAD:
-            return GroupErrorCode.COORDINATOR_NOT_AVAILABLE
+            return ErrorCode.COORDINATOR_NOT_AVAILABLE
         if group.isStaticMemberFenced(memberId, groupInstanceId):
-            return GroupErrorCode.FENCED_INSTANCE_ID
+            return ErrorCode.FENCED_INSTANCE_ID
         if memberId not in group.members:
-            return GroupErrorCode.UNKNOWN_MEMBER_ID
+            return ErrorCode.UNKNOWN_MEMBER_ID
         if generationId != group.generationId:
-            return GroupErrorCode.ILLEGAL_GENERATION
+            return ErrorCode.ILLEGAL_GENERATION
         if group.state == EMPTY:
-            return GroupErrorCode.UNKNOWN_MEMBER_ID
+            return ErrorCode.UNKNOWN_MEMBER_ID
         if group.state == COMPLETING_REBALANCE:
-            return GroupErrorCode.REBALANCE_IN_PROGRESS
+            return ErrorCode.REBALANCE_IN_PROGRESS
         member = group.members[memberId]
         self._scheduleExpiry(group, member, member.sessionTimeoutMs)
         if group.state == PREPARING_REBALANCE:
-            return GroupErrorCode.REBALANCE_IN_PROGRESS
-        return GroupErrorCode.NONE
+            return ErrorCode.REBALANCE_IN_PROGRESS
+        return ErrorCode.NONE
 
     @_answering
     def leaveGroup(self, groupId, memberId):
@@ -966,22 +945,22 @@ class GroupCoordinator:
             return error
         group = self._groups.get(groupId)
         if group is None:
-            return GroupErrorCode.UNKNOWN_MEMBER_ID
+            return ErrorCode.UNKNOWN_MEMBER_ID
         if group.state == DEAD:
-            return GroupErrorCode.COORDINATOR_NOT_AVAILABLE
+            return ErrorCode.COORDINATOR_NOT_AVAILABLE
         if group.isPending(memberId):
             expiry = group.pending.pop(memberId)
             if expiry.active():
                 expiry.cancel()
             if group.state == PREPARING_REBALANCE:
                 self._tryCompleteJoin(group)
-            return GroupErrorCode.NONE
+            return ErrorCode.NONE
         member = group.members.get(memberId)
         if member is None:
-            return GroupErrorCode.UNKNOWN_MEMBER_ID
+            return ErrorCode.UNKNOWN_MEMBER_ID
         self._log.info("member {member} left group {group}", member=memberId, group=groupId)
         self._removeMemberAndUpdateGroup(group, member, f"member {memberId} left")
-        return GroupErrorCode.NONE
+        return ErrorCode.NONE
 
     # -- offsets
 
@@ -999,22 +978,22 @@ class GroupCoordinator:
         group = self._groups.get(groupId)
         if group is None:
             if generationId >= 0:  # an older generation of a group gone since
-                return defer.succeed({tp: GroupErrorCode.ILLEGAL_GENERATION for tp in offsets})
+                return defer.succeed({tp: ErrorCode.ILLEGAL_GENERATION for tp in offsets})
             # A simple consumer: the group only holds its offsets.
             group = self._groups[groupId] = _Group(groupId, now)
             return self._storeOffsets(group, normalized)
         if group.state == DEAD:
-            error = GroupErrorCode.COORDINATOR_NOT_AVAILABLE
+            error = ErrorCode.COORDINATOR_NOT_AVAILABLE
         elif group.isStaticMemberFenced(memberId, groupInstanceId):
-            error = GroupErrorCode.FENCED_INSTANCE_ID
+            error = ErrorCode.FENCED_INSTANCE_ID
         elif generationId < 0 and group.state == EMPTY:
             return self._storeOffsets(group, normalized)
         elif group.state == COMPLETING_REBALANCE:
-            error = GroupErrorCode.REBALANCE_IN_PROGRESS
+            error = ErrorCode.REBALANCE_IN_PROGRESS
         elif memberId not in group.members:
-            error = GroupErrorCode.UNKNOWN_MEMBER_ID
+            error = ErrorCode.UNKNOWN_MEMBER_ID
         elif generationId != group.generationId:
-            error = GroupErrorCode.ILLEGAL_GENERATION
+            error = ErrorCode.ILLEGAL_GENERATION
         if error is not None:
             return defer.succeed({tp: error for tp in offsets})
         member = group.members[memberId]
@@ -1024,7 +1003,7 @@ class GroupCoordinator:
     def _storeOffsets(self, group, offsets):
         """Store the offsets whose metadata is small enough, in one write (GroupMetadataManager.storeOffsets)."""
         accepted = {tp: value for tp, value in offsets.items() if _javaLength(value[2]) <= self._offsetMetadataMaxBytes}
-        tooLarge = GroupErrorCode.OFFSET_METADATA_TOO_LARGE
+        tooLarge = ErrorCode.OFFSET_METADATA_TOO_LARGE
         if not accepted:
             return defer.succeed({tp: tooLarge for tp in offsets})
         group.pendingCommits.update(list(accepted))
@@ -1035,11 +1014,11 @@ class GroupCoordinator:
             group.pendingCommits = +group.pendingCommits
             if isinstance(outcome, Failure):
                 self._storeFailed(outcome, "storing committed offsets", groupId)
-                code = GroupErrorCode.COORDINATOR_NOT_AVAILABLE
+                code = ErrorCode.COORDINATOR_NOT_AVAILABLE
             else:
                 if group.state != DEAD:
                     group.offsets.update(accepted)
-                code = GroupErrorCode.NONE
+                code = ErrorCode.NONE
             return {tp: code if tp in accepted else tooLarge for tp in offsets}
 
         return self._write(groupId, lambda: self._store.commitOffsets(groupId, accepted)).addBoth(stored)
@@ -1050,14 +1029,14 @@ class GroupCoordinator:
             return defer.succeed((error, {}))
         group = self._groups.get(groupId)
         if group is None or group.state == DEAD:
-            return defer.succeed((GroupErrorCode.NONE, {tp: _NO_OFFSET for tp in partitions or ()}))
+            return defer.succeed((ErrorCode.NONE, {tp: _NO_OFFSET for tp in partitions or ()}))
         if partitions is None:
             partitions = sorted(group.offsets)
         found = {}
         for tp in partitions:
             value = group.offsets.get(tp)
-            found[tp] = _NO_OFFSET if value is None else FetchedOffset(*value[:3], GroupErrorCode.NONE)
-        return defer.succeed((GroupErrorCode.NONE, found))
+            found[tp] = _NO_OFFSET if value is None else FetchedOffset(*value[:3], ErrorCode.NONE)
+        return defer.succeed((ErrorCode.NONE, found))
 
     @_answering
     def deleteGroups(self, groupIds):
@@ -1069,14 +1048,14 @@ class GroupCoordinator:
             if error is not None:
                 results[groupId] = error
             elif group is None or group.state == DEAD:
-                results[groupId] = GroupErrorCode.GROUP_ID_NOT_FOUND
+                results[groupId] = ErrorCode.GROUP_ID_NOT_FOUND
             elif group.state == EMPTY:
                 previous = group.stateTimestamp
                 group.transitionTo(DEAD, self._now())
                 d = self._deleteGroup(group, previous)
                 deleting.append(d.addCallback(lambda code, g=groupId: results.__setitem__(g, code)))
             else:
-                results[groupId] = GroupErrorCode.NON_EMPTY_GROUP
+                results[groupId] = ErrorCode.NON_EMPTY_GROUP
         order = list(dict.fromkeys(groupIds))
         return defer.gatherResults(deleting).addCallback(lambda _: {g: results[g] for g in order})
 
@@ -1088,11 +1067,11 @@ class GroupCoordinator:
             if isinstance(outcome, Failure):
                 self._storeFailed(outcome, "deleting the offsets", groupId)
                 group.state, group.stateTimestamp = EMPTY, previousTimestamp
-                return GroupErrorCode.COORDINATOR_NOT_AVAILABLE
+                return ErrorCode.COORDINATOR_NOT_AVAILABLE
             if self._groups.get(groupId) is group:
                 del self._groups[groupId]
             self._log.info("deleted group {group} and its {count} offsets", group=groupId, count=count)
-            return GroupErrorCode.NONE
+            return ErrorCode.NONE
 
         if not group.hasOffsets() and groupId not in self._writes:
             return defer.maybeDeferred(deleted, None)
@@ -1152,7 +1131,7 @@ class GroupCoordinator:
             return GroupDescription(error, groupId, "", "", "", [])
         group = self._groups.get(groupId)
         if group is None:
-            return GroupDescription(GroupErrorCode.NONE, groupId, DEAD, "", "", [])
+            return GroupDescription(ErrorCode.NONE, groupId, DEAD, "", "", [])
         if group.state == STABLE:
             members = [
                 MemberDescription(
@@ -1167,7 +1146,7 @@ class GroupCoordinator:
                 for m in group.members.values()
             ]
             protocol = ""
-        return GroupDescription(GroupErrorCode.NONE, groupId, group.state, group.protocolType or "", protocol, members)
+        return GroupDescription(ErrorCode.NONE, groupId, group.state, group.protocolType or "", protocol, members)
 
     def stats(self):
         return [
@@ -1178,7 +1157,7 @@ class GroupCoordinator:
     @_answering
     def stop(self):
         self._stopped = True
-        notCoordinator = GroupErrorCode.NOT_COORDINATOR
+        notCoordinator = ErrorCode.NOT_COORDINATOR
         for group in self._groups.values():
             if group.join is not None:
                 group.join.cancel()

@@ -25,7 +25,6 @@ DESCRIBE_GROUPS = 15
 LIST_GROUPS = 16
 DELETE_GROUPS = 42
 
-_COORDINATOR_NOT_AVAILABLE = 15
 _KEY_TYPE_GROUP = 0
 _NO_OPERATIONS = -(2**31)
 _HOST = re.compile(r"host='([^']*)'|^tcp6?:(.*):\d+$")
@@ -47,7 +46,7 @@ def findCoordinator(header, request, gateway):
     broker = gateway.broker
     if request.keyType != _KEY_TYPE_GROUP:
         return _encode(FIND_COORDINATOR, header, {
-            "errorCode": _COORDINATOR_NOT_AVAILABLE, "errorMessage": "transactions are not served",
+            "errorCode": ErrorCode.COORDINATOR_NOT_AVAILABLE, "errorMessage": "transactions are not served",
             "nodeId": -1, "host": "", "port": -1,
         })
     host, port = gateway.connection.localAddress()

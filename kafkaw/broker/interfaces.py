@@ -41,7 +41,7 @@ class IClusterService(Interface):
         @param validateOnly: check only; create nothing.
         @return: Deferred firing with C{None} once the topic is stored.
         @raise TopicError: (in the Deferred) with the CreateTopics error code
-            (L{kafkaw.protocol.api.AdminErrorCode}): bad name, count or
+            (L{kafkaw.protocol.errors.ErrorCode}): bad name, count or
             config, or it exists.
         """
 

@@ -13,7 +13,7 @@ from zope.interface import implementer
 
 from kafkaw.broker.interfaces import IClusterService, IPartitionService, TopicError
 from kafkaw.broker.producers import ProducerError, ProducerStates
-from kafkaw.protocol.api import EARLIEST, LATEST, AdminErrorCode
+from kafkaw.protocol.api import EARLIEST, LATEST
 from kafkaw.protocol.errors import ErrorCode, MessageSetError
 from kafkaw.protocol.records import assignOffsets, entrySize, firstOffsetAtOrAfter, producedBatches
 from kafkaw.storage.interfaces import StorageError
@@ -57,7 +57,7 @@ class OffsetOutOfRange(Exception):
 def checkTopicName(name):
     """Raise L{TopicError} unless C{name} is a legal Kafka topic name."""
     if name in (".", "..") or not _LEGAL_TOPIC.fullmatch(name or ""):
-        raise TopicError(f"illegal topic name {name!r}: use 1..249 of [a-zA-Z0-9._-]", AdminErrorCode.INVALID_TOPIC)
+        raise TopicError(f"illegal topic name {name!r}: use 1..249 of [a-zA-Z0-9._-]", ErrorCode.INVALID_TOPIC)
 
 
 def parseTopicConfigs(configs):
@@ -69,17 +69,17 @@ def parseTopicConfigs(configs):
     for name, value in configs.items():
         if name not in TOPIC_CONFIGS:
             raise TopicError(
-                f"unknown topic config {name!r} (known: {', '.join(TOPIC_CONFIGS)})", AdminErrorCode.INVALID_CONFIG
+                f"unknown topic config {name!r} (known: {', '.join(TOPIC_CONFIGS)})", ErrorCode.INVALID_CONFIG
             )
         if name in _CHOICES:
             if value not in _CHOICES[name]:
-                raise TopicError(f"{name} must be one of {', '.join(_CHOICES[name])}, not {value!r}", AdminErrorCode.INVALID_CONFIG)
+                raise TopicError(f"{name} must be one of {', '.join(_CHOICES[name])}, not {value!r}", ErrorCode.INVALID_CONFIG)
             parsed[name] = value
             continue
         minimum = _MINIMUM[name]
         if not isinstance(value, str) or not _INTEGER.fullmatch(value) or int(value) < minimum:
             unlimited = " (-1: unlimited)" if minimum == -1 else ""
-            raise TopicError(f"{name} must be an integer >= {minimum}{unlimited}, not {value!r}", AdminErrorCode.INVALID_CONFIG)
+            raise TopicError(f"{name} must be an integer >= {minimum}{unlimited}, not {value!r}", ErrorCode.INVALID_CONFIG)
         parsed[name] = int(value)
     return parsed
 
@@ -460,10 +460,10 @@ class ClusterService:
     def _checkNewTopic(self, name, partitions, configs):
         checkTopicName(name)
         if name in self._creating or name in self._counts:
-            raise TopicError(f"topic {name!r} exists", AdminErrorCode.TOPIC_ALREADY_EXISTS)
+            raise TopicError(f"topic {name!r} exists", ErrorCode.TOPIC_ALREADY_EXISTS)
         if not 1 <= partitions <= _MAX_PARTITIONS:
             raise TopicError(
-                f"partition count {partitions} outside 1..{_MAX_PARTITIONS}", AdminErrorCode.INVALID_PARTITIONS
+                f"partition count {partitions} outside 1..{_MAX_PARTITIONS}", ErrorCode.INVALID_PARTITIONS
             )
         return parseTopicConfigs(configs)
 
@@ -500,16 +500,16 @@ class ClusterService:
         for topic in topics:
             try:
                 if asked[topic.name] > 1:
-                    raise TopicError(f"topic {topic.name!r} is asked for more than once", AdminErrorCode.INVALID_REQUEST)
+                    raise TopicError(f"topic {topic.name!r} is asked for more than once", ErrorCode.INVALID_REQUEST)
                 if topic.assignments:
-                    raise TopicError("replica assignments are not served: every partition is on this broker", AdminErrorCode.INVALID_REQUEST)
+                    raise TopicError("replica assignments are not served: every partition is on this broker", ErrorCode.INVALID_REQUEST)
                 if topic.replicationFactor not in (1, -1):
                     raise TopicError(
                         f"replication factor {topic.replicationFactor}: this broker has no replicas (use 1)",
-                        AdminErrorCode.INVALID_REPLICATION_FACTOR,
+                        ErrorCode.INVALID_REPLICATION_FACTOR,
                     )
                 if any(value is None for _, value in topic.configs):
-                    raise TopicError("null config values are not allowed", AdminErrorCode.INVALID_REQUEST)
+                    raise TopicError("null config values are not allowed", ErrorCode.INVALID_REQUEST)
                 yield self.createTopic(topic.name, topic.numPartitions, dict(topic.configs), validateOnly)
             except TopicError as e:
                 self._log.info("not creating topic {topic}: {why}", topic=topic.name, why=str(e))
@@ -533,14 +533,14 @@ class ClusterService:
         if current is None:
             raise TopicError(f"unknown topic {name!r}", ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
         if name in self._changing:
-            raise TopicError(f"topic {name!r} is being changed", AdminErrorCode.INVALID_REQUEST)
+            raise TopicError(f"topic {name!r} is being changed", ErrorCode.INVALID_REQUEST)
         if count <= current:
             raise TopicError(
                 f"topic {name!r} has {current} partitions, which is not fewer than the {count} asked for",
-                AdminErrorCode.INVALID_PARTITIONS,
+                ErrorCode.INVALID_PARTITIONS,
             )
         if count > _MAX_PARTITIONS:
-            raise TopicError(f"partition count {count} above {_MAX_PARTITIONS}", AdminErrorCode.INVALID_PARTITIONS)
+            raise TopicError(f"partition count {count} above {_MAX_PARTITIONS}", ErrorCode.INVALID_PARTITIONS)
         if validateOnly:
             return
         self._changing.add(name)
@@ -561,7 +561,7 @@ class ClusterService:
         if name not in self._counts:
             return defer.fail(TopicError(f"unknown topic {name!r}", ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
         if name in self._changing or name in self._creating:
-            return defer.fail(TopicError(f"topic {name!r} is being changed", AdminErrorCode.INVALID_REQUEST))
+            return defer.fail(TopicError(f"topic {name!r} is being changed", ErrorCode.INVALID_REQUEST))
         count = self._counts.pop(name)
         del self._configs[name]
         services = [self._partitions.pop((name, number)) for number in range(count)]

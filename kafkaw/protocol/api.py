@@ -20,17 +20,6 @@ class ApiKey(enum.IntEnum):
     CREATE_TOPICS = 19
 
 
-class AdminErrorCode(enum.IntEnum):
-    """Error codes of a CreateTopics answer, which Kafka added after 0.8."""
-
-    INVALID_TOPIC = 17
-    TOPIC_ALREADY_EXISTS = 36
-    INVALID_PARTITIONS = 37
-    INVALID_REPLICATION_FACTOR = 38
-    INVALID_CONFIG = 40
-    INVALID_REQUEST = 42
-
-
 class RequestHeader(NamedTuple):
     apiKey: int
     apiVersion: int

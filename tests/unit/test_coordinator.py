@@ -8,6 +8,7 @@ from twisted.internet import defer, task
 from twisted.logger import capturedLogs, formatEvent
 from zope.interface.verify import verifyObject
 
+from kafkaw.protocol.errors import ErrorCode as E
 from kafkaw.broker.coordinator import (
     COMPLETING_REBALANCE,
     DEAD,
@@ -17,7 +18,6 @@ from kafkaw.broker.coordinator import (
     FetchedOffset,
     GroupCoordinator,
     GroupDescription,
-    GroupErrorCode as E,
     GroupOverview,
     GroupStats,
     IGroupCoordinator,
