@@ -1,5 +1,6 @@
 """The services the gateway talks to, after kafka-worker's design: one cluster
-service (which topics and partitions exist) and one service per partition.
+service (which topics and partitions exist), one service per partition, and
+the group coordinator (consumer groups and their committed offsets).
 """
 
 from zope.interface import Attribute, Interface
@@ -153,3 +154,89 @@ class IPartitionService(Interface):
 
         @return: Deferred firing with the new C{logStartOffset}.
         """
+
+
+class IGroupCoordinator(Interface):
+    """Consumer groups and their committed offsets (the classic group
+    protocol of Kafka 2.3.0). Every method answers with Kafka's error codes
+    (L{kafkaw.protocol.errors.ErrorCode}); none raises for a request it cannot serve."""
+
+    def joinGroup(
+        groupId, memberId, groupInstanceId, protocolType, protocols, sessionTimeoutMs, rebalanceTimeoutMs,
+        clientId, clientHost, requireKnownMemberId,
+    ):
+        """Answer a JoinGroup request.
+
+        @param memberId: C{""} for a member without an id yet.
+        @param groupInstanceId: the static member's C{group.instance.id}
+            (JoinGroup v5), or C{None}.
+        @param protocols: C{[(name, metadata bytes)]} in the member's order of preference.
+        @param rebalanceTimeoutMs: -1 (JoinGroup v0): the session timeout.
+        @param clientHost: as the handler wants DescribeGroups to show it
+            (Kafka shows C{"/127.0.0.1"}).
+        @param requireKnownMemberId: JoinGroup v4+ without a group instance
+            id: a member without an id gets MEMBER_ID_REQUIRED (79) and its new id.
+        @return: Deferred firing with a L{kafkaw.broker.coordinator.JoinResult}, at once on an error,
+            else when the rebalance completes (all members joined, the
+            rebalance timeout, or the initial delay of an Empty group).
+        """
+
+    def syncGroup(groupId, generationId, memberId, groupInstanceId, assignments):
+        """Answer a SyncGroup request.
+
+        @param assignments: C{{memberId: bytes}}, the leader's (others send C{{}}).
+        @return: Deferred firing with a L{kafkaw.broker.coordinator.SyncResult}; a member's SyncGroup
+            in CompletingRebalance waits for the leader's.
+        """
+
+    def heartbeat(groupId, generationId, memberId, groupInstanceId):
+        """Answer a Heartbeat request: an error code (C{int})."""
+
+    def leaveGroup(groupId, memberId):
+        """Answer a LeaveGroup request (v0-2: one member): an error code (C{int})."""
+
+    def commitOffsets(groupId, generationId, memberId, groupInstanceId, offsets):
+        """Answer an OffsetCommit request.
+
+        @param generationId: -1 (with member C{""}) for a simple consumer.
+        @param offsets: C{{(topic, partition): (offset, leaderEpoch, metadata,
+            commitTimestamp)}}; metadata C{None} is C{""}, leaderEpoch -1 is
+            none, commitTimestamp -1 (or a 3-tuple without it) is now.
+        @return: Deferred firing with C{{(topic, partition): errorCode}} once
+            the accepted offsets are stored, in one write.
+        """
+
+    def fetchOffsets(groupId, partitions):
+        """Answer an OffsetFetch request.
+
+        @param partitions: C{[(topic, partition)]}, or C{None} for every committed one.
+        @return: Deferred firing with C{(errorCode, {(topic, partition):
+            FetchedOffset})}.
+        """
+
+    def listGroups():
+        """Every group (Dead ones excepted): C{[GroupOverview]}, by group id."""
+
+    def describeGroup(groupId):
+        """A L{kafkaw.broker.coordinator.GroupDescription}; an unknown group is C{Dead} with no members, error 0."""
+
+    def deleteGroups(groupIds):
+        """Answer a DeleteGroups request.
+
+        @return: Deferred firing with C{{groupId: errorCode}} once the
+            deleted groups' offsets are deleted from the store.
+        """
+
+    def expireOffsets():
+        """Delete the offsets retention no longer keeps, and forget empty
+        groups without offsets (the periodic job).
+
+        @return: Deferred firing with the number of offsets deleted.
+        """
+
+    def stats():
+        """C{[GroupStats]} of every group, by group id."""
+
+    def stop():
+        """Stop every timer; parked JoinGroup/SyncGroup requests get
+        NOT_COORDINATOR, later requests COORDINATOR_NOT_AVAILABLE."""

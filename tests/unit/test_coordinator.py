@@ -8,6 +8,7 @@ from twisted.internet import defer, task
 from twisted.logger import capturedLogs, formatEvent
 from zope.interface.verify import verifyObject
 
+from kafkaw.broker.interfaces import IGroupCoordinator
 from kafkaw.protocol.errors import ErrorCode as E
 from kafkaw.broker.coordinator import (
     COMPLETING_REBALANCE,
@@ -20,7 +21,6 @@ from kafkaw.broker.coordinator import (
     GroupDescription,
     GroupOverview,
     GroupStats,
-    IGroupCoordinator,
     JoinMember,
     JoinResult,
     MemberDescription,
