@@ -44,8 +44,23 @@ sets). For Kafka 2.3.0's protocol, in the same run:
   Metadata p99 < 100 ms, produce max < 50 ms. Raw requests use kafkaw's
   kafkaw.protocol.schema codec.
 
+Consumer groups (`--only groups`), kafkaw on LevelDB started with
+--group-initial-rebalance-delay-ms 0 (Kafka's default 3000 would hold every
+new group's first join 3 s), librdkafka with its default settings:
+
+- group consume: `subscribe()` with a new group.id (auto.offset.reset
+  earliest) next to `assign()` at offset 0, the same 100 B data on 1 and 4
+  partitions, alternating in order, both with queued.min.messages 1,000,000 as
+  the modern rows; timed from the assignment to the last message; target
+  subscribe >= 0.9 x assign;
+- rebalance: two members consuming a 6-partition topic being written, a third
+  subscribes; time from its subscribe() to every member having consumed from
+  its new assignment; target < heartbeat.interval.ms (3000) + 500 ms;
+- synchronous commits/s: `commit(asynchronous=False)` of one partition in a
+  loop (no target).
+
 --skip and --only take comma lists of parts: throughput, modern, downconvert,
-metadata, latency, rss, shim (e.g. `--only modern,downconvert,metadata`);
+metadata, groups, latency, rss, shim (e.g. `--only modern,downconvert,metadata`);
 --quick runs every part at small sizes.
 
 Message values are distinct random bytes by default (--payload x for b"x" *
@@ -101,13 +116,13 @@ MODES = {
     # reps, messages for 100 B, messages for 10 KB, round-trip samples, wake-up samples, RSS steps;
     # metadata at scale: topics made, topics named per Metadata request, Metadata requests timed
     "quick": dict(reps=2, n100=300_000, n10k=20_000, rtt=1000, wake=500, rss=[1_000_000],
-                  topics=10_000, named=1_000, metaSamples=30),
+                  topics=10_000, named=1_000, metaSamples=30, rebalances=3, commits=1000),
     "default": dict(reps=3, n100=1_000_000, n10k=50_000, rtt=2000, wake=2000, rss=[1_000_000, 10_000_000],
-                    topics=10_000, named=1_000, metaSamples=200),
+                    topics=10_000, named=1_000, metaSamples=200, rebalances=5, commits=3000),
     "full": dict(reps=5, n100=2_000_000, n10k=100_000, rtt=5000, wake=5000, rss=[1_000_000, 10_000_000],
-                 topics=10_000, named=1_000, metaSamples=500),
+                 topics=10_000, named=1_000, metaSamples=500, rebalances=10, commits=5000),
 }
-PARTS = ["throughput", "modern", "downconvert", "metadata", "latency", "rss", "shim"]
+PARTS = ["throughput", "modern", "downconvert", "metadata", "groups", "latency", "rss", "shim"]
 
 
 def log(*args):
@@ -218,7 +233,7 @@ def shimAvailable():
     return "kafkaw-shim" in out
 
 
-def startKafkaw(workDir, partitions, name=None, websocketPort=None, storage="leveldb"):
+def startKafkaw(workDir, partitions, name=None, websocketPort=None, storage="leveldb", extra=()):
     options = kafkawOptions()
     port = freePort()
     name = name or f"kafkaw-p{partitions}"
@@ -229,6 +244,7 @@ def startKafkaw(workDir, partitions, name=None, websocketPort=None, storage="lev
         "--data-dir", str(dataDir),
         "--num-partitions", str(partitions),
         "--storage", storage,
+        *extra,
     ]
     if websocketPort is not None:
         args += ["--websocket", f"tcp:{websocketPort}:interface=127.0.0.1"]
@@ -1030,6 +1046,355 @@ def metadataAtScale(work, mode, storage="memory"):
 
 
 # ---------------------------------------------------------------------------
+# Consumer groups: group consume vs assign, a 2 -> 3 rebalance, synchronous commits
+# ---------------------------------------------------------------------------
+
+GROUPS_PARTITIONS = (1, 4)
+# librdkafka's heartbeat.interval.ms default: members already in a group learn of a rebalance
+# from their next heartbeat's answer (REBALANCE_IN_PROGRESS).
+RDKAFKA_HEARTBEAT_S = 3.0
+GROUPS_TARGETS = dict(groupConsume=0.9, rebalanceSlack=0.5)
+
+
+def createTopics(port, partitionsByTopic):
+    """Raw CreateTopics v3 (kafkaw's codec): {topic: partitions}."""
+    conn = SchemaConnection(port)
+    try:
+        answer = conn.request(19, 3, {
+            "topics": [{"name": t, "numPartitions": p, "replicationFactor": 1} for t, p in partitionsByTopic.items()],
+            "timeoutMs": 30000,
+        })
+    finally:
+        conn.close()
+    errors = {t.errorCode for t in answer.topics}
+    if errors != {0}:
+        raise RuntimeError(f"CreateTopics: error codes {errors}")
+
+
+def groupConsumeLoad(bootstrap, topic, total, groupId, broker=None, timeout=300, extra=None):
+    """A group consumer (librdkafka defaults: subscribe(), auto commit every 5 s) of a new
+    group reading `total` messages; auto.offset.reset earliest, as a new group has no offsets.
+
+    The clock runs from the assignment (on_assign, the SyncGroup answered) to the last
+    message, as consumeLoad's from assign() at offset 0: the group consumer then fetches
+    its committed offsets (none) and the earliest ones before fetching.
+    Returns (seconds, messages, broker CPU seconds, seconds from subscribe() to the assignment,
+    seconds from the assignment to the first message).
+    """
+    from confluent_kafka import Consumer
+
+    c = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": groupId,
+        "auto.offset.reset": "earliest",
+        **(extra or {}),
+    })
+    got = errors = 0
+    mark = {}
+
+    def assigned(consumer, partitions):
+        mark["t0"] = time.perf_counter()
+        mark["cpu0"] = broker.cpu() if broker else None
+
+    try:
+        c.list_topics(topic, timeout=30)  # connected, as consumeLoad's consumer is before its clock starts
+        tSubscribe = time.perf_counter()
+        c.subscribe([topic], on_assign=assigned)
+        deadline = time.monotonic() + timeout
+        consume = c.consume
+        while got < total and time.monotonic() < deadline:
+            batch = consume(min(10000, total - got), 0.5)
+            good = sum(1 for m in batch if m.error() is None)
+            errors += len(batch) - good
+            if good and "first" not in mark:
+                mark["first"] = time.perf_counter()
+            got += good
+        dt = time.perf_counter() - mark["t0"]
+        cpu = broker.cpu() - mark["cpu0"] if broker else None
+    finally:
+        c.close()
+    if got < total:
+        raise RuntimeError(f"group consumer read {got} of {total} from {bootstrap} ({errors} errors)")
+    return dt, got, cpu, mark["t0"] - tSubscribe, mark["first"] - mark["t0"]
+
+
+class _Member:
+    """A librdkafka group consumer (defaults) polling in its own thread, noting each
+    assignment and the first message after it."""
+
+    def __init__(self, bootstrap, topic, groupId, name):
+        import threading
+        from confluent_kafka import Consumer
+
+        self.name = name
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": groupId,
+                                  "auto.offset.reset": "latest", "client.id": name})
+        self.consumer.list_topics(topic, timeout=30)
+        self.topic = topic
+        self.assignments = []  # [time, partitions, time of the first message after it or None]
+        self.revoked = []  # times of on_revoke
+        self.errors = collections.Counter()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _assigned(self, consumer, partitions):
+        self.assignments.append([time.perf_counter(), sorted(p.partition for p in partitions), None])
+
+    def _revoked(self, consumer, partitions):
+        self.revoked.append(time.perf_counter())
+
+    def subscribe(self):
+        t = time.perf_counter()
+        self.consumer.subscribe([self.topic], on_assign=self._assigned, on_revoke=self._revoked)
+        self.thread.start()
+        return t
+
+    def _run(self):
+        consume = self.consumer.consume
+        while not self.stopping.is_set():
+            for m in consume(1000, 0.01):
+                if m.error() is not None:
+                    self.errors[str(m.error())] += 1
+                elif self.assignments and self.assignments[-1][2] is None and m.partition() in self.assignments[-1][1]:
+                    self.assignments[-1][2] = time.perf_counter()
+
+    def consumingSince(self, t0):
+        """When this member first consumed after its last assignment made after t0, or None."""
+        if not self.assignments or self.assignments[-1][0] < t0 or not self.assignments[-1][1]:
+            return None
+        return self.assignments[-1][2]
+
+    def stop(self):
+        self.stopping.set()
+        if self.thread.is_alive():
+            self.thread.join(30)
+        self.consumer.close()
+
+
+def rebalanceOnce(bootstrap, topic, groupId, partitions, phase, timeout=60):
+    """Two members consuming (`partitions` partitions, a producer writing to each every few ms),
+    then, `phase` seconds after both consume, a third subscribes. Returns seconds from its
+    subscribe() to the moment every member has consumed a message of its new assignment, to
+    each member's, to the first on_revoke of the two (the first heartbeat answered
+    REBALANCE_IN_PROGRESS), and the assignment sizes."""
+    import threading
+
+    producer_ = producer(bootstrap, 1, True, **{"linger.ms": 0})
+    stopProducing = threading.Event()
+
+    def produceSteadily():
+        i = 0
+        while not stopProducing.is_set():
+            producer_.produce(topic, b"r" * 100, partition=i % partitions)
+            producer_.poll(0)
+            i += 1
+            if i % partitions == 0:
+                time.sleep(0.002)
+        producer_.flush(10)
+
+    feeder = threading.Thread(target=produceSteadily, daemon=True)
+    feeder.start()
+    members = []
+    try:
+        for k in range(2):
+            members.append(_Member(bootstrap, topic, groupId, f"member-{k}"))
+            members[-1].subscribe()
+        # wait for the two to share the partitions and consume
+        deadline = time.monotonic() + timeout
+        while True:
+            last = [m.assignments[-1] if m.assignments else None for m in members]
+            if (all(a is not None and a[2] is not None for a in last)
+                    and sum(len(a[1]) for a in last) == partitions):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"two members not consuming after {timeout} s: {[m.assignments for m in members]}")
+            time.sleep(0.01)
+        time.sleep(phase)
+        members.append(_Member(bootstrap, topic, groupId, "member-2"))
+        t0 = members[-1].subscribe()
+        deadline = time.monotonic() + timeout
+        while True:
+            since = [m.consumingSince(t0) for m in members]
+            if all(s is not None for s in since):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"three members not consuming after {timeout} s: "
+                                   f"{[(m.name, m.assignments, dict(m.errors)) for m in members]}")
+            time.sleep(0.005)
+        sizes = sorted(len(m.assignments[-1][1]) for m in members)
+        if sum(sizes) != partitions:
+            raise RuntimeError(f"assignments after the rebalance: {[m.assignments[-1][1] for m in members]}")
+        revoked = min(r for m in members[:2] for r in m.revoked if r >= t0)
+        return max(since) - t0, [s - t0 for s in since], revoked - t0, sizes
+    finally:
+        stopProducing.set()
+        feeder.join(30)
+        for m in members:
+            m.stop()
+
+
+def syncCommits(bootstrap, topic, groupId, count):
+    """A group member of a one-partition topic commits offsets 1..count with
+    commit(asynchronous=False), one after another: seconds for each."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": groupId, "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False})
+    ready = {}
+    try:
+        c.subscribe([topic], on_assign=lambda consumer, parts: ready.setdefault("t", time.perf_counter()))
+        deadline = time.monotonic() + 30
+        while "t" not in ready:
+            c.consume(1, 0.1)
+            if time.monotonic() > deadline:
+                raise RuntimeError("the committing consumer got no assignment")
+        for i in range(1, 11):  # warm up
+            c.commit(offsets=[TopicPartition(topic, 0, i)], asynchronous=False)
+        times = []
+        for i in range(11, 11 + count):
+            t = time.perf_counter()
+            c.commit(offsets=[TopicPartition(topic, 0, i)], asynchronous=False)
+            times.append(time.perf_counter() - t)
+        committed = c.committed([TopicPartition(topic, 0)], timeout=10)[0].offset
+        if committed != 10 + count:
+            raise RuntimeError(f"committed offset {committed}, expected {10 + count}")
+    finally:
+        c.close()
+    return times
+
+
+def groupsBench(work, mode):
+    """The groups part on one kafkaw (LevelDB, --group-initial-rebalance-delay-ms 0)."""
+    out = {"consume": {}, "rebalance": [], "commits": []}
+    kafkaw = startKafkaw(work, 1, name="kafkaw-groups", extra=["--group-initial-rebalance-delay-ms", "0"])
+    try:
+        n = mode["n100"]
+        for rep in range(mode["reps"]):
+            topics = {f"groups-p{p}-r{rep}": p for p in GROUPS_PARTITIONS}
+            createTopics(kafkaw.port, topics)
+            for topic, partitions in topics.items():
+                # the modern producer spreads messages over the partitions (i % P)
+                produceLoad(kafkaw.bootstrap, topic, partitions, n, 100, 1, modern=True)
+                total = waitForStored(kafkaw.port, topic, partitions, n + partitions)
+                order = ("assign", "group") if rep % 2 == 0 else ("group", "assign")
+                res = {}
+                for how in order:
+                    if how == "assign":
+                        # consumeLoad's fetch.wait.max.ms 100 back to librdkafka's default, as the group consumer's
+                        dt, got, cpu = consumeLoad(kafkaw.bootstrap, topic, partitions, total, kafkaw, modern=True,
+                                                   extra={**MODERN_CONSUMER, "fetch.wait.max.ms": 500})
+                        join = first = None
+                    else:
+                        dt, got, cpu, join, first = groupConsumeLoad(kafkaw.bootstrap, topic, total, f"bench-{topic}",
+                                                                     kafkaw, extra=MODERN_CONSUMER)
+                    res[how] = (got / dt, cpu * 1e6 / got, join, first)
+                    log(f"  kafkaw {how:6} consume 100 B x{partitions}p: {got / dt:>10,.0f} msg/s  "
+                        f"broker CPU {cpu * 1e6 / got:6.2f} µs/msg" + (
+                            f"  (subscribe → assigned {join * 1e3:.0f} ms, → first message {first * 1e3:.0f} ms more)"
+                            if join is not None else ""))
+                out["consume"].setdefault(partitions, []).append(res)
+        partitions = 6
+        runs = mode["rebalances"]
+        for rep in range(runs):
+            topic = f"groups-rebalance-r{rep}"
+            createTopics(kafkaw.port, {topic: partitions})
+            # the third member subscribes at phases spread over the two members' heartbeat interval
+            phase = 0.2 + RDKAFKA_HEARTBEAT_S * (rep + 0.5) / runs
+            took, each, revoked, sizes = rebalanceOnce(kafkaw.bootstrap, topic, f"bench-rebalance-{rep}", partitions, phase)
+            out["rebalance"].append((took, each, revoked, sizes))
+            log(f"  rebalance 2 → 3 members ({partitions} partitions, subscribe {phase:.2f} s after both consume): "
+                f"every member consuming after {took * 1e3:.0f} ms (each: {', '.join(f'{s * 1e3:.0f}' for s in each)} ms; "
+                f"first revoke {revoked * 1e3:.0f} ms; partitions {sizes})")
+        for rep in range(mode["reps"]):
+            topic = f"groups-commit-r{rep}"
+            createTopics(kafkaw.port, {topic: 1})
+            times = syncCommits(kafkaw.bootstrap, topic, f"bench-commit-{rep}", mode["commits"])
+            out["commits"].append(times)
+            log(f"  synchronous commits: {len(times) / sum(times):,.0f}/s, p50 {pct(times, 50) * 1e3:.3f} ms, "
+                f"p99 {pct(times, 99) * 1e3:.3f} ms")
+    finally:
+        kafkaw.stop()
+    return out
+
+
+def groupsReport(groups):
+    """Markdown for the groups part, and its target lines."""
+    out, targets = [], []
+    if not groups:
+        return out, targets
+    T = GROUPS_TARGETS
+    consume = groups["consume"]
+    reps = len(next(iter(consume.values()))) if consume else 0
+    out.append("Consumer groups: kafkaw on LevelDB started with `--group-initial-rebalance-delay-ms 0` (Kafka's "
+               "default, 3000, would hold a new group's first join 3 s). Group consume: librdkafka with default "
+               "settings, `subscribe()` with a new group.id (auto.offset.reset earliest; auto commit on, every 5 s) "
+               "next to the same settings with `assign()` at offset 0 (no group), reading the same 100 B messages "
+               "(produced as v2 batches, i % P), both with `queued.min.messages` 1,000,000 as the modern rows "
+               "(and librdkafka's fetch.wait.max.ms, 500); timed "
+               "from the assignment (on_assign; assign()) to the last message; medians of "
+               f"{reps} runs, the two alternating in order:")
+    out.append("")
+    out.append("| consume 100 B from 0 | parts | assign() msg/s | subscribe() msg/s | subscribe / assign "
+               "| broker CPU µs/msg assign / subscribe | subscribe() → assigned ms | assigned → first message ms "
+               "| target |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    for partitions, runs in sorted(consume.items()):
+        a = med([r["assign"][0] for r in runs])
+        g = med([r["group"][0] for r in runs])
+        ratio = med([r["group"][0] / r["assign"][0] for r in runs])
+        ac, gc = med([r["assign"][1] for r in runs]), med([r["group"][1] for r in runs])
+        join = med([r["group"][2] for r in runs])
+        first = med([r["group"][3] for r in runs])
+        ok = ratio >= T["groupConsume"]
+        out.append(f"| group vs assign | {partitions} | {fmtRate(a)} | {fmtRate(g)} | **{ratio:.2f}** | {ac:.2f} / {gc:.2f} "
+                   f"| {join * 1e3:.0f} | {first * 1e3:.0f} | ≥ {T['groupConsume']} ×: {metMark(ok)} |")
+        targets.append(f"- group consume 100 B, {partitions} partition{'s' if partitions > 1 else ''}: {ratio:.2f} × "
+                       f"assign-style (target ≥ {T['groupConsume']}): {metMark(ok)}")
+    out.append("")
+    if groups["rebalance"]:
+        runs = groups["rebalance"]
+        took = [t for t, _, _, _ in runs]
+        after = [t - r for t, _, r, _ in runs]
+        goal = RDKAFKA_HEARTBEAT_S + T["rebalanceSlack"]
+        worst = max(took)
+        out.append("Rebalance: a group of two librdkafka consumers (defaults: heartbeat.interval.ms 3000, "
+                   "session.timeout.ms 45000, range/roundrobin assignors, eager protocol) consuming a 6-partition topic "
+                   "that a producer writes to every few ms; a third consumer subscribes. Timed from its `subscribe()` "
+                   "to every member having consumed a message of its new assignment; the third subscribes at "
+                   f"{len(runs)} moments spread evenly over the two members' 3 s heartbeat interval. The two learn of "
+                   "the rebalance from their next heartbeat's answer (REBALANCE_IN_PROGRESS), so the time is mostly "
+                   "where their heartbeat timers stood; the second row is the rest, from the first of them "
+                   "revoking its partitions (on_revoke) to all consuming:")
+        out.append("")
+        out.append("| rebalance 2 → 3 members | p50 ms | max ms | runs | each run ms | target |")
+        out.append("|---|---:|---:|---:|---|---|")
+        out.append(f"| third member's subscribe() → all 3 consuming | {pct(took, 50) * 1e3:.0f} | {worst * 1e3:.0f} "
+                   f"| {len(took)} | {', '.join(f'{t * 1e3:.0f}' for t in took)} "
+                   f"| max < {goal * 1e3:.0f} ms: {metMark(worst < goal)} |")
+        out.append(f"| first on_revoke → all 3 consuming | {pct(after, 50) * 1e3:.0f} | {max(after) * 1e3:.0f} "
+                   f"| {len(after)} | {', '.join(f'{t * 1e3:.0f}' for t in after)} | — |")
+        out.append("")
+        targets.append(f"- rebalance 2 → 3 members: max {worst * 1e3:.0f} ms, p50 {pct(took, 50) * 1e3:.0f} ms over "
+                       f"{len(took)} runs (target < heartbeat interval {RDKAFKA_HEARTBEAT_S * 1e3:.0f} + "
+                       f"{T['rebalanceSlack'] * 1e3:.0f} ms): {metMark(worst < goal)}")
+    if groups["commits"]:
+        runs = groups["commits"]
+        rates = [len(t) / sum(t) for t in runs]
+        every = [x for t in runs for x in t]
+        out.append("Synchronous commits: a group member (librdkafka defaults, enable.auto.commit off) of a "
+                   "one-partition topic calls `commit(offsets=[…], asynchronous=False)` in a loop, a new offset each "
+                   "time: one OffsetCommit v7 and one LevelDB write each (no `--sync`):")
+        out.append("")
+        out.append("| synchronous commit, 1 partition | commits/s | p50 ms | p99 ms | n | target |")
+        out.append("|---|---:|---:|---:|---:|---|")
+        out.append(f"| `commit(asynchronous=False)` | {fmtRate(med(rates))} | {pct(every, 50) * 1e3:.3f} "
+                   f"| {pct(every, 99) * 1e3:.3f} | {len(every):,} | — |")
+        out.append("")
+        targets.append(f"- synchronous commits, 1 partition: {med(rates):,.0f}/s (no target)")
+    return out, targets
+
+
+# ---------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------
 
@@ -1141,7 +1506,7 @@ def modernReport(modernRows, down, meta):
 
 
 def report(args, modeName, mode, rows, latencyLines, wake99, rss, du, shimRows, shimNote, started, elapsed, loads,
-           modernRows=None, down=None, meta=None):
+           modernRows=None, down=None, meta=None, groups=None):
     out = []
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out.append(f"## {now} — `{' '.join(['python bench/run.py'] + sys.argv[1:])}`")
@@ -1179,6 +1544,8 @@ def report(args, modeName, mode, rows, latencyLines, wake99, rss, du, shimRows, 
         out.append("")
     modernLines, modernTargets = modernReport(modernRows, down, meta)
     out.extend(modernLines)
+    groupsLines, groupsTargets = groupsReport(groups)
+    out.extend(groupsLines)
     if latencyLines:
         out.append("| latency, p50 / p99 in ms | floor | kafkaw |")
         out.append("|---|---:|---:|")
@@ -1234,6 +1601,11 @@ def report(args, modeName, mode, rows, latencyLines, wake99, rss, du, shimRows, 
         out.append("Targets (Kafka 2.3.0 protocol):")
         out.append("")
         out.extend(modernTargets)
+        out.append("")
+    if groupsTargets:
+        out.append("Targets (consumer groups):")
+        out.append("")
+        out.extend(groupsTargets)
         out.append("")
     return "\n".join(out) + "\n"
 
@@ -1318,7 +1690,7 @@ def main():
     work = tempfile.mkdtemp(prefix="kafkaw-bench-")
     started = time.perf_counter()
     loads = [loadAverage(), None]
-    rows = latencyLines = rss = shimRows = shimNote = modernRows = down = meta = None
+    rows = latencyLines = rss = shimRows = shimNote = modernRows = down = meta = groups = None
     wake99 = None
     du = 0
     try:
@@ -1332,6 +1704,9 @@ def main():
         if "metadata" not in skip:
             log(f"== metadata at scale ({mode['topics']:,} topics, --storage {args.metadata_storage})")
             meta = metadataAtScale(work, mode, args.metadata_storage)
+        if "groups" not in skip:
+            log("== consumer groups (kafkaw with --group-initial-rebalance-delay-ms 0)")
+            groups = groupsBench(work, mode)
         if "latency" not in skip:
             log("== latency")
             latencyLines, wake99 = latency(work, mode)
@@ -1350,7 +1725,7 @@ def main():
             shutil.rmtree(work, ignore_errors=True)
     loads[1] = loadAverage()
     text = report(args, modeName, mode, rows, latencyLines, wake99, rss, du, shimRows, shimNote,
-                  started, time.perf_counter() - started, loads, modernRows, down, meta)
+                  started, time.perf_counter() - started, loads, modernRows, down, meta, groups)
     print(text)
     if not args.no_write:
         new = not RESULTS.exists()
