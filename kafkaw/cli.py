@@ -6,11 +6,17 @@
     kafkaw [--bootstrap HOST:PORT] topics alter NAME --partitions N
     kafkaw [--bootstrap HOST:PORT] topics delete NAME [NAME...]
     kafkaw [--bootstrap HOST:PORT] offsets TOPIC
+    kafkaw [--bootstrap HOST:PORT] groups list
+    kafkaw [--bootstrap HOST:PORT] groups describe GROUP
+    kafkaw [--bootstrap HOST:PORT] groups delete GROUP [GROUP...]
+    kafkaw [--bootstrap HOST:PORT] groups reset-offsets GROUP --topic TOPIC
+        (--to-earliest | --to-latest | --to-offset N) [--dry-run]
 
 A small blocking client: one plain socket, the generic codec of
 L{kafkaw.protocol.schema} at the versions in L{CALLS} (Kafka 2.1's admin
-APIs). A command that fails prints one line on stderr (one per topic the
-broker refused) and exits with status 1; bad usage exits with 2.
+and group APIs). A command that fails prints one line on stderr (one per
+topic, group or partition the broker refused) and exits with status 1; bad
+usage exits with 2.
 
 Topics are looked up with Metadata v4 naming them and
 C{allowAutoTopicCreation} false, so asking about an unknown topic never
@@ -26,6 +32,7 @@ from kafkaw.protocol import schema
 from kafkaw.protocol.api import EARLIEST, LATEST
 from kafkaw.protocol.errors import CodecError, ErrorCode
 from kafkaw.protocol.framing import Framer, FrameTooLarge, frame
+from kafkaw.protocol.primitives import Reader
 
 CLIENT_ID = "kafkaw-cli"
 
@@ -45,10 +52,27 @@ CREATE_TOPICS = Call(19, 3, "CreateTopics", "2.0")
 DELETE_TOPICS = Call(20, 3, "DeleteTopics", "2.1")
 DESCRIBE_CONFIGS = Call(32, 2, "DescribeConfigs", "2.0")
 CREATE_PARTITIONS = Call(37, 1, "CreatePartitions", "2.0")
-CALLS = (METADATA, LIST_OFFSETS, CREATE_TOPICS, DELETE_TOPICS, DESCRIBE_CONFIGS, CREATE_PARTITIONS)
+OFFSET_COMMIT = Call(8, 6, "OffsetCommit", "2.1")
+OFFSET_FETCH = Call(9, 5, "OffsetFetch", "2.1")
+DESCRIBE_GROUPS = Call(15, 2, "DescribeGroups", "2.0")
+LIST_GROUPS = Call(16, 2, "ListGroups", "2.0")
+DELETE_GROUPS = Call(42, 1, "DeleteGroups", "2.0")
+CALLS = (
+    METADATA, LIST_OFFSETS, CREATE_TOPICS, DELETE_TOPICS, DESCRIBE_CONFIGS, CREATE_PARTITIONS,
+    OFFSET_COMMIT, OFFSET_FETCH, DESCRIBE_GROUPS, LIST_GROUPS, DELETE_GROUPS,
+)
 
 _RESOURCE_TOPIC = 2  # DescribeConfigs resource type
 _SOURCE_TOPIC = 1  # DescribeConfigs config source DYNAMIC_TOPIC_CONFIG: set on the topic itself
+
+# Group error codes the commands explain (Kafka's Errors.java).
+_ILLEGAL_GENERATION = 22
+_UNKNOWN_MEMBER_ID = 25
+_REBALANCE_IN_PROGRESS = 27
+_NON_EMPTY_GROUP = 68
+_GROUP_ID_NOT_FOUND = 69
+_EMPTY, _DEAD = "Empty", "Dead"  # group states as DescribeGroups names them
+_CONSUMER = "consumer"  # the protocol type of Kafka's consumers, whose assignments the CLI decodes
 
 
 class CommandError(Exception):
@@ -160,14 +184,23 @@ class Client:
 
     def offsets(self, topic, partitions, time):
         """{partition: offset or "error N"} of ListOffsets at C{time} (-2 earliest, -1 latest)."""
+        found = self.listOffsets({topic: partitions}, time)
+        return {p: offset for (t, p), offset in found.items() if t == topic}
+
+    def listOffsets(self, partitions, time):
+        """{(topic, partition): offset or "error N"} of one ListOffsets at C{time} for C{partitions}, {topic: [partition]}."""
         request = {
             "replicaId": -1,
-            "topics": [{"name": topic, "partitions": [{"partitionIndex": p, "timestamp": time} for p in partitions]}],
+            "topics": [
+                {"name": topic, "partitions": [{"partitionIndex": p, "timestamp": time} for p in numbers]}
+                for topic, numbers in partitions.items()
+            ],
         }
         found = {}
         for answered in self.call(LIST_OFFSETS, request).topics:
             for result in answered.partitions:
-                found[result.partitionIndex] = f"error {result.errorCode}" if result.errorCode else result.offset
+                offset = f"error {result.errorCode}" if result.errorCode else result.offset
+                found[answered.name, result.partitionIndex] = offset
         return found
 
     def bounds(self, topic):
@@ -210,6 +243,98 @@ class Client:
             why = describeError(result.errorCode, result.errorMessage)
             raise CommandError(f"cannot describe the configs of topic {name}: {why}")
         return sorted((c.name, c.value, c.configSource == _SOURCE_TOPIC) for c in result.configs)
+
+    def listGroups(self):
+        """[(group id, protocol type)] of every group the broker coordinates."""
+        answer = self.call(LIST_GROUPS, {})
+        if answer.errorCode:
+            raise CommandError(f"cannot list groups: {describeError(answer.errorCode)}")
+        return [(g.groupId, g.protocolType) for g in answer.groups]
+
+    def describeGroups(self, groupIds):
+        """{group id: DescribeGroups group}; L{CommandError} if a group is not answered or refused."""
+        groupIds = list(dict.fromkeys(groupIds))
+        if not groupIds:
+            return {}
+        found = {g.groupId: g for g in self.call(DESCRIBE_GROUPS, {"groups": groupIds}).groups}
+        refused = []
+        for groupId in groupIds:
+            group = found.get(groupId)
+            if group is None:
+                refused.append(f"the broker did not answer for group {groupId}")
+            elif group.errorCode:
+                refused.append(f"cannot describe group {groupId}: {describeError(group.errorCode)}")
+        if refused:
+            raise CommandError("\n".join(refused))
+        return {groupId: found[groupId] for groupId in groupIds}
+
+    def committed(self, groupId, partitions=None):
+        """{(topic, partition): committed offset, -1 for none} of a group (C{partitions}
+        C{None}: every partition it has offsets for); L{CommandError} on an error."""
+        topics = None
+        if partitions is not None:
+            byTopic = {}
+            for topic, partition in partitions:
+                byTopic.setdefault(topic, []).append(partition)
+            topics = [{"name": topic, "partitionIndexes": numbers} for topic, numbers in byTopic.items()]
+        answer = self.call(OFFSET_FETCH, {"groupId": groupId, "topics": topics})
+        if answer.errorCode:
+            raise CommandError(f"cannot fetch the offsets of group {groupId}: {describeError(answer.errorCode)}")
+        found, refused = {}, []
+        for topic in answer.topics:
+            for p in topic.partitions:
+                if p.errorCode:
+                    refused.append(f"cannot fetch the offset of group {groupId} for {topic.name}/{p.partitionIndex}: "
+                                   f"{describeError(p.errorCode)}")
+                else:
+                    found[topic.name, p.partitionIndex] = p.committedOffset
+        if refused:
+            raise CommandError("\n".join(refused))
+        return found
+
+    def commit(self, groupId, offsets):
+        """{(topic, partition): error code} of committing C{offsets}, {(topic, partition): offset}, from
+        outside the group (generation -1, no member id), as Kafka's C{kafka-consumer-groups.sh} does."""
+        byTopic = {}
+        for (topic, partition), offset in offsets.items():
+            byTopic.setdefault(topic, []).append(
+                {"partitionIndex": partition, "committedOffset": offset, "committedLeaderEpoch": -1, "committedMetadata": ""}
+            )
+        request = {
+            "groupId": groupId, "generationId": -1, "memberId": "",
+            "topics": [{"name": topic, "partitions": partitions} for topic, partitions in byTopic.items()],
+        }
+        return {
+            (topic.name, p.partitionIndex): p.errorCode
+            for topic in self.call(OFFSET_COMMIT, request).topics
+            for p in topic.partitions
+        }
+
+    def deleteGroups(self, groupIds):
+        """{group id: error code} of DeleteGroups."""
+        return {r.groupId: r.errorCode for r in self.call(DELETE_GROUPS, {"groupsNames": list(groupIds)}).results}
+
+
+def decodeAssignment(data):
+    """[(topic, [partition])] of a consumer's assignment as the consumer protocol
+    encodes it (version int16, [topic string, [partition int32]], user data
+    bytes); C{None} if C{data} is not one."""
+    reader = Reader(data)
+    try:
+        reader.int16()
+        assigned = reader.array(lambda: (reader.string(), reader.array(reader.int32, 4)), 6)
+        reader.bytes()  # user data (nullable); later versions may add fields after it
+    except CodecError:
+        return None
+    if any(topic is None for topic, _ in assigned):
+        return None
+    return assigned
+
+
+def describeAssignment(assigned):
+    """"logs 0,1; audit 2" of [(topic, [partition])]; "-" for nothing."""
+    parts = [f"{topic} {','.join(map(str, sorted(numbers)))}" for topic, numbers in sorted(assigned) if numbers]
+    return "; ".join(parts) or "-"
 
 
 def table(rows):
@@ -287,6 +412,144 @@ def offsets(client, arguments, out):
     print(table([("partition", "start", "end")] + [(p, *bounds[p]) for p in sorted(bounds)]), file=out)
 
 
+def groupsList(client, arguments, out):
+    """A table of every group: its protocol type, state and members (ListGroups, then one DescribeGroups)."""
+    groups = sorted(client.listGroups())
+    if not groups:
+        return
+    described = client.describeGroups([groupId for groupId, _ in groups])
+    rows = [("group", "type", "state", "members")]
+    for groupId, protocolType in groups:
+        group = described[groupId]
+        rows.append((groupId, protocolType or "-", group.groupState, len(group.members)))
+    print(table(rows), file=out)
+
+
+def groupsDescribe(client, arguments, out):
+    groupId = arguments.group
+    group = client.describeGroups([groupId])[groupId]
+    committed = {tp: offset for tp, offset in client.committed(groupId).items() if offset >= 0}
+    if group.groupState == _DEAD and not group.members and not committed:
+        raise CommandError(f"unknown group {groupId}")
+    owners = {}  # (topic, partition) -> member id
+    members = [("member", "client", "host", "partitions")]
+    for m in group.members:
+        assignment = m.memberAssignment or b""
+        decoded = decodeAssignment(assignment) if group.protocolType == _CONSUMER else None
+        if not assignment:
+            assigned = "-"  # none yet: the group is not Stable
+        elif decoded is not None:
+            assigned = describeAssignment(decoded)
+            owners.update(((topic, p), m.memberId) for topic, numbers in decoded for p in numbers)
+        elif group.protocolType == _CONSUMER:
+            assigned = f"undecodable ({_count(len(assignment), 'byte')})"
+        else:
+            assigned = _count(len(assignment), "byte")
+        members.append((m.memberId, m.clientId, m.clientHost, assigned))
+    protocol = "/".join(filter(None, (group.protocolType, group.protocolData)))
+    print(
+        f"group {groupId}: {group.groupState}, {_count(len(group.members), 'member')}"
+        + (f" ({protocol})" if protocol else ""),
+        file=out,
+    )
+    if group.members:
+        print(file=out)
+        print(table(members), file=out)
+    print(file=out)
+    partitions = sorted(set(committed) | set(owners))
+    if not partitions:
+        print("no committed offsets", file=out)
+        return
+    ends = logEnds(client, partitions)
+    rows = [("topic", "partition", "committed", "end", "lag", "member")]
+    for tp in partitions:
+        offset, end = committed.get(tp), ends[tp]
+        lag = end - offset if offset is not None and isinstance(end, int) else "-"
+        rows.append((*tp, "-" if offset is None else offset, end, lag, owners.get(tp, "-")))
+    print(table(rows), file=out)
+
+
+def logEnds(client, partitions):
+    """{(topic, partition): log end offset, "error N", or "-" for a partition that does not exist}."""
+    topics = {topic.name: topic for topic in client.metadata(sorted({topic for topic, _ in partitions}))}
+    existing = {}
+    for topic, p in partitions:
+        known = topics.get(topic)
+        if known is not None and not known.errorCode and any(q.partitionIndex == p for q in known.partitions):
+            existing.setdefault(topic, []).append(p)
+    ends = client.listOffsets(existing, LATEST) if existing else {}
+    return {tp: ends.get(tp, "-") for tp in partitions}
+
+
+def _hasMembers(groupId, state, members):
+    return (
+        f"cannot reset the offsets of group {groupId}: it is {state} with {_count(members, 'member')};"
+        " a group takes offsets from outside its generation only while it has none: stop its consumers first"
+    )
+
+
+def groupsResetOffsets(client, arguments, out):
+    """Commit new offsets for every partition of a topic, as C{kafka-consumer-groups.sh --reset-offsets
+    --execute}: only while the group has no members (an OffsetCommit of generation -1)."""
+    groupId, name = arguments.group, arguments.topic
+    group = client.describeGroups([groupId])[groupId]
+    if group.members or group.groupState not in (_EMPTY, _DEAD):
+        raise CommandError(_hasMembers(groupId, group.groupState, len(group.members)))
+    topic = client.topic(name)
+    targets, refused = {}, []
+    for p, (start, end) in sorted(client.bounds(topic).items()):
+        if not isinstance(start, int) or not isinstance(end, int):
+            refused.append(f"cannot reset the offset of group {groupId} for {name}/{p}: log start {start}, end {end}")
+        elif arguments.to_earliest:
+            targets[name, p] = start
+        elif arguments.to_latest:
+            targets[name, p] = end
+        else:
+            targets[name, p] = min(max(arguments.to_offset, start), end)  # as Kafka's tool: into the log's bounds
+    previous = client.committed(groupId, list(targets)) if targets else {}
+    if targets and not arguments.dry_run:
+        errors = client.commit(groupId, targets)
+        if any(code in (_UNKNOWN_MEMBER_ID, _ILLEGAL_GENERATION, _REBALANCE_IN_PROGRESS) for code in errors.values()):
+            refreshed = client.describeGroups([groupId])[groupId]
+            raise CommandError(_hasMembers(groupId, refreshed.groupState, len(refreshed.members)))
+        for tp in list(targets):
+            code = errors.get(tp)
+            if code is None or code:
+                why = "the broker did not answer" if code is None else describeError(code)
+                refused.append(f"cannot reset the offset of group {groupId} for {tp[0]}/{tp[1]}: {why}")
+                del targets[tp]
+    if targets:
+        rows = [("topic", "partition", "previous", "new")]
+        for tp, offset in sorted(targets.items()):
+            before = previous.get(tp, -1)
+            rows.append((*tp, "-" if before < 0 else before, offset))
+        print(table(rows), file=out)
+        if arguments.dry_run:
+            print("dry run: nothing committed", file=out)
+    if refused:
+        raise CommandError("\n".join(refused))
+
+
+def groupsDelete(client, arguments, out):
+    """One line per group: deleted on stdout, refused on stderr (then exit status 1)."""
+    answers = client.deleteGroups(arguments.groups)
+    refused = []
+    for groupId in dict.fromkeys(arguments.groups):
+        code = answers.get(groupId)
+        if code is None:
+            refused.append(f"the broker did not answer for group {groupId}")
+        elif code == _GROUP_ID_NOT_FOUND:
+            refused.append(f"cannot delete group {groupId}: unknown group")
+        elif code == _NON_EMPTY_GROUP:
+            refused.append(f"cannot delete group {groupId}: it has members: stop its consumers first")
+        elif code:
+            refused.append(f"cannot delete group {groupId}: {describeError(code)}")
+        else:
+            print(f"deleted group {groupId}", file=out)
+    if refused:
+        raise CommandError("\n".join(refused))
+
+
 def _count(number, noun):
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
@@ -296,6 +559,16 @@ def _config(setting):
     if not equals or not name:
         raise argparse.ArgumentTypeError(f"takes NAME=VALUE, not {setting!r}")
     return name, value
+
+
+def _offset(value):
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"an offset is an integer, not {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"an offset is at least 0, not {value!r}")
+    return number
 
 
 def _bootstrap(address):
@@ -348,6 +621,32 @@ def parser():
     listOffsets = commands.add_parser("offsets", help="log start and end offset of each partition of a topic")
     listOffsets.add_argument("topic")
     listOffsets.set_defaults(run=offsets)
+
+    groups = commands.add_parser(
+        "groups", help="list, describe or delete consumer groups, or reset their offsets"
+    ).add_subparsers(title="groups commands", required=True, metavar="ACTION")
+    groups.add_parser("list", help="every group: its protocol type, state and members").set_defaults(run=groupsList)
+    describeGroup = groups.add_parser(
+        "describe", help="a group's state, members and their partitions, committed offsets and lag"
+    )
+    describeGroup.add_argument("group")
+    describeGroup.set_defaults(run=groupsDescribe)
+    deleteGroups = groups.add_parser("delete", help="delete groups without members and their offsets (DeleteGroups v1)")
+    deleteGroups.add_argument("groups", nargs="+", metavar="GROUP")
+    deleteGroups.set_defaults(run=groupsDelete)
+    reset = groups.add_parser(
+        "reset-offsets", help="commit new offsets for a topic's partitions, while the group has no members"
+    )
+    reset.add_argument("group")
+    reset.add_argument("--topic", "-t", required=True, help="the topic whose partitions are reset (all of them)")
+    to = reset.add_mutually_exclusive_group(required=True)
+    to.add_argument("--to-earliest", action="store_true", help="to the log start of each partition")
+    to.add_argument("--to-latest", action="store_true", help="to the log end of each partition")
+    to.add_argument(
+        "--to-offset", type=_offset, metavar="N", help="to offset N (the log start or end where N is outside the log)"
+    )
+    reset.add_argument("--dry-run", action="store_true", help="print the new offsets, commit nothing")
+    reset.set_defaults(run=groupsResetOffsets)
     return top
 
 

@@ -12,6 +12,7 @@ import pytest
 from kafkaw import cli
 from kafkaw.protocol import api, schema
 from kafkaw.protocol.framing import Framer, frame
+from kafkaw.protocol.primitives import INT16, INT32, encodeBytes, encodeString
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,6 +58,14 @@ def test_deleteAndAlterArguments():
         ["topics", "delete"],
         ["topics", "alter", "x"],
         ["topics", "alter", "x", "--partitions", "more"],
+        ["groups", "list", "x"],
+        ["groups", "describe"],
+        ["groups", "delete"],
+        ["groups", "reset-offsets", "g", "--to-earliest"],  # no --topic
+        ["groups", "reset-offsets", "g", "--topic", "t"],  # no target
+        ["groups", "reset-offsets", "g", "--topic", "t", "--to-earliest", "--to-latest"],
+        ["groups", "reset-offsets", "g", "--topic", "t", "--to-offset", "-1"],
+        ["groups", "reset-offsets", "g", "--topic", "t", "--to-offset", "next"],
     ],
 )
 def test_badUsageExitsWith2(argv, capsys):
@@ -434,3 +443,379 @@ def test_mainReportsEachRefusedTopic(monkeypatch):
     assert err.getvalue().splitlines() == [
         "kafkaw: cannot delete topic b: unknown topic", "kafkaw: cannot delete topic c: unknown topic"
     ]
+
+
+# --- groups -------------------------------------------------------------------
+
+
+def test_groupsArguments():
+    args = parse("groups", "reset-offsets", "app", "-t", "logs", "--to-offset", "7", "--dry-run")
+    assert (args.group, args.topic, args.to_offset, args.to_earliest, args.to_latest, args.dry_run) == (
+        "app", "logs", 7, False, False, True
+    )
+    args = parse("groups", "reset-offsets", "--to-latest", "--topic", "logs", "app")
+    assert (args.to_latest, args.to_offset, args.dry_run) == (True, None, False)
+    assert parse("groups", "delete", "a", "b").groups == ["a", "b"]
+    assert parse("groups", "describe", "app").group == "app"
+
+
+def assignment(topics, userData=b"", version=0):
+    """The consumer protocol's assignment bytes: {topic: [partition]}."""
+    data = INT16.pack(version) + INT32.pack(len(topics))
+    for name, partitions in topics.items():
+        data += encodeString(name) + INT32.pack(len(partitions)) + b"".join(INT32.pack(p) for p in partitions)
+    return data + encodeBytes(userData)
+
+
+def test_decodeAssignment():
+    assert cli.decodeAssignment(assignment({"logs": [0, 2], "audit": [1]})) == [("logs", [0, 2]), ("audit", [1])]
+    assert cli.decodeAssignment(assignment({}, userData=None)) == []
+    assert cli.decodeAssignment(assignment({"logs": [0]}, version=1) + b"later fields") == [("logs", [0])]
+    assert cli.decodeAssignment(assignment({"logs": [0, 2]})[:-6]) is None  # cut short
+    assert cli.decodeAssignment(b"") is None
+    assert cli.decodeAssignment(INT16.pack(0) + INT32.pack(1) + encodeString(None) + INT32.pack(0) + encodeBytes(b"")) is None
+    assert cli.describeAssignment([("logs", [2, 0]), ("audit", [1]), ("empty", [])]) == "audit 1; logs 0,2"
+    assert cli.describeAssignment([]) == "-"
+
+
+def listGroups(correlationId, *groups, error=0):
+    """groups: (group id, protocol type)."""
+    return answer(cli.LIST_GROUPS, correlationId, {
+        "errorCode": error, "groups": [{"groupId": g, "protocolType": t} for g, t in groups],
+    })
+
+
+def group(groupId, state, members=(), protocolType="consumer", protocol="", error=0):
+    """members: (member id, client id, host, assignment bytes)."""
+    return {
+        "errorCode": error, "groupId": groupId, "groupState": state, "protocolType": protocolType,
+        "protocolData": protocol,
+        "members": [
+            {"memberId": m, "clientId": c, "clientHost": h, "memberMetadata": b"", "memberAssignment": a}
+            for m, c, h, a in members
+        ],
+    }
+
+
+def describeGroups(correlationId, *groups):
+    return answer(cli.DESCRIBE_GROUPS, correlationId, {"groups": list(groups)})
+
+
+def offsetFetch(correlationId, offsets, error=0):
+    """offsets: {(topic, partition): offset or (offset, error)}."""
+    topics = {}
+    for (name, partition), value in offsets.items():
+        offset, code = value if isinstance(value, tuple) else (value, 0)
+        topics.setdefault(name, []).append({
+            "partitionIndex": partition, "committedOffset": offset, "committedLeaderEpoch": -1, "metadata": "",
+            "errorCode": code,
+        })
+    return answer(cli.OFFSET_FETCH, correlationId, {
+        "errorCode": error, "topics": [{"name": n, "partitions": p} for n, p in topics.items()],
+    })
+
+
+def offsetCommit(correlationId, errors):
+    """errors: {(topic, partition): error code}."""
+    topics = {}
+    for (name, partition), code in errors.items():
+        topics.setdefault(name, []).append({"partitionIndex": partition, "errorCode": code})
+    return answer(cli.OFFSET_COMMIT, correlationId, {"topics": [{"name": n, "partitions": p} for n, p in topics.items()]})
+
+
+def deleteGroups(correlationId, *results):
+    """results: (group id, error)."""
+    return answer(cli.DELETE_GROUPS, correlationId, {"results": [{"groupId": g, "errorCode": e} for g, e in results]})
+
+
+def apis(requests):
+    return [(header.apiKey, header.apiVersion) for header, _ in requests]
+
+
+@pytest.mark.parametrize("broker", [[
+    listGroups(1, ("billing", "consumer"), ("audit", "")),
+    describeGroups(2, group("audit", "Empty", protocolType=""), group("billing", "Stable", [
+        ("m-1", "c-1", "/10.0.0.1", b""), ("m-2", "c-2", "/10.0.0.2", b""),
+    ])),
+]], indirect=True)
+def test_groupsList(broker):
+    assert broker.run("groups", "list") == (
+        "group    type      state   members\n"
+        "audit    -         Empty   0\n"
+        "billing  consumer  Stable  2\n"
+    )
+    (_, listing), (_, describing) = requests = broker.requests()
+    assert apis(requests) == [(16, 2), (15, 2)]
+    assert describing.groups == ["audit", "billing"]  # one request for all
+
+
+@pytest.mark.parametrize("broker", [[listGroups(1)]], indirect=True)
+def test_groupsListWithoutGroups(broker):
+    assert broker.run("groups", "list") == ""
+    assert apis(broker.requests()) == [(16, 2)]
+
+
+@pytest.mark.parametrize("broker", [[listGroups(1, error=15)]], indirect=True)
+def test_groupsListRefused(broker):
+    with pytest.raises(cli.CommandError, match=r"^cannot list groups: coordinator not available \(error 15\)$"):
+        broker.run("groups", "list")
+
+
+def listOffsetsOf(correlationId, results):
+    """results: {(topic, partition): offset or error string}."""
+    topics = {}
+    for (name, partition), offset in results.items():
+        error, value = (int(offset.split()[1]), -1) if isinstance(offset, str) else (0, offset)
+        topics.setdefault(name, []).append({"partitionIndex": partition, "errorCode": error, "offset": value})
+    return answer(cli.LIST_OFFSETS, correlationId, {"topics": [{"name": n, "partitions": p} for n, p in topics.items()]})
+
+
+STABLE = group("billing", "Stable", [
+    ("rdkafka-1", "billing-0", "/127.0.0.1", assignment({"logs": [1, 0]})),
+    ("rdkafka-2", "billing-1", "/127.0.0.1", assignment({"logs": [2], "audit": [0]}, userData=b"sticky")),
+], protocol="range")
+DESCRIBE_ANSWERS = [
+    describeGroups(1, STABLE),
+    offsetFetch(2, {("gone", 0): 5, ("logs", 0): 4, ("logs", 1): -1, ("logs", 2): 10, ("logs", 7): 1}),
+    metadata(3, topic("audit", 1), topic("gone", 0, error=3), topic("logs", 3)),
+    listOffsetsOf(4, {("audit", 0): 2, ("logs", 0): 7, ("logs", 1): 3, ("logs", 2): 10}),
+]
+
+
+@pytest.mark.parametrize("broker", [DESCRIBE_ANSWERS], indirect=True)
+def test_groupsDescribe(broker):
+    """Members with their decoded assignments; each assigned or committed
+    partition with its lag (none for a partition that does not exist or
+    without a committed offset)."""
+    assert broker.run("groups", "describe", "billing") == (
+        "group billing: Stable, 2 members (consumer/range)\n"
+        "\n"
+        "member     client     host        partitions\n"
+        "rdkafka-1  billing-0  /127.0.0.1  logs 0,1\n"
+        "rdkafka-2  billing-1  /127.0.0.1  audit 0; logs 2\n"
+        "\n"
+        "topic  partition  committed  end  lag  member\n"
+        "audit  0          -          2    -    rdkafka-2\n"
+        "gone   0          5          -    -    -\n"
+        "logs   0          4          7    3    rdkafka-1\n"
+        "logs   1          -          3    -    rdkafka-1\n"
+        "logs   2          10         10   0    rdkafka-2\n"
+        "logs   7          1          -    -    -\n"
+    )
+    requests = broker.requests()
+    assert apis(requests) == [(15, 2), (9, 5), (3, 4), (2, 1)]
+    (_, describing), (_, fetching), (_, looking), (_, listing) = requests
+    assert describing.groups == ["billing"]
+    assert (fetching.groupId, fetching.topics) == ("billing", None)  # every committed partition
+    assert ([t.name for t in looking.topics], looking.allowAutoTopicCreation) == (["audit", "gone", "logs"], False)
+    assert listing.replicaId == -1
+    asked = {(t.name, p.partitionIndex): p.timestamp for t in listing.topics for p in t.partitions}
+    assert asked == {("audit", 0): -1, ("logs", 0): -1, ("logs", 1): -1, ("logs", 2): -1}  # existing ones only
+
+
+@pytest.mark.parametrize("broker", [[
+    describeGroups(1, group("billing", "Empty")),
+    offsetFetch(2, {("logs", 0): 4, ("logs", 1): 9}),
+    metadata(3, topic("logs", 2)),
+    listOffsetsOf(4, {("logs", 0): 6, ("logs", 1): "error 3"}),
+]], indirect=True)
+def test_groupsDescribeEmpty(broker):
+    assert broker.run("groups", "describe", "billing") == (
+        "group billing: Empty, 0 members (consumer)\n"
+        "\n"
+        "topic  partition  committed  end      lag  member\n"
+        "logs   0          4          6        2    -\n"
+        "logs   1          9          error 3  -    -\n"
+    )
+
+
+@pytest.mark.parametrize("broker", [[
+    describeGroups(1, group("sync", "Stable", [("w-1", "worker", "/10.1.1.1", b"\x00\x01leader")], protocolType="connect", protocol="v1")),
+    offsetFetch(2, {}),
+]], indirect=True)
+def test_groupsDescribeOtherProtocols(broker):
+    """Assignments of other protocols than Kafka's consumers' are not decoded."""
+    assert broker.run("groups", "describe", "sync") == (
+        "group sync: Stable, 1 member (connect/v1)\n"
+        "\n"
+        "member  client  host       partitions\n"
+        "w-1     worker  /10.1.1.1  8 bytes\n"
+        "\n"
+        "no committed offsets\n"
+    )
+
+
+@pytest.mark.parametrize("broker", [[
+    describeGroups(1, group("app", "PreparingRebalance", [("m", "c", "/h", b""), ("n", "c", "/h", b"\x00\x00\x00")])),
+    offsetFetch(2, {}),
+]], indirect=True)
+def test_groupsDescribeRebalancing(broker):
+    out = broker.run("groups", "describe", "app")
+    assert out.splitlines()[2:5] == [
+        "member  client  host  partitions",
+        "m       c       /h    -",
+        "n       c       /h    undecodable (3 bytes)",
+    ]
+
+
+@pytest.mark.parametrize("broker", [[describeGroups(1, group("nope", "Dead", protocolType="")), offsetFetch(2, {})]], indirect=True)
+def test_groupsDescribeUnknownGroup(broker):
+    with pytest.raises(cli.CommandError, match="^unknown group nope$"):
+        broker.run("groups", "describe", "nope")
+
+
+@pytest.mark.parametrize(
+    "answers, message",
+    [
+        ([describeGroups(1, group("app", "", error=16))], "cannot describe group app: not coordinator (error 16)"),
+        ([describeGroups(1)], "the broker did not answer for group app"),
+        ([describeGroups(1, group("app", "Empty")), offsetFetch(2, {}, error=15)],
+         "cannot fetch the offsets of group app: coordinator not available (error 15)"),
+        ([describeGroups(1, group("app", "Empty")), offsetFetch(2, {("logs", 0): (-1, 3)})],
+         "cannot fetch the offset of group app for logs/0: unknown topic or partition (error 3)"),
+    ],
+)
+def test_groupsDescribeRefused(answers, message):
+    broker = CannedBroker(*answers)
+    try:
+        with pytest.raises(cli.CommandError) as refused:
+            broker.run("groups", "describe", "app")
+        assert str(refused.value) == message
+    finally:
+        broker.close()
+
+
+RESET = [
+    describeGroups(1, group("billing", "Empty")),
+    metadata(2, topic("logs", 3)),
+    listOffsets(3, "logs", [(0, 0, 0), (1, 0, 5), (2, 0, 0)]),
+    listOffsets(4, "logs", [(0, 0, 10), (1, 0, 8), (2, 0, 0)]),
+    offsetFetch(5, {("logs", 0): 10, ("logs", 1): -1, ("logs", 2): 0}),
+]
+
+
+@pytest.mark.parametrize(
+    "broker, target, new",
+    [
+        (RESET + [offsetCommit(6, {("logs", p): 0 for p in range(3)})], ["--to-earliest"], [0, 5, 0]),
+        (RESET + [offsetCommit(6, {("logs", p): 0 for p in range(3)})], ["--to-latest"], [10, 8, 0]),
+        # into each log's bounds, as Kafka's tool does
+        (RESET + [offsetCommit(6, {("logs", p): 0 for p in range(3)})], ["--to-offset", "3"], [3, 5, 0]),
+    ],
+    indirect=["broker"],
+)
+def test_groupsResetOffsets(broker, target, new):
+    out = broker.run("groups", "reset-offsets", "billing", "--topic", "logs", *target)
+    assert out == (
+        "topic  partition  previous  new\n"
+        f"logs   0          10        {new[0]}\n"
+        f"logs   1          -         {new[1]}\n"
+        f"logs   2          0         {new[2]}\n"
+    )
+    requests = broker.requests()
+    assert apis(requests) == [(15, 2), (3, 4), (2, 1), (2, 1), (9, 5), (8, 6)]
+    (_, looking), (_, fetching), (_, committing) = requests[1], requests[4], requests[5]
+    assert looking.allowAutoTopicCreation is False
+    assert [(t.name, t.partitionIndexes) for t in fetching.topics] == [("logs", [0, 1, 2])]
+    # from outside the group, as kafka-consumer-groups.sh commits
+    assert (committing.groupId, committing.generationId, committing.memberId) == ("billing", -1, "")
+    [asked] = committing.topics
+    assert asked.name == "logs"
+    assert [(p.partitionIndex, p.committedOffset, p.committedLeaderEpoch, p.committedMetadata) for p in asked.partitions] == [
+        (p, offset, -1, "") for p, offset in enumerate(new)
+    ]
+
+
+@pytest.mark.parametrize("broker", [RESET], indirect=True)
+def test_groupsResetOffsetsDryRun(broker):
+    out = broker.run("groups", "reset-offsets", "billing", "--topic", "logs", "--to-earliest", "--dry-run")
+    assert out.splitlines()[-1] == "dry run: nothing committed"
+    assert apis(broker.requests())[-1] == (9, 5)  # nothing committed
+
+
+@pytest.mark.parametrize(
+    "broker",
+    [[describeGroups(1, group("billing", "Dead", protocolType=""))] + RESET[1:] + [offsetCommit(6, {("logs", p): 0 for p in range(3)})]],
+    indirect=True,
+)
+def test_groupsResetOffsetsOfANewGroup(broker):
+    """A group that does not exist yet gets offsets (it then exists, Empty, without protocol type)."""
+    assert broker.run("groups", "reset-offsets", "billing", "-t", "logs", "--to-latest").count("\n") == 4
+
+
+@pytest.mark.parametrize(
+    "state, members",
+    [("Stable", [("m", "c", "/h", b"")]), ("PreparingRebalance", [("m", "c", "/h", b""), ("n", "c", "/h", b"")]),
+     ("CompletingRebalance", [])],
+)
+def test_groupsResetOffsetsOfAGroupWithMembers(state, members):
+    """Refused at once, saying why: the broker refuses commits from outside a non-empty group's generation."""
+    broker = CannedBroker(describeGroups(1, group("billing", state, members)))
+    try:
+        with pytest.raises(cli.CommandError) as refused:
+            broker.run("groups", "reset-offsets", "billing", "--topic", "logs", "--to-earliest")
+        count = f"{len(members)} member{'' if len(members) == 1 else 's'}"
+        assert str(refused.value) == (
+            f"cannot reset the offsets of group billing: it is {state} with {count};"
+            " a group takes offsets from outside its generation only while it has none: stop its consumers first"
+        )
+        assert apis(broker.requests()) == [(15, 2)]
+    finally:
+        broker.close()
+
+
+@pytest.mark.parametrize("code", [25, 22, 27])
+def test_groupsResetOffsetsRacingAConsumer(code):
+    """A consumer joined between the check and the commit: the broker refused the commit."""
+    broker = CannedBroker(*RESET, offsetCommit(6, {("logs", p): code for p in range(3)}),
+                          describeGroups(7, group("billing", "Stable", [("m", "c", "/h", b"")])))
+    try:
+        with pytest.raises(cli.CommandError) as refused:
+            broker.run("groups", "reset-offsets", "billing", "--topic", "logs", "--to-earliest")
+        assert str(refused.value).startswith("cannot reset the offsets of group billing: it is Stable with 1 member;")
+    finally:
+        broker.close()
+
+
+@pytest.mark.parametrize("broker", [[
+    describeGroups(1, group("billing", "Empty")),
+    metadata(2, topic("logs", 3)),
+    listOffsets(3, "logs", [(0, 0, 0), (1, 0, 0), (2, 6, -1)]),
+    listOffsets(4, "logs", [(0, 0, 4), (1, 0, 4), (2, 6, -1)]),
+    offsetFetch(5, {}),
+    offsetCommit(6, {("logs", 0): 0, ("logs", 1): 12}),
+]], indirect=True)
+def test_groupsResetOffsetsPartlyRefused(broker):
+    out = io.StringIO()
+    args = parse("groups", "reset-offsets", "billing", "--topic", "logs", "--to-latest")
+    with pytest.raises(cli.CommandError) as refused:
+        args.run(broker.client, args, out)
+    assert out.getvalue() == "topic  partition  previous  new\nlogs   0          -         4\n"
+    assert str(refused.value).splitlines() == [
+        "cannot reset the offset of group billing for logs/2: log start error 6, end error 6",
+        "cannot reset the offset of group billing for logs/1: offset metadata too large (error 12)",
+    ]
+
+
+@pytest.mark.parametrize("broker", [[describeGroups(1, group("billing", "Empty")), metadata(2, topic("nope", 0, error=3))]], indirect=True)
+def test_groupsResetOffsetsOfAnUnknownTopic(broker):
+    with pytest.raises(cli.CommandError, match="^unknown topic nope$"):
+        broker.run("groups", "reset-offsets", "billing", "--topic", "nope", "--to-earliest")
+
+
+@pytest.mark.parametrize("broker", [[deleteGroups(1, ("a", 0), ("busy", 68), ("nope", 69), ("odd", 24))]], indirect=True)
+def test_groupsDelete(broker):
+    out = io.StringIO()
+    args = parse("groups", "delete", "a", "busy", "nope", "odd", "silent", "a")
+    with pytest.raises(cli.CommandError) as refused:
+        args.run(broker.client, args, out)
+    assert out.getvalue() == "deleted group a\n"
+    assert str(refused.value).splitlines() == [
+        "cannot delete group busy: it has members: stop its consumers first",
+        "cannot delete group nope: unknown group",
+        "cannot delete group odd: invalid group id (error 24)",
+        "the broker did not answer for group silent",
+    ]
+    [(header, request)] = broker.requests()
+    assert (header.apiKey, header.apiVersion) == (42, 1)
+    assert request.groupsNames == ["a", "busy", "nope", "odd", "silent", "a"]
