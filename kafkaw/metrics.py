@@ -7,7 +7,8 @@ L{NO_METRICS}, the default, does nothing, so without C{--metrics} a request
 costs one empty call. L{PrometheusMetrics} counts into its own
 C{CollectorRegistry} (several brokers can live in one process, as in the unit
 tests). Nothing is counted per message: messages in and the log offsets are
-read from the partitions when Prometheus scrapes.
+read from the partitions when Prometheus scrapes, and the consumer groups
+(members, rebalances, committed offsets and lag) from the group coordinator.
 """
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -16,6 +17,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from zope.interface import Interface, implementer
 
+from kafkaw.broker.coordinator import DEAD
 from kafkaw.protocol.apiversions import API_NAMES, apiName
 from kafkaw.protocol.errors import ErrorCode
 
@@ -93,7 +95,7 @@ class _ApiMetrics:
 class PrometheusMetrics:
     """Counts into C{self.registry}, a registry of this broker's own."""
 
-    def __init__(self, cluster):
+    def __init__(self, cluster, coordinator=None):
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "kafkaw_requests",
@@ -125,8 +127,15 @@ class PrometheusMetrics:
         )
         self.partitions = PartitionCollector(cluster)
         self.registry.register(self.partitions)
+        self.groups = GroupCollector(coordinator, cluster)
+        self.registry.register(self.groups)
         self._apis = {}  # api key -> _ApiMetrics
         self._errors = {}  # (api key, error code) -> counter child
+
+    def refresh(self):
+        """Copy what scrapes report from the partitions and groups (on the reactor thread)."""
+        self.partitions.refresh()
+        self.groups.refresh()
 
     def _api(self, apiKey):
         found = self._apis.get(apiKey)
@@ -216,8 +225,78 @@ class PartitionCollector:
         return [start, end, messagesIn]
 
 
+class GroupCollector:
+    """Each consumer group's members and rebalances, and its committed offset
+    and lag for each partition, as the group coordinator and the partitions
+    have them when a scrape arrives (L{refresh}, on the reactor thread; nothing
+    is done per request). Lag is the partition's log end offset minus the
+    committed offset, for partitions that exist; a group being deleted is
+    left out. Without a coordinator (groups not served) it reports nothing.
+    """
+
+    def __init__(self, coordinator, cluster):
+        self._coordinator = coordinator
+        self._cluster = cluster
+        self._groups = []  # (group, members, rebalances)
+        self._offsets = []  # (group, topic, partition, committed offset, log end offset or None)
+
+    def _read(self):
+        groups, offsets = [], []
+        for stats in self._coordinator.stats():
+            if stats.state == DEAD:
+                continue
+            groups.append((stats.groupId, stats.members, stats.rebalances))
+            if not stats.offsets:
+                continue
+            fetched = []
+            # A coordinator answers from memory: the Deferred has fired.
+            self._coordinator.fetchOffsets(stats.groupId, None).addCallback(fetched.append)
+            if not fetched or fetched[0][0]:
+                continue
+            for (topic, partition), found in sorted(fetched[0][1].items()):
+                if found.errorCode or found.offset < 0:
+                    continue
+                service = self._cluster.partition(topic, partition)
+                end = None if service is None else service.logEndOffset
+                offsets.append((stats.groupId, topic, partition, found.offset, end))
+        return groups, offsets
+
+    def refresh(self):
+        """Copy the groups' numbers (on the reactor thread)."""
+        if self._coordinator is not None:
+            self._groups, self._offsets = self._read()
+
+    def collect(self):
+        groups, offsets = self._groups, self._offsets
+        members = GaugeMetricFamily("kafkaw_group_members", "Members of a consumer group", labels=["group"])
+        rebalances = CounterMetricFamily(
+            "kafkaw_group_rebalances",
+            "Rebalances a consumer group completed (it became Stable) since the broker started",
+            labels=["group"],
+        )
+        committed = GaugeMetricFamily(
+            "kafkaw_group_committed_offset",
+            "Offset a consumer group committed for a partition (the next message it will read)",
+            labels=["group", "topic", "partition"],
+        )
+        lag = GaugeMetricFamily(
+            "kafkaw_group_lag",
+            "Messages of a partition after a consumer group's committed offset: log end offset - committed offset",
+            labels=["group", "topic", "partition"],
+        )
+        for group, count, rebalanced in groups:
+            members.add_metric([group], count)
+            rebalances.add_metric([group], rebalanced)
+        for group, topic, partition, offset, end in offsets:
+            labels = [group, topic, str(partition)]
+            committed.add_metric(labels, offset)
+            if end is not None:
+                lag.add_metric(labels, end - offset)
+        return [members, rebalances, committed, lag]
+
+
 class _Scrape(Resource):
-    """C{GET /metrics}: the partition numbers are copied here, on the reactor
+    """C{GET /metrics}: the partition and group numbers are copied here, on the reactor
     thread; prometheus_client's L{MetricsResource} then formats everything in
     the reactor's thread pool, so a big scrape does not stall the broker."""
 
@@ -231,7 +310,7 @@ class _Scrape(Resource):
         self._format = MetricsResource(metrics.registry)
 
     def render(self, request):
-        self._metrics.partitions.refresh()
+        self._metrics.refresh()
         return self._format.render(request)
 
 

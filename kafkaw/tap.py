@@ -189,7 +189,7 @@ def _brokerService(options, store, reactor):
         idleTimeoutMs=options["idle-timeout-ms"],
         slowReaderTimeoutMs=options["slow-reader-timeout-ms"],
         maxInFlightRequests=options["max-in-flight-requests"],
-        metrics=PrometheusMetrics(cluster) if options["metrics"] else NO_METRICS,
+        metrics=PrometheusMetrics(cluster, coordinator) if options["metrics"] else NO_METRICS,
         maxExpandedBytes=options["max-request-bytes"],
         offReactor=lambda f, *args: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args),
     )

@@ -2,6 +2,7 @@
 
 import socket
 import subprocess
+import time
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -63,3 +64,41 @@ def test_startFailsWhenTheMetricsEndpointCannotListen(brokerFactory):
     assert code == 1
     log = broker.logText()
     assert f"kafkaw: Couldn't listen on 127.0.0.1:{port}" in log and "Traceback" not in log
+
+
+def test_groupMetrics(brokerFactory):
+    """A confluent-kafka consumer group's members, rebalances, committed offsets and lag."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    port = freePort()
+    broker = brokerFactory(
+        "--metrics", f"tcp:{port}:interface=127.0.0.1", "--num-partitions", "2", "--group-initial-rebalance-delay-ms", "0"
+    )
+    waitForPort(port, process=broker.process)
+    rdProduce(broker.bootstrap, "orders", [(n % 2, None, b"o%d" % n) for n in range(10)])
+    consumer = Consumer({
+        "bootstrap.servers": broker.bootstrap, "group.id": "shipping", "enable.auto.commit": False,
+        "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100,
+    })
+    try:
+        consumer.subscribe(["orders"])
+        read = 0
+        deadline = time.monotonic() + 20
+        while read < 10:
+            assert time.monotonic() < deadline, f"read {read} of 10"
+            message = consumer.poll(0.2)
+            if message is not None and message.error() is None:
+                read += 1
+        # 3 of partition 0's 5 messages and all of partition 1's
+        consumer.commit(offsets=[TopicPartition("orders", 0, 3), TopicPartition("orders", 1, 5)], asynchronous=False)
+        samples = scrape(port)
+        assert value(samples, "kafkaw_group_members", group="shipping") == 1
+        assert value(samples, "kafkaw_group_rebalances_total", group="shipping") == 1
+    finally:
+        consumer.close()
+    rdProduce(broker.bootstrap, "orders", [(1, None, b"late")])
+    samples = scrape(port)
+    assert samples[("kafkaw_group_members", frozenset({"group": "shipping"}.items()))] == 0  # it left; the offsets stay
+    for partition, committed, lag in [("0", 3, 2), ("1", 5, 1)]:
+        assert value(samples, "kafkaw_group_committed_offset", group="shipping", topic="orders", partition=partition) == committed
+        assert value(samples, "kafkaw_group_lag", group="shipping", topic="orders", partition=partition) == lag

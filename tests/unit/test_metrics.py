@@ -23,6 +23,7 @@ from tests.unit.helpers import (
     produceRequest,
     requestFrame,
 )
+from tests.unit.test_coordinator import Coordinated, fired
 from tests.unit.test_gateway import Harness
 from tests.unit.test_websocket import WebSocketPair
 
@@ -189,6 +190,78 @@ def test_messagesInAndOffsetsAreReadAtScrapeTime():
     assert value("kafkaw_partition_log_end_offset", topic="t", partition="1") == 1
     assert value("kafkaw_partition_log_end_offset", topic="new", partition="0") == 1
     assert value("kafkaw_partition_log_start_offset", topic="t", partition="0") == 0
+
+
+def test_groupsAreReadAtScrapeTime():
+    """Members, rebalances, committed offsets and lag: copied from the
+    coordinator and the partitions as a scrape arrives, nothing per request."""
+    h = Harness()
+    h.createTopic("t", 2)
+    client = h.connect()
+    client.request(produceRequest(1, {"t": {0: messages(*[b"m"] * 5), 1: messages(b"a", b"b")}}))
+    c = Coordinated()
+    metrics = PrometheusMetrics(h.cluster, c.coordinator)
+
+    def value(name, **labels):
+        return metrics.registry.get_sample_value(name, labels)
+
+    [leader, follower], generation = c.stable(2)
+    assert fired(c.commit(leader, generation, {("t", 0): (3, -1, "")})) == {("t", 0): 0}
+    assert fired(c.commit(follower, generation, {("t", 1): (2, -1, ""), ("gone", 0): (7, -1, "")})) == {("t", 1): 0, ("gone", 0): 0}
+    fired(c.commit("", -1, {("t", 0): (5, -1, "")}, group="simple"))  # a group of offsets only
+    assert value("kafkaw_group_members", group="g") is None  # not scraped yet
+    metrics.refresh()
+    assert value("kafkaw_group_members", group="g") == 2
+    assert value("kafkaw_group_members", group="simple") == 0
+    assert value("kafkaw_group_rebalances_total", group="g") == 1
+    assert value("kafkaw_group_rebalances_total", group="simple") == 0
+    assert value("kafkaw_group_committed_offset", group="g", topic="t", partition="0") == 3
+    assert value("kafkaw_group_lag", group="g", topic="t", partition="0") == 2
+    assert value("kafkaw_group_committed_offset", group="g", topic="t", partition="1") == 2
+    assert value("kafkaw_group_lag", group="g", topic="t", partition="1") == 0
+    assert value("kafkaw_group_committed_offset", group="simple", topic="t", partition="0") == 5
+    assert value("kafkaw_group_lag", group="simple", topic="t", partition="0") == 0
+    # a partition that does not exist has a committed offset but no lag
+    assert value("kafkaw_group_committed_offset", group="g", topic="gone", partition="0") == 7
+    assert value("kafkaw_group_lag", group="g", topic="gone", partition="0") is None
+
+    # Appends and commits change nothing until the next scrape.
+    client.request(produceRequest(2, {"t": {0: messages(b"x", b"y")}}))
+    fired(c.commit(leader, generation, {("t", 0): (4, -1, "")}))
+    assert value("kafkaw_group_lag", group="g", topic="t", partition="0") == 2
+    metrics.refresh()
+    assert value("kafkaw_group_committed_offset", group="g", topic="t", partition="0") == 4
+    assert value("kafkaw_group_lag", group="g", topic="t", partition="0") == 3
+
+    # The follower leaves: the leader rejoins, a second rebalance.
+    assert c.coordinator.leaveGroup("g", follower) == 0
+    rejoined = fired(c.join(leader))
+    assert fired(c.sync(leader, rejoined.generationId, {leader: b""})).errorCode == 0
+    metrics.refresh()
+    assert value("kafkaw_group_members", group="g") == 1
+    assert value("kafkaw_group_rebalances_total", group="g") == 2
+
+
+def test_aGroupBeingDeletedIsLeftOut():
+    h = Harness()
+    h.createTopic("t")
+    c = Coordinated()
+    metrics = PrometheusMetrics(h.cluster, c.coordinator)
+    fired(c.commit("", -1, {("t", 0): (0, -1, "")}, group="old"))
+    c.store.hold()
+    deleting = c.coordinator.deleteGroups(["old"])
+    metrics.refresh()  # Dead while its deletion is stored
+    assert metrics.registry.get_sample_value("kafkaw_group_members", {"group": "old"}) is None
+    assert metrics.registry.get_sample_value("kafkaw_group_committed_offset", {"group": "old", "topic": "t", "partition": "0"}) is None
+    c.store.release()
+    assert fired(deleting) == {"old": 0}
+
+
+def test_withoutACoordinatorNoGroupsAreReported(harness):
+    harness.metrics.refresh()
+    names = {sample.name for family in harness.metrics.registry.collect() for sample in family.samples}
+    assert "kafkaw_partition_log_end_offset" in names
+    assert not any(name.startswith("kafkaw_group_") for name in names)
 
 
 def test_connectionsByTransport(harness):
