@@ -1357,6 +1357,10 @@ def groupsReport(groups):
         targets.append(f"- group consume 100 B, {partitions} partition{'s' if partitions > 1 else ''}: {ratio:.2f} × "
                        f"assign-style (target ≥ {T['groupConsume']}): {metMark(ok)}")
     out.append("")
+    out.append("Assigned → first message is mostly librdkafka's: with no committed offset it starts its offset "
+               "query timer and sends ListOffsets (earliest) ~100 ms after the OffsetFetch answer (seen with "
+               "`debug=cgrp,fetch`); it counts in the subscribe() rate.")
+    out.append("")
     if groups["rebalance"]:
         runs = groups["rebalance"]
         took = [t for t, _, _, _ in runs]
