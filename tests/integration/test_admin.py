@@ -123,3 +123,101 @@ def test_retention(brokerFactory):
     with RawClient(broker) as raw:
         raw.produce({"sized": {0: encodeMessageSet([(None, b"x" * 100)])}})
         waitUntil(lambda: raw.listOffsets({"sized": {0: (-2, 1)}})["sized"][0] == (0, [7]), what="retention after restart")
+
+
+def _groupConsumer(bootstrap, group, clientId):
+    from confluent_kafka import Consumer
+
+    return Consumer({
+        "bootstrap.servers": bootstrap, "group.id": group, "client.id": clientId, "enable.auto.commit": False,
+        "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100,
+    })
+
+
+def _read(consumer, count, timeout=20.0):
+    """[(partition, offset)] of the next C{count} messages a subscribed consumer gets."""
+    read = []
+    deadline = time.monotonic() + timeout
+    while len(read) < count:
+        assert time.monotonic() < deadline, f"read {read} of {count} messages"
+        message = consumer.poll(0.2)
+        if message is not None and message.error() is None:
+            read.append((message.partition(), message.offset()))
+    return read
+
+
+def test_groups(brokerFactory):
+    """A confluent-kafka consumer group described while it consumes; its
+    offsets reset only once it has no members, which the next consumer of the
+    group then reads from; and the group deleted."""
+    from confluent_kafka import TopicPartition
+
+    broker = brokerFactory("--no-auto-create-topics", "--group-initial-rebalance-delay-ms", "0")
+    assert kafkaw(broker, "topics", "create", "orders", "-p", "2")[0] == 0
+    rdProduce(broker.bootstrap, "orders", [(n % 2, None, b"order-%d" % n) for n in range(6)])
+    assert kafkaw(broker, "groups", "list") == (0, "", "")
+
+    consumer = _groupConsumer(broker.bootstrap, "shipping", "shipper")
+    try:
+        consumer.subscribe(["orders"])
+        assert sorted(_read(consumer, 6)) == [(p, o) for p in (0, 1) for o in range(3)]
+        consumer.commit(offsets=[TopicPartition("orders", 0, 3), TopicPartition("orders", 1, 2)], asynchronous=False)
+        member = consumer.memberid()
+        status, out, err = kafkaw(broker, "groups", "describe", "shipping")
+        assert (status, err) == (0, "")
+        assert out.splitlines() == [
+            "group shipping: Stable, 1 member (consumer/range)",
+            "",
+            "member" + " " * (len(member) - 4) + "client   host        partitions",
+            f"{member}  shipper  /127.0.0.1  orders 0,1",
+            "",
+            "topic   partition  committed  end  lag  member",
+            f"orders  0          3          3    0    {member}",
+            f"orders  1          2          3    1    {member}",
+        ]
+        assert kafkaw(broker, "groups", "list") == (
+            0, "group     type      state   members\nshipping  consumer  Stable  1\n", ""
+        )
+        # a group with members keeps its offsets, and is not deleted
+        status, out, err = kafkaw(broker, "groups", "reset-offsets", "shipping", "--topic", "orders", "--to-earliest")
+        assert (status, out) == (1, "")
+        assert err == (
+            "kafkaw: cannot reset the offsets of group shipping: it is Stable with 1 member; a group takes offsets"
+            " from outside its generation only while it has none: stop its consumers first\n"
+        )
+        assert kafkaw(broker, "groups", "delete", "shipping") == (
+            1, "", "kafkaw: cannot delete group shipping: it has members: stop its consumers first\n"
+        )
+    finally:
+        consumer.close()
+
+    assert kafkaw(broker, "groups", "reset-offsets", "shipping", "-t", "orders", "--to-offset", "1") == (0, (
+        "topic   partition  previous  new\n"
+        "orders  0          3         1\n"
+        "orders  1          2         1\n"
+    ), "")
+    assert kafkaw(broker, "groups", "describe", "shipping") == (0, (
+        "group shipping: Empty, 0 members (consumer)\n"
+        "\n"
+        "topic   partition  committed  end  lag  member\n"
+        "orders  0          1          3    2    -\n"
+        "orders  1          1          3    2    -\n"
+    ), "")
+    # the group's next consumer starts at the offsets reset
+    consumer = _groupConsumer(broker.bootstrap, "shipping", "shipper")
+    try:
+        consumer.subscribe(["orders"])
+        assert sorted(_read(consumer, 4)) == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    finally:
+        consumer.close()
+
+    assert kafkaw(broker, "groups", "reset-offsets", "shipping", "-t", "orders", "--to-latest")[0] == 0
+    broker.restart()  # the offsets reset are stored
+    status, out, _ = kafkaw(broker, "groups", "describe", "shipping")
+    assert out.splitlines()[-2:] == ["orders  0          3          3    0    -", "orders  1          3          3    0    -"]
+    assert kafkaw(broker, "groups", "delete", "shipping", "shipping") == (0, "deleted group shipping\n", "")
+    assert kafkaw(broker, "groups", "describe", "shipping") == (1, "", "kafkaw: unknown group shipping\n")
+    assert kafkaw(broker, "groups", "list") == (0, "", "")
+    assert kafkaw(broker, "groups", "reset-offsets", "shipping", "-t", "nosuch", "--to-latest") == (
+        1, "", "kafkaw: unknown topic nosuch\n"
+    )
