@@ -16,7 +16,7 @@ import pytest
 
 from kafkaw.protocol.messages import encodeMessageSet, expandMessageSet
 from kafkaw.storage.leveldb import LevelDBStore
-from tests.unit.storage_helpers import ThreadResults
+from tests.unit.helpers import ThreadResults
 
 DATA = os.path.join(os.path.dirname(__file__), os.pardir, "data", "leveldb-7a50f63.tar.gz")
 BIG = 1 << 20

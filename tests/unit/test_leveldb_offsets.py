@@ -18,65 +18,18 @@ import tarfile
 import textwrap
 import time
 
-import plyvel
 import pytest
 
 from kafkaw.protocol.messages import encodeMessageSet
 from kafkaw.storage import leveldb as leveldbStorage
 from kafkaw.storage.interfaces import StorageError
-from kafkaw.storage.leveldb import LevelDBStore
-from tests.unit.storage_helpers import ThreadResults
+from tests.unit.storage_helpers import storesFixture
 
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir)
 OLD_DATA = os.path.join(os.path.dirname(__file__), os.pardir, "data", "leveldb-7a50f63.tar.gz")
 
 
-class Stores:
-    """LevelDB stores in one temp directory; closed after the test."""
-
-    def __init__(self, path):
-        self.path = str(path / "leveldb")
-        self.threads = ThreadResults()
-        self._open = []
-
-    def open(self, sync=False):
-        store = LevelDBStore(self.path, sync, reactor=self.threads)
-        self._open.append(store)
-        return store
-
-    def wait(self, d, timeout=10.0):
-        return self.threads.wait(d, timeout)
-
-    def close(self, store):
-        self._open.remove(store)
-        self.wait(store.close())
-
-    def closeAll(self):
-        while self._open:
-            store = self._open.pop()
-            try:
-                self.wait(store.close())
-            finally:
-                for pool in (store._writer, store._readers):
-                    if not pool.joined:
-                        pool.stop()
-
-    def items(self, prefix=b""):
-        """Every key and value (under C{prefix}) of the (closed) database."""
-        db = plyvel.DB(self.path)
-        try:
-            return list(db.iterator(prefix=prefix))
-        finally:
-            db.close()
-
-
-@pytest.fixture
-def stores(tmp_path):
-    s = Stores(tmp_path)
-    try:
-        yield s
-    finally:
-        s.closeAll()
+stores = storesFixture()
 
 
 class RecordedBatches:
@@ -289,7 +242,7 @@ CHILD = textwrap.dedent(
     from kafkaw.protocol.messages import encodeMessageSet
     from kafkaw.storage import leveldb as leveldbStorage
     from kafkaw.storage.leveldb import LevelDBStore
-    from tests.unit.storage_helpers import ThreadResults
+    from tests.unit.helpers import ThreadResults
 
     path, sync, rounds = sys.argv[1], sys.argv[2] == "sync", int(sys.argv[3])
     leveldbStorage._DELETE_BATCHES = 1

@@ -34,6 +34,7 @@ from tests.unit.helpers import (
     produceRequest,
     responseFrames,
 )
+from tests.unit.storage_helpers import LevelDBStores, storesFixture
 
 BIG = 1 << 20
 FULL = b"IO error: kafkaw-data/leveldb/000003.log: No space left on device"
@@ -84,34 +85,12 @@ class _FailingBatch:
         raise plyvel.IOError(FULL)
 
 
-class Stores:
+class Stores(LevelDBStores):
     """LevelDB stores in a temp directory on a L{ThreadClock}; closed after the test."""
 
     def __init__(self, path):
-        self.path = str(path / "leveldb")
-        self.clock = ThreadClock()
-        self._open = []
-
-    def open(self):
-        store = LevelDBStore(self.path, False, reactor=self.clock)
-        self._open.append(store)
-        return store
-
-    def wait(self, d):
-        return self.clock.wait(d)
-
-    def close(self, store):
-        self._open.remove(store)
-        self.wait(store.close())
-
-    def closeAll(self):
-        for store in self._open:
-            try:
-                self.wait(store.close())
-            finally:
-                for pool in (store._writer, store._readers):
-                    if not pool.joined:
-                        pool.stop()
+        super().__init__(path, ThreadClock())
+        self.clock = self.threads
 
     def reopenAfterRetry(self, store):
         """Let the retry timer fire and wait for the reopen it starts."""
@@ -120,13 +99,7 @@ class Stores:
         self.wait(store._recovering)
 
 
-@pytest.fixture
-def stores(tmp_path):
-    s = Stores(tmp_path)
-    try:
-        yield s
-    finally:
-        s.closeAll()
+stores = storesFixture(Stores)
 
 
 @pytest.fixture

@@ -19,59 +19,13 @@ from kafkaw.protocol.messages import decodeMessageSet, encodeMessageSet
 from kafkaw.protocol.primitives import INT32
 from kafkaw.storage import leveldb as leveldbStorage
 from kafkaw.storage.interfaces import StorageError
-from kafkaw.storage.leveldb import LevelDBStore
-from tests.unit.storage_helpers import ThreadResults
+from tests.unit.storage_helpers import storesFixture
 
 BIG = 1 << 20
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir)
 
 
-class Stores:
-    """LevelDB stores in one temp directory; closed after the test."""
-
-    def __init__(self, path):
-        self.path = str(path / "leveldb")
-        self.threads = ThreadResults()
-        self._open = []
-
-    def open(self, sync=False):
-        store = LevelDBStore(self.path, sync, reactor=self.threads)
-        self._open.append(store)
-        return store
-
-    def wait(self, d):
-        return self.threads.wait(d)
-
-    def close(self, store):
-        self._open.remove(store)
-        self.wait(store.close())
-
-    def closeAll(self):
-        while self._open:
-            store = self._open.pop()
-            try:
-                self.wait(store.close())
-            finally:
-                for pool in (store._writer, store._readers):
-                    if not pool.joined:
-                        pool.stop()
-
-    def keys(self):
-        """Every key of the (closed) database."""
-        db = plyvel.DB(self.path)
-        try:
-            return list(db.iterator(include_value=False))
-        finally:
-            db.close()
-
-
-@pytest.fixture
-def stores(tmp_path):
-    s = Stores(tmp_path)
-    try:
-        yield s
-    finally:
-        s.closeAll()
+stores = storesFixture()
 
 
 def append(stores, log, *vals, timestamp=1000, producerStates=None):
@@ -330,7 +284,7 @@ CHILD = textwrap.dedent(
     from kafkaw.protocol.messages import encodeMessageSet
     from kafkaw.storage import leveldb as leveldbStorage
     from kafkaw.storage.leveldb import LevelDBStore
-    from tests.unit.storage_helpers import ThreadResults
+    from tests.unit.helpers import ThreadResults
 
     path = sys.argv[1]
     leveldbStorage._DELETE_BATCHES = 1

@@ -25,53 +25,26 @@ from kafkaw.protocol.errors import ErrorCode, InvalidMessage, MessageTooLarge
 from kafkaw.protocol.messages import decodeMessageSet, encodeMessageSet
 from kafkaw.storage.interfaces import IPartitionLog, IStorageFactory, IStore, StorageError
 from kafkaw.storage import leveldb as leveldbStorage
-from kafkaw.storage.leveldb import LevelDBStore
 from kafkaw.storage.memory import MemoryStore
 from kafkaw.tap import storageBackends
-from tests.unit.helpers import Gate, ThreadResults
+from tests.unit.helpers import Gate
+from tests.unit.storage_helpers import LevelDBStores
 
 BIG = 1 << 20
 
 
-class Backend:
+class Backend(LevelDBStores):
     """Opens stores of one kind and waits for their Deferreds; closes them after the test."""
 
     def __init__(self, name, path):
+        super().__init__(path, directory="store")
         self.name = name
-        self.path = str(path / "store")
         self.persistent = name == "leveldb"
-        self.threads = ThreadResults()
-        self._open = []
 
     def open(self, sync=False):
         if self.name == "memory":
-            store = MemoryStore()
-        else:
-            store = LevelDBStore(self.path, sync, reactor=self.threads)
-        self._open.append(store)
-        return store
-
-    def close(self, store):
-        self._open.remove(store)
-        return self.wait(store.close())
-
-    def wait(self, d):
-        return self.threads.wait(d)
-
-    def closeAll(self):
-        while self._open:
-            store = self._open.pop()
-            try:
-                self.wait(store.close())
-            finally:
-                _stopThreads(store)
-
-
-def _stopThreads(store):
-    """Safety net: a failed test must not leave LevelDB threads that keep pytest from exiting."""
-    for pool in (getattr(store, "_writer", None), getattr(store, "_readers", None)):
-        if pool is not None and not pool.joined:
-            pool.stop()
+            return self._created(MemoryStore())
+        return super().open(sync)
 
 
 @pytest.fixture(params=["memory", "leveldb"])
