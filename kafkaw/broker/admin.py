@@ -105,11 +105,13 @@ def _topicErrors(reason, name, gateway):
 @defer.inlineCallbacks
 def deleteTopics(header, request, gateway):
     """Each topic is deleted: data removed, parked fetches answered, or its own error code."""
-    cluster = gateway.broker.cluster
+    cluster, coordinator = gateway.broker.cluster, gateway.broker.coordinator
     results = []
     for name in request.topicNames:
         try:
             yield cluster.deleteTopic(name)
+            if coordinator is not None:
+                coordinator.topicDeleted(name)
         except Exception:
             code, _ = _topicErrors(Failure(), name, gateway)
             results.append({"name": name, "errorCode": code})

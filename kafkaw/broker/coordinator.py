@@ -1063,6 +1063,11 @@ class GroupCoordinator:
             protocol = ""
         return GroupDescription(ErrorCode.NONE, groupId, group.state, group.protocolType or "", protocol, members)
 
+    def topicDeleted(self, topic):
+        for group in self._groups.values():
+            for tp in [tp for tp in group.offsets if tp[0] == topic]:
+                del group.offsets[tp]
+
     def stats(self):
         return [
             GroupStats(groupId, g.state, g.generationId, len(g.members), g.rebalances, len(g.offsets))

@@ -234,6 +234,11 @@ class IGroupCoordinator(Interface):
         @return: Deferred firing with the number of offsets deleted.
         """
 
+    def topicDeleted(topic):
+        """Forget every group's committed offsets of a deleted topic (the store
+        deletes its own with the topic), as Kafka forgets them: a topic made
+        again under the name starts with none."""
+
     def stats():
         """C{[GroupStats]} of every group, by group id."""
 

@@ -134,3 +134,15 @@ def test_aSecondMemberRebalancesTheGroup(harness, client):
 def test_groupApisAreNotServedWithoutACoordinatorOrUnderStrict08():
     assert not {key for key, _ in servedHandlers(False, groupsServed=False)} & {8, 9, 10, 11, 12, 13, 14, 15, 16, 42}
     assert {key for key, _ in servedHandlers(True, groupsServed=True)} == {0, 1, 2, 3}
+
+
+def test_deletingATopicForgetsItsCommittedOffsets(harness, client):
+    harness.createTopic("u", 1)
+    commit = {"groupId": "g", "generationId": -1, "memberId": "", "retentionTimeMs": -1,
+              "topics": [{"name": name, "partitions": [{"partitionIndex": 0, "committedOffset": 42, "committedMetadata": None}]} for name in ("t", "u")]}
+    assert {p.errorCode for t in client.call(OFFSET_COMMIT, 2, commit).topics for p in t.partitions} == {0}
+    assert client.call(20, 3, {"topicNames": ["u"], "timeoutMs": 1000}).responses[0].errorCode == 0  # DeleteTopics
+    harness.createTopic("u", 1)  # made again under the name: no offsets of the old one
+    fetched = client.call(OFFSET_FETCH, 5, {"groupId": "g", "topics": None})
+    assert [(t.name, p.committedOffset) for t in fetched.topics for p in t.partitions] == [("t", 42)]
+    assert list(harness.store.committedOffsets()["g"]) == [("t", 0)]  # the store deleted its own with the topic
