@@ -154,7 +154,8 @@ def test_confluentMembersSplitATopicAndRebalance(broker, members):
     """Two members split 4 partitions 2 and 2 and together read every message once;
     AdminClient lists and describes the group; commit() and committed() agree; when
     one closes (LeaveGroup) the other takes all 4 partitions at once and goes on
-    from the offsets the first committed."""
+    from the offsets the second committed. Once empty, AdminClient reads the group's
+    offsets and deletes it."""
     from confluent_kafka import ConsumerGroupState
     from confluent_kafka.admin import AdminClient
 
@@ -217,6 +218,16 @@ def test_confluentMembersSplitATopicAndRebalance(broker, members):
     first.close()
     emptied = describeGroup(broker.bootstrap, group)
     assert emptied.state == ConsumerGroupState.EMPTY and emptied.members == []
+
+    # The admin client reads the group's offsets, then deletes the group (DeleteGroups).
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    [offsets] = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=10).values()
+    assert {(tp.topic, tp.partition, tp.offset) for tp in offsets.result(10).topic_partitions} == {(topic, p, 12) for p in range(PARTITIONS)}
+    [deleted] = admin.delete_consumer_groups([group], request_timeout=10).values()
+    deleted.result(10)
+    assert group not in {g.group_id for g in admin.list_consumer_groups(request_timeout=10).result(10).valid}
+    assert describeGroup(broker.bootstrap, group).state == ConsumerGroupState.DEAD
     print(f"alone {alone:.2f} s, rebalance on join {joined:.2f} s, on leave {left:.2f} s")
 
 
