@@ -12,6 +12,8 @@ import uuid
 
 from zope.interface import Attribute, Interface
 
+from kafkaw.protocol.messages import skipBelow
+
 
 class StorageError(Exception):
     """The store cannot be opened or cannot do what was asked."""
@@ -80,6 +82,46 @@ def checkPartitions(partitions):
             raise ValueError(f"partitions are (topic, partition): {key!r:.80}")
         checked.add(key)
     return checked
+
+
+# What both backends do alike with what they hold.
+
+
+def readPieces(batches, offset, maxBytes):
+    """The stored message sets an L{IPartitionLog.read} returns, and their total size.
+
+    C{batches} are the stored message sets from the one holding C{offset}
+    on, in log order; the first loses its messages below C{offset}; they stop
+    once C{maxBytes} are reached (the last may go past it: the caller cuts).
+    """
+    pieces = []
+    total = 0
+    for data in batches:
+        if not pieces:
+            data = data[skipBelow(data, offset) :]
+        pieces.append(data)
+        total += len(data)
+        if total >= maxBytes:
+            break
+    return pieces, total
+
+
+def updateProducerStates(producerStates, updates):
+    """Apply C{updates} (producer id: state, C{None} to forget it) to the dict C{producerStates}."""
+    for producerId, state in updates.items():
+        if state is None:
+            producerStates.pop(producerId, None)
+        else:
+            producerStates[producerId] = bytes(state)
+
+
+def forgetTopicOffsets(committed, name):
+    """Drop the committed offsets of topic C{name} from C{committed} (group: {(topic, partition): ...})."""
+    for group, offsets in list(committed.items()):
+        for key in [key for key in offsets if key[0] == name]:
+            del offsets[key]
+        if not offsets:
+            del committed[group]
 
 
 class IStorageFactory(Interface):

@@ -72,7 +72,6 @@ from twisted.plugin import IPlugin
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from kafkaw.protocol.messages import skipBelow
 from kafkaw.protocol.primitives import INT16, INT32, Reader, encodeString
 from kafkaw.storage.interfaces import (
     IPartitionLog,
@@ -81,7 +80,10 @@ from kafkaw.storage.interfaces import (
     StorageError,
     checkOffsetCommit,
     checkPartitions,
+    forgetTopicOffsets,
     newClusterId,
+    readPieces,
+    updateProducerStates,
 )
 
 _TOPIC_VALUE = struct.Struct(">ii")
@@ -298,11 +300,7 @@ class LevelDBPartitionLog:
                 return  # deleted while the write was under way: nothing is kept
             self.endOffset = newEnd
             self.sizeBytes += size
-            for producerId, state in producerStates.items():
-                if state is None:
-                    self._producerStates.pop(producerId, None)
-                else:
-                    self._producerStates[producerId] = bytes(state)
+            updateProducerStates(self._producerStates, producerStates)
 
         return self._store.write(write).addCallback(stored)
 
@@ -315,21 +313,13 @@ class LevelDBPartitionLog:
         prefix = self._dataPrefix
 
         def read():
-            pieces = []
-            total = 0
             iterator = self._store.db.iterator(
                 start=prefix + _OFFSET.pack(max(offset, 0)),
                 stop=prefix + _OFFSET.pack(endOffset),
                 include_key=False,
             )
             with iterator:
-                for data in iterator:
-                    if not pieces:
-                        data = data[skipBelow(data, offset) :]
-                    pieces.append(data)
-                    total += len(data)
-                    if total >= maxBytes:
-                        break
+                pieces, total = readPieces(iterator, offset, maxBytes)
             if pieces and total > maxBytes:
                 pieces[-1] = pieces[-1][: len(pieces[-1]) - (total - max(maxBytes, 0))]
             return pieces[0] if len(pieces) == 1 else b"".join(pieces)
@@ -876,7 +866,7 @@ class LevelDBStore:
 
         def stored(mine):
             if mine:
-                self._forgetTopicOffsets(name)
+                forgetTopicOffsets(self._offsets, name)
             self._unstoredDeletions.pop(topicId, None)
             self._deletedTopics[topicId] = name
             self._deleteTopicKeys(topicId)
@@ -902,14 +892,6 @@ class LevelDBStore:
                 for partition in partitions:
                     batch.delete(prefix + _offsetKeySuffix(name, partition))
         return groups
-
-    def _forgetTopicOffsets(self, name):
-        """The committed offsets of topic C{name} are deleted: drop them from L{committedOffsets}."""
-        for group, offsets in list(self._offsets.items()):
-            for key in [key for key in offsets if key[0] == name]:
-                del offsets[key]
-            if not offsets:
-                del self._offsets[group]
 
     def _deleteTopicKeys(self, topicId):
         """Delete the keys of a deleted topic in the background, unless that is under way already."""

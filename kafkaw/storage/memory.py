@@ -6,7 +6,6 @@ from twisted.internet.defer import fail, succeed
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from kafkaw.protocol.messages import skipBelow
 from kafkaw.storage.interfaces import (
     IPartitionLog,
     IStorageFactory,
@@ -14,7 +13,10 @@ from kafkaw.storage.interfaces import (
     StorageError,
     checkOffsetCommit,
     checkPartitions,
+    forgetTopicOffsets,
     newClusterId,
+    readPieces,
+    updateProducerStates,
 )
 
 
@@ -46,11 +48,7 @@ class MemoryPartitionLog:
         self._appendTimes.append((timestamp, base))
         self.endOffset = base + count
         self.sizeBytes += len(messageSet)
-        for producerId, state in (producerStates or {}).items():
-            if state is None:
-                self._producerStates.pop(producerId, None)
-            else:
-                self._producerStates[producerId] = bytes(state)
+        updateProducerStates(self._producerStates, producerStates or {})
         return succeed(None)
 
     def producerStates(self):
@@ -61,16 +59,8 @@ class MemoryPartitionLog:
             return self._refused()
         index = bisect.bisect_left(self._lastOffsets, offset)
         end = bisect.bisect_left(self._lastOffsets, endOffset)
-        pieces = []
-        total = 0
-        for position in range(index, end):
-            data = self._messageSets[position]
-            if not pieces:
-                data = data[skipBelow(data, offset) :]
-            pieces.append(data)
-            total += len(data)
-            if total >= maxBytes:
-                break
+        batches = (self._messageSets[position] for position in range(index, end))
+        pieces, _ = readPieces(batches, offset, maxBytes)
         return succeed(b"".join(pieces)[: max(maxBytes, 0)])
 
     def batchesBefore(self, timestamp, maxNumber):
@@ -147,11 +137,7 @@ class MemoryStore:
         for log in self._topics.pop(name):
             log._delete(name)
         del self._configs[name]
-        for group, offsets in list(self._offsets.items()):
-            for key in [key for key in offsets if key[0] == name]:
-                del offsets[key]
-            if not offsets:
-                del self._offsets[group]
+        forgetTopicOffsets(self._offsets, name)
         return succeed(None)
 
     def addPartitions(self, name, count):
