@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import BrokerProcess, kafkajs, waitUntil
+from tests.integration.conftest import BrokerProcess, kafkajs
 
 PARTITIONS = 4
 NO_DELAY = ("--group-initial-rebalance-delay-ms", "0")
