@@ -394,46 +394,44 @@ def _encodeStruct(source, struct, version, indent, value, path):
         length = source.var("n")
         notNull = source.const(f"{where} is None, which version {version} does not allow")
         if field.isArray:
-            source.emit(indent, f"if {var} is None:")
-            if nullable:
-                source.emit(indent + 1, f"{length} = -1")
-            else:
-                source.emit(indent + 1, f"raise ValueError({notNull})")
-            source.emit(indent, "else:")
-            source.emit(indent + 1, f"{length} = len({var})")
-            run.append((length, "i"))
-            _flushWrites(source, run, indent)
-            source.emit(indent, f"if {length} > 0:")
+            _encodeLength(source, run, indent, var, length, "i", nullable, notNull, f"{length} = len({var})")
             _encodeItems(source, field, version, indent + 1, var, length, where)
         elif field.type == "string":
             body = source.var("b")
-            source.emit(indent, f"if {var} is None:")
-            if nullable:
-                source.emit(indent + 1, f"{length} = -1")
-            else:
-                source.emit(indent + 1, f"raise ValueError({notNull})")
-            source.emit(indent, "else:")
-            source.emit(indent + 1, f"{body} = {var}.encode('utf-8') if type({var}) is str else _text({var})")
-            source.emit(indent + 1, f"{length} = len({body})")
-            run.append((length, "h"))
-            _flushWrites(source, run, indent)
-            source.emit(indent, f"if {length} > 0:")
+            _encodeLength(
+                source, run, indent, var, length, "h", nullable, notNull,
+                f"{body} = {var}.encode('utf-8') if type({var}) is str else _text({var})",
+                f"{length} = len({body})",
+            )
             source.emit(indent + 1, f"out.append({body})")
         else:  # bytes: its own chunk, never copied
-            source.emit(indent, f"if {var} is None:")
-            if nullable:
-                source.emit(indent + 1, f"{length} = -1")
-            else:
-                source.emit(indent + 1, f"raise ValueError({notNull})")
-            source.emit(indent, "else:")
-            source.emit(indent + 1, f"{length} = len({var}) if type({var}) is bytes else _blob({var})")
-            run.append((length, "i"))
-            _flushWrites(source, run, indent)
-            source.emit(indent, f"if {length} > 0:")
+            _encodeLength(
+                source, run, indent, var, length, "i", nullable, notNull,
+                f"{length} = len({var}) if type({var}) is bytes else _blob({var})",
+            )
             source.emit(indent + 1, "chunks.append(_join(out))")
             source.emit(indent + 1, "out.clear()")
             source.emit(indent + 1, f"chunks.append({var})")
     _flushWrites(source, run, indent)
+
+
+def _encodeLength(source, run, indent, var, length, code, nullable, notNull, *measure):
+    """Emit the length of array, string or bytes C{var} into C{length} (written as
+    struct C{code}), then C{if length > 0:} for the caller to emit the contents under.
+
+    C{None} is length -1 if C{nullable}, else raises ValueError(C{notNull});
+    other values are measured by the C{measure} lines."""
+    source.emit(indent, f"if {var} is None:")
+    if nullable:
+        source.emit(indent + 1, f"{length} = -1")
+    else:
+        source.emit(indent + 1, f"raise ValueError({notNull})")
+    source.emit(indent, "else:")
+    for line in measure:
+        source.emit(indent + 1, line)
+    run.append((length, code))
+    _flushWrites(source, run, indent)
+    source.emit(indent, f"if {length} > 0:")
 
 
 def _encodeItems(source, field, version, indent, items, count, where):
