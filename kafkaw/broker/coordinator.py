@@ -436,6 +436,34 @@ class GroupCoordinator:
             return ErrorCode.COORDINATOR_NOT_AVAILABLE
         return None
 
+    def _memberGroup(self, groupId):
+        """(group, None) for the group a member's request names, or (None, the error):
+        L{_invalidGroupId}'s, UNKNOWN_MEMBER_ID when there is no such group,
+        COORDINATOR_NOT_AVAILABLE when it is dead."""
+        error = self._invalidGroupId(groupId, emptyAllowed=False)
+        if error is not None:
+            return None, error
+        group = self._groups.get(groupId)
+        if group is None:
+            return None, ErrorCode.UNKNOWN_MEMBER_ID
+        if group.state == DEAD:
+            return None, ErrorCode.COORDINATOR_NOT_AVAILABLE
+        return group, None
+
+    @staticmethod
+    def _memberError(group, memberId, groupInstanceId, generationId):
+        """The error for a member's request at C{generationId}, if any: FENCED_INSTANCE_ID,
+        UNKNOWN_MEMBER_ID (not a member, or the group is empty), ILLEGAL_GENERATION."""
+        if group.isStaticMemberFenced(memberId, groupInstanceId):
+            return ErrorCode.FENCED_INSTANCE_ID
+        if memberId not in group.members:
+            return ErrorCode.UNKNOWN_MEMBER_ID
+        if generationId != group.generationId:
+            return ErrorCode.ILLEGAL_GENERATION
+        if group.state == EMPTY:
+            return ErrorCode.UNKNOWN_MEMBER_ID
+        return None
+
     def _write(self, groupId, operation):
         """Run a store write once the group's previous write is over, so a
         group's writes reach the store in the order they were decided.
@@ -786,23 +814,11 @@ class GroupCoordinator:
     @_answering
     def syncGroup(self, groupId, generationId, memberId, groupInstanceId, assignments):
         d = defer.Deferred()
-        error = self._invalidGroupId(groupId, emptyAllowed=False)
-        group = self._groups.get(groupId)
+        group, error = self._memberGroup(groupId)
         if error is None:
-            if group is None:
-                error = ErrorCode.UNKNOWN_MEMBER_ID
-            elif group.state == DEAD:
-                error = ErrorCode.COORDINATOR_NOT_AVAILABLE
-            elif group.isStaticMemberFenced(memberId, groupInstanceId):
-                error = ErrorCode.FENCED_INSTANCE_ID
-            elif memberId not in group.members:
-                error = ErrorCode.UNKNOWN_MEMBER_ID
-            elif generationId != group.generationId:
-                error = ErrorCode.ILLEGAL_GENERATION
-            elif group.state == EMPTY:
-                error = ErrorCode.UNKNOWN_MEMBER_ID
-            elif group.state == PREPARING_REBALANCE:
-                error = ErrorCode.REBALANCE_IN_PROGRESS
+            error = self._memberError(group, memberId, groupInstanceId, generationId)
+        if error is None and group.state == PREPARING_REBALANCE:
+            error = ErrorCode.REBALANCE_IN_PROGRESS
         if error is not None:
             self._answer(d, SyncResult(error, b""))
             return d
@@ -829,22 +845,11 @@ class GroupCoordinator:
 
     @_answering
     def heartbeat(self, groupId, generationId, memberId, groupInstanceId):
-        error = self._invalidGroupId(groupId, emptyAllowed=False)
+        group, error = self._memberGroup(groupId)
+        if error is None:
+            error = self._memberError(group, memberId, groupInstanceId, generationId)
         if error is not None:
             return error
-        group = self._groups.get(groupId)
-        if group is None:
-            return ErrorCode.UNKNOWN_MEMBER_ID
-        if group.state == DEAD:
-            return ErrorCode.COORDINATOR_NOT_AVAILABLE
-        if group.isStaticMemberFenced(memberId, groupInstanceId):
-            return ErrorCode.FENCED_INSTANCE_ID
-        if memberId not in group.members:
-            return ErrorCode.UNKNOWN_MEMBER_ID
-        if generationId != group.generationId:
-            return ErrorCode.ILLEGAL_GENERATION
-        if group.state == EMPTY:
-            return ErrorCode.UNKNOWN_MEMBER_ID
         if group.state == COMPLETING_REBALANCE:
             return ErrorCode.REBALANCE_IN_PROGRESS
         member = group.members[memberId]
@@ -855,14 +860,9 @@ class GroupCoordinator:
 
     @_answering
     def leaveGroup(self, groupId, memberId):
-        error = self._invalidGroupId(groupId, emptyAllowed=False)
+        group, error = self._memberGroup(groupId)
         if error is not None:
             return error
-        group = self._groups.get(groupId)
-        if group is None:
-            return ErrorCode.UNKNOWN_MEMBER_ID
-        if group.state == DEAD:
-            return ErrorCode.COORDINATOR_NOT_AVAILABLE
         if group.isPending(memberId):
             expiry = group.pending.pop(memberId)
             if expiry.active():
