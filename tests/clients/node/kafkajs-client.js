@@ -1,4 +1,4 @@
-// kafkajs 2.2.4 against kafkaw, driven by tests/integration/test_client_matrix.py.
+// kafkajs 2.2.4 against kafkaw, driven by tests/integration/test_client_matrix.py and test_groups.py.
 //
 //   node kafkajs-client.js produce BROKER TOPIC COUNT PARTITIONS [none|gzip]
 //     Stock producer settings. Sends COUNT keyed messages (key-i / value-i + PADDING) to
