@@ -7,10 +7,11 @@ included) and pipes both ways. Reading from the client waits until the
 WebSocket is open; connecting is retried a bounded number of times; when
 either side closes, so does the other.
 
-Metadata: a client that follows Metadata must reconnect to the shim, not to
-the broker's WebSocket address (which speaks a different framing and may not
-be reachable). The shim remembers the correlation id and version of every
-Metadata request it forwards, and in the matching response replaces every broker's
+Metadata and FindCoordinator: a client that follows their answers must
+reconnect to the shim, not to the broker's WebSocket address (which speaks a
+different framing and may not be reachable). The shim remembers the
+correlation id and version of every Metadata and FindCoordinator request it
+forwards, and in the matching response replaces every broker's (or the coordinator's)
 host and port with the address the client reached the shim on (or
 C{--advertised-host}/C{--advertised-port}). kafkaw is a single broker, so
 "every broker" is that one broker.
@@ -30,7 +31,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from kafkaw.config import ConfigFileOptions, positive
-from kafkaw.protocol import schema
+from kafkaw.protocol import apiversions, schema
 from kafkaw.protocol.api import ApiKey
 from kafkaw.protocol.errors import CodecError
 from kafkaw.protocol.framing import Framer, FrameTooLarge
@@ -48,6 +49,11 @@ _HEADER = struct.Struct(">hhi")  # api key, api version, correlation id
 log = Logger()
 
 
+FIND_COORDINATOR = 10
+# The answers that name a broker's address, which the shim replaces by its own.
+ADDRESSING = (ApiKey.METADATA, FIND_COORDINATOR)
+
+
 def rewriteMetadataResponse(frame, version, host, port):
     """A Metadata response frame (no size prefix) of C{version} with every broker at C{host}:C{port}.
 
@@ -56,6 +62,21 @@ def rewriteMetadataResponse(frame, version, host, port):
     correlationId, response = schema.decodeResponse(ApiKey.METADATA, version, frame)
     brokers = [broker._replace(host=host, port=port) for broker in response.brokers]
     return b"".join(schema.encodeResponse(ApiKey.METADATA, version, correlationId, response._replace(brokers=brokers)))
+
+
+def rewriteFindCoordinatorResponse(frame, version, host, port):
+    """A FindCoordinator response frame of C{version} naming C{host}:C{port}
+    as the coordinator (an error answer names none and is kept as it is).
+
+    Raises L{CodecError} if C{frame} is not a FindCoordinator response of that version.
+    """
+    correlationId, response = schema.decodeResponse(FIND_COORDINATOR, version, frame)
+    if response.errorCode:
+        return frame
+    return b"".join(schema.encodeResponse(FIND_COORDINATOR, version, correlationId, response._replace(host=host, port=port)))
+
+
+_REWRITES = {ApiKey.METADATA: rewriteMetadataResponse, FIND_COORDINATOR: rewriteFindCoordinatorResponse}
 
 
 def expectsResponse(frame):
@@ -146,7 +167,7 @@ class ShimProtocol(protocol.Protocol):
         self.advertisedPort = advertisedPort
         self._requests = Framer(maxRequestBytes)
         self._responses = Framer(MAX_RESPONSE_BYTES)
-        self._metadata = {}  # correlation id -> [versions of the Metadata requests outstanding with it]
+        self._addressing = {}  # correlation id -> [(api key, version) of the ADDRESSING requests outstanding with it]
         self._attempt = 0
         self._connecting = None  # the endpoint's connect Deferred, while it is pending
         self._retryCall = None  # the DelayedCall of the next attempt
@@ -178,8 +199,8 @@ class ShimProtocol(protocol.Protocol):
                 expected = expectsResponse(frame)
             except (struct.error, CodecError):
                 expected = None  # the broker will reject it; pass it on as it is
-            if expected is not None and expected[0] == ApiKey.METADATA:
-                self._metadata.setdefault(expected[2], []).append(expected[1])
+            if expected is not None and expected[0] in ADDRESSING:
+                self._addressing.setdefault(expected[2], []).append(expected[:2])
             message = _SIZE.pack(len(frame)) + frame
             if not self._open:
                 self._waiting.append(message)
@@ -289,27 +310,31 @@ class ShimProtocol(protocol.Protocol):
             self._response(_SIZE.pack(len(frame)) + frame)
 
     def _response(self, message):
-        """Send one response (size prefix included) to the client; rewrite it if it answers Metadata."""
-        if self._metadata and len(message) >= 8:
+        """Send one response (size prefix included) to the client; rewrite it
+        if it answers Metadata or FindCoordinator."""
+        if self._addressing and len(message) >= 8:
             (correlationId,) = _SIZE.unpack_from(message, 4)
-            versions = self._metadata.get(correlationId)
-            if versions:
-                version = versions.pop(0)
-                if not versions:
-                    del self._metadata[correlationId]
-                message = self._rewrite(message, version)
+            requests = self._addressing.get(correlationId)
+            if requests:
+                apiKey, version = requests.pop(0)
+                if not requests:
+                    del self._addressing[correlationId]
+                message = self._rewrite(message, apiKey, version)
         self.transport.write(message)
 
-    def _rewrite(self, message, version):
+    def _rewrite(self, message, apiKey, version):
         host, port = hostAndPort(self.transport.getHost())
         if self.advertisedHost is not None:
             host = self.advertisedHost
         if self.advertisedPort is not None:
             port = self.advertisedPort
         try:
-            frame = rewriteMetadataResponse(message[4:], version, host, port)
+            frame = _REWRITES[apiKey](message[4:], version, host, port)
         except CodecError as e:
-            log.warn("undecodable Metadata response for client {peer} ({why}); passed on unchanged", peer=self.peer, why=str(e))
+            log.warn(
+                "undecodable {api} response for client {peer} ({why}); passed on unchanged",
+                api=apiversions.apiName(apiKey), peer=self.peer, why=str(e),
+            )
             return message
         return _SIZE.pack(len(frame)) + frame
 

@@ -463,12 +463,8 @@ def findCoordinator(bootstrap, group):
     return answer.errorCode, answer.host, answer.port
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "kafkaw-shim rewrites only Metadata answers: FindCoordinator through it names the broker's "
-    "WebSocket endpoint (the connection's local address), where a Kafka client cannot connect, "
-    "so group consumers behind the shim never find their coordinator"
-))
 def test_confluentGroupConsumerThroughTheShim(broker, shimFactory, members):
+    """FindCoordinator through the shim names the shim, as Metadata does."""
     shim = shimFactory(broker.websocketURL)
     answered = findCoordinator(shim.bootstrap, "shim")
     assert answered == (0, "127.0.0.1", shim.port), f"shim port {shim.port}, broker's WebSocket port {broker.websocketPort}: {answered}"

@@ -594,13 +594,13 @@ def test_shimDoesNotRewriteAResponseWhoseCorrelationIdWasNotMetadata():
     """Only correlation ids of forwarded Metadata requests are rewritten."""
     harness = ShimHarness()
     harness.flush()
-    harness.protocol._metadata.clear()
+    harness.protocol._addressing.clear()
     # Pretend correlation id 8 was a Metadata request: its (Produce) response cannot be decoded,
     # and is passed on unchanged.
-    harness.protocol._metadata[8] = [0]
+    harness.protocol._addressing[8] = [(3, 0)]
     [response] = harness.responses(produceRequest(8, {"q": {0: encodeMessageSet([(None, b"x")])}}))
     assert parseProduceResponse(response)[0] == 8
-    assert harness.protocol._metadata == {}
+    assert harness.protocol._addressing == {}
 
 
 def test_shimRetriesConnectingThenSucceeds():
@@ -742,3 +742,15 @@ def test_rewriteMetadataResponseOfModernVersions(version):
     assert correlationId == 9
     assert [(b.nodeId, b.host, b.port) for b in decoded.brokers] == [(3, "127.0.0.1", 19092)]
     assert decoded._replace(brokers=original.brokers) == original
+
+
+@pytest.mark.parametrize("version", [0, 1, 2])
+def test_rewriteFindCoordinatorResponse(version):
+    """A group's coordinator is the shim too: clients must not go to the broker's WebSocket port."""
+    from kafkaw.protocol import schema
+
+    frame = b"".join(schema.encodeResponse(10, version, 4, {"errorCode": 0, "nodeId": 3, "host": "broker.internal", "port": 9093}))
+    correlationId, answer = schema.decodeResponse(10, version, shim.rewriteFindCoordinatorResponse(frame, version, "127.0.0.1", 19092))
+    assert (correlationId, answer.errorCode, answer.nodeId, answer.host, answer.port) == (4, 0, 3, "127.0.0.1", 19092)
+    refused = b"".join(schema.encodeResponse(10, version, 5, {"errorCode": 15, "nodeId": -1, "host": "", "port": -1}))
+    assert shim.rewriteFindCoordinatorResponse(refused, version, "127.0.0.1", 19092) == refused
