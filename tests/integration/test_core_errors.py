@@ -175,7 +175,8 @@ BAD_FRAMES = {
     # name: (bytes to send, what the log line must say[, extra broker options])
     # ApiVersions is answered for modern clients unless --strict-0.8 asks for 0.8.0's close.
     "api-key-18-strict": (_frame(requestHeader(18, 1) + b""), r"key\W{0,3}18\b", "--strict-0.8"),
-    "api-key-10": (_frame(requestHeader(10, 1) + struct.pack(">h", 5) + b"group"), r"key\W{0,3}10\b"),
+    "api-key-10-strict": (_frame(requestHeader(10, 1) + struct.pack(">h", 5) + b"group"), r"key\W{0,3}10\b", "--strict-0.8"),
+    "api-key-21": (_frame(requestHeader(21, 1) + b"\0" * 16), r"key\W{0,3}21\b"),  # DeleteRecords: not served
     "api-key-4": (_frame(requestHeader(4, 1) + b"\0" * 16), r"key\W{0,3}4\b"),
     "produce-v8": (_produceFrame(apiVersion=8), r"key\W{0,3}0\b.*version\W{0,3}8\b|v8\b"),  # past Kafka 2.3.0's table
     "produce-v1-strict": (_produceFrame(apiVersion=1), r"key\W{0,3}0\b.*version\W{0,3}1\b|v1\b", "--strict-0.8"),
