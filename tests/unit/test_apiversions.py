@@ -270,7 +270,8 @@ def test_strictModeServesNoApiVersions():
     [(10, 0, "FindCoordinator"), (10, 3, "FindCoordinator"), (11, 0, "JoinGroup"), (8, 2, "OffsetCommit"), (9, 1, "OffsetFetch"), (3, 9, "Metadata"), (0, 8, "Produce"), (250, 0, "unknown")],
 )
 def test_unservedRequestsClose(apiKey, version, name):
-    """Consumer-group APIs (and unserved versions of served keys) close the connection, logging the key."""
+    """Unserved keys and versions close the connection, logging the key: here, on a broker
+    without a group coordinator, the group APIs too; and versions past Kafka 2.3.0's."""
     frame = struct.pack(">hhi", apiKey, version, 5) + b"\x00\x01x" + b"\x00" * 16
     with capturedLogs() as events:
         response, connection = answer(frame)
@@ -295,6 +296,9 @@ def brokerOf(args, tmp_path):
 def test_optionDefaultAnswersApiVersions(tmp_path):
     broker = brokerOf([], tmp_path)
     assert (18, 0) in broker.handlers and 18 in broker.anyVersionHandlers
+    # twistd kafkaw has a group coordinator: the group APIs are served, at Kafka 2.3.0's versions.
+    served = {(v.apiKey, v.minVersion, v.maxVersion) for v in apiversions.servedVersions(broker.handlers)}
+    assert {(10, 0, 2), (11, 0, 5), (14, 0, 3), (12, 0, 3), (13, 0, 2), (8, 0, 7), (9, 0, 5), (15, 0, 3), (16, 0, 2), (42, 0, 1)} <= served
 
 
 def test_optionStrict08(tmp_path):
