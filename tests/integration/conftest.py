@@ -7,12 +7,16 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from kafkaw.protocol import schema
+from kafkaw.protocol.framing import frame
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_DIR = ROOT / "tests" / "clients" / "node"
@@ -235,7 +239,6 @@ def selfSignedCertificate(directory, name, dnsNames=("localhost",), ipAddresses=
 # ---------------------------------------------------------------------------
 
 import functools  # noqa: E402
-import struct as _struct  # noqa: E402
 
 from tests import frames  # noqa: E402
 from tests.frames import (  # noqa: E402, F401 (for the integration tests)
@@ -303,9 +306,9 @@ class RawClient:
 
     def receive(self, correlationId):
         """Read one response frame; check its correlation id; return the body after it."""
-        (size,) = _struct.unpack(">i", self._recvExactly(4))
+        (size,) = struct.unpack(">i", self._recvExactly(4))
         frame = self._recvExactly(size)
-        (got,) = _struct.unpack(">i", frame[:4])
+        (got,) = struct.unpack(">i", frame[:4])
         assert got == correlationId, f"response correlation id {got}, expected {correlationId}"
         return frame[4:]
 
@@ -446,3 +449,50 @@ def kafkajs(*args, timeout=30):
     lines = result.stdout.strip().splitlines()
     assert result.returncode == 0 and lines, f"kafkajs failed ({result.returncode}): {result.stdout}{result.stderr}"
     return json.loads(lines[-1])
+
+
+# --- raw requests of any version ----------------------------------------------
+
+
+class Connection:
+    """One TCP connection sending requests of any API and version, encoded with
+    the broker's schema codec (kafkaw.protocol.schema); a context manager."""
+
+    def __init__(self, bootstrap, timeout=10.0):
+        host, port = bootstrap.split(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+        self.correlationId = 0
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send(self, apiKey, version, value):
+        self.correlationId += 1
+        self.sock.sendall(frame(schema.encodeRequest(apiKey, version, self.correlationId, "kafkaw-tests", value)))
+        return self.correlationId
+
+    def receiveFrame(self):
+        size = struct.unpack(">i", self._exactly(4))[0]
+        return self._exactly(size)
+
+    def receive(self, apiKey, version):
+        return schema.decodeResponse(apiKey, version, self.receiveFrame())[1]
+
+    def call(self, apiKey, version, value):
+        self.send(apiKey, version, value)
+        return self.receive(apiKey, version)
+
+    def _exactly(self, size):
+        data = b""
+        while len(data) < size:
+            chunk = self.sock.recv(size - len(data))
+            if not chunk:
+                raise ConnectionError("the broker closed the connection")
+            data += chunk
+        return data

@@ -11,16 +11,13 @@ docs/clients.md is the table of what these tests check; keep the two in step.
 
 import re
 import shutil
-import socket
 import struct
 import subprocess
 import time
 
 import pytest
 
-from kafkaw.protocol import schema
-from kafkaw.protocol.framing import frame
-from tests.integration.conftest import kafkajs
+from tests.integration.conftest import Connection, kafkajs
 
 PARTITIONS = 3
 COUNT = 12  # messages per round trip: 4 in each partition
@@ -105,14 +102,8 @@ def storedCodecs(broker, topic):
         "replicaId": -1, "maxWait": 0, "minBytes": 0, "maxBytes": 1 << 24, "isolationLevel": 0,
         "topics": [{"name": topic, "fetchPartitions": [{"partitionIndex": p, "fetchOffset": 0, "maxBytes": 1 << 20} for p in range(PARTITIONS)]}],
     }
-    with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as sock:
-        sock.sendall(frame(schema.encodeRequest(FETCH, 4, 1, "matrix-raw", request)))
-        data = b""
-        while len(data) < 4 or len(data) < 4 + struct.unpack(">i", data[:4])[0]:
-            chunk = sock.recv(1 << 16)
-            assert chunk, "broker closed the connection on a Fetch"
-            data += chunk
-    _, response = schema.decodeResponse(FETCH, 4, data[4:])
+    with Connection(broker.bootstrap) as connection:
+        response = connection.call(FETCH, 4, request)
     codecs = set()
     for partition in response.topics[0].partitions:
         assert partition.errorCode == 0

@@ -17,17 +17,13 @@ Brokers run with --group-initial-rebalance-delay-ms 0: no test is about it.
 import asyncio
 import select
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import time
 
 import pytest
 
-from kafkaw.protocol import schema
-from kafkaw.protocol.framing import frame
-from tests.integration.conftest import BrokerProcess, kafkajs
+from tests.integration.conftest import BrokerProcess, Connection, kafkajs
 
 PARTITIONS = 4
 NO_DELAY = ("--group-initial-rebalance-delay-ms", "0")
@@ -451,15 +447,8 @@ FIND_COORDINATOR = 10
 
 def findCoordinator(bootstrap, group):
     """A raw FindCoordinator v2 for C{group} sent to C{bootstrap}: (error code, host, port)."""
-    host, port = bootstrap.split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(frame(schema.encodeRequest(FIND_COORDINATOR, 2, 1, "groups-raw", {"key": group, "keyType": 0})))
-        data = b""
-        while len(data) < 4 or len(data) < 4 + struct.unpack(">i", data[:4])[0]:
-            chunk = sock.recv(1 << 16)
-            assert chunk, "the connection closed on a FindCoordinator"
-            data += chunk
-    _, answer = schema.decodeResponse(FIND_COORDINATOR, 2, data[4:])
+    with Connection(bootstrap) as connection:
+        answer = connection.call(FIND_COORDINATOR, 2, {"key": group, "keyType": 0})
     return answer.errorCode, answer.host, answer.port
 
 

@@ -8,8 +8,6 @@ configs), and old clients reading what new ones wrote (down-conversion).
 
 import asyncio
 import signal
-import socket
-import struct
 import subprocess
 import threading
 import time
@@ -17,9 +15,8 @@ import time
 import pytest
 
 from kafkaw.protocol import schema
-from kafkaw.protocol.framing import frame
 from kafkaw.protocol.records import encodeBatch
-from tests.integration.conftest import KCAT_08, kafkajs, kcat, rdConsume, rdProduce
+from tests.integration.conftest import KCAT_08, Connection, kafkajs, kcat, rdConsume, rdProduce
 
 MODERN = {"api.version.request": True}  # librdkafka's default, over conftest's 0.8 pinning
 
@@ -27,46 +24,6 @@ MODERN = {"api.version.request": True}  # librdkafka's default, over conftest's 
 @pytest.fixture
 def broker(brokerFactory):
     return brokerFactory("--storage", "memory")
-
-
-# --- raw requests of any version ----------------------------------------------
-
-
-class Connection:
-    """One TCP connection sending requests of any version, encoded with the schema."""
-
-    def __init__(self, bootstrap, timeout=10.0):
-        host, port = bootstrap.split(":")
-        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
-        self.correlationId = 0
-
-    def close(self):
-        self.sock.close()
-
-    def send(self, apiKey, version, value):
-        self.correlationId += 1
-        self.sock.sendall(frame(schema.encodeRequest(apiKey, version, self.correlationId, "kafkaw-tests", value)))
-        return self.correlationId
-
-    def receiveFrame(self):
-        size = struct.unpack(">i", self._exactly(4))[0]
-        return self._exactly(size)
-
-    def receive(self, apiKey, version):
-        return schema.decodeResponse(apiKey, version, self.receiveFrame())[1]
-
-    def call(self, apiKey, version, value):
-        self.send(apiKey, version, value)
-        return self.receive(apiKey, version)
-
-    def _exactly(self, size):
-        data = b""
-        while len(data) < size:
-            chunk = self.sock.recv(size - len(data))
-            if not chunk:
-                raise ConnectionError("the broker closed the connection")
-            data += chunk
-        return data
 
 
 # --- confluent-kafka (librdkafka 2.x), default settings -------------------------
