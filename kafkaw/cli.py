@@ -65,12 +65,6 @@ CALLS = (
 _RESOURCE_TOPIC = 2  # DescribeConfigs resource type
 _SOURCE_TOPIC = 1  # DescribeConfigs config source DYNAMIC_TOPIC_CONFIG: set on the topic itself
 
-# Group error codes the commands explain (Kafka's Errors.java).
-_ILLEGAL_GENERATION = 22
-_UNKNOWN_MEMBER_ID = 25
-_REBALANCE_IN_PROGRESS = 27
-_NON_EMPTY_GROUP = 68
-_GROUP_ID_NOT_FOUND = 69
 _EMPTY, _DEAD = "Empty", "Dead"  # group states as DescribeGroups names them
 _CONSUMER = "consumer"  # the protocol type of Kafka's consumers, whose assignments the CLI decodes
 
@@ -362,18 +356,23 @@ def topicsCreate(client, arguments, out):
 
 def topicsDelete(client, arguments, out):
     """One line per topic: deleted on stdout, refused on stderr (then exit status 1)."""
-    answers = client.deleteTopics(arguments.names)
+    _deleteEach("topic", arguments.names, client.deleteTopics(arguments.names), {
+        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION: "unknown topic",
+    }, out)
+
+
+def _deleteEach(kind, names, answers, reasons, out):
+    """Print "deleted KIND NAME" for each name answered 0; raise L{CommandError}
+    naming the others, with C{reasons} {error code: why} or the code's name."""
     refused = []
-    for name in dict.fromkeys(arguments.names):
+    for name in dict.fromkeys(names):
         code = answers.get(name)
         if code is None:
-            refused.append(f"the broker did not answer for topic {name}")
-        elif code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION:
-            refused.append(f"cannot delete topic {name}: unknown topic")
+            refused.append(f"the broker did not answer for {kind} {name}")
         elif code:
-            refused.append(f"cannot delete topic {name}: {describeError(code)}")
+            refused.append(f"cannot delete {kind} {name}: {reasons.get(code) or describeError(code)}")
         else:
-            print(f"deleted topic {name}", file=out)
+            print(f"deleted {kind} {name}", file=out)
     if refused:
         raise CommandError("\n".join(refused))
 
@@ -509,7 +508,7 @@ def groupsResetOffsets(client, arguments, out):
     previous = client.committed(groupId, list(targets)) if targets else {}
     if targets and not arguments.dry_run:
         errors = client.commit(groupId, targets)
-        if any(code in (_UNKNOWN_MEMBER_ID, _ILLEGAL_GENERATION, _REBALANCE_IN_PROGRESS) for code in errors.values()):
+        if any(code in (ErrorCode.UNKNOWN_MEMBER_ID, ErrorCode.ILLEGAL_GENERATION, ErrorCode.REBALANCE_IN_PROGRESS) for code in errors.values()):
             refreshed = client.describeGroups([groupId])[groupId]
             raise CommandError(_hasMembers(groupId, refreshed.groupState, len(refreshed.members)))
         for tp in list(targets):
@@ -532,22 +531,10 @@ def groupsResetOffsets(client, arguments, out):
 
 def groupsDelete(client, arguments, out):
     """One line per group: deleted on stdout, refused on stderr (then exit status 1)."""
-    answers = client.deleteGroups(arguments.groups)
-    refused = []
-    for groupId in dict.fromkeys(arguments.groups):
-        code = answers.get(groupId)
-        if code is None:
-            refused.append(f"the broker did not answer for group {groupId}")
-        elif code == _GROUP_ID_NOT_FOUND:
-            refused.append(f"cannot delete group {groupId}: unknown group")
-        elif code == _NON_EMPTY_GROUP:
-            refused.append(f"cannot delete group {groupId}: it has members: stop its consumers first")
-        elif code:
-            refused.append(f"cannot delete group {groupId}: {describeError(code)}")
-        else:
-            print(f"deleted group {groupId}", file=out)
-    if refused:
-        raise CommandError("\n".join(refused))
+    _deleteEach("group", arguments.groups, client.deleteGroups(arguments.groups), {
+        ErrorCode.GROUP_ID_NOT_FOUND: "unknown group",
+        ErrorCode.NON_EMPTY_GROUP: "it has members: stop its consumers first",
+    }, out)
 
 
 def _count(number, noun):
