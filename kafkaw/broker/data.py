@@ -16,15 +16,12 @@ from kafkaw.broker.producers import ProducerError
 from kafkaw.broker.services import OffsetOutOfRange, PartitionGone
 from kafkaw.protocol import schema
 from kafkaw.protocol.api import ApiKey
-from kafkaw.protocol.errors import ErrorCode, MessageSetError
-from kafkaw.protocol.records import downConvert, entrySize
+from kafkaw.protocol.errors import ErrorCode, InvalidMessage, MessageSetError
+from kafkaw.protocol.records import CODEC_ZSTD, downConvert, entrySize, producedBatches
 from kafkaw.storage.interfaces import StorageError
 
 _MAGIC_AT = 16  # offset int64, size int32, partition leader epoch (or CRC) int32
 _ENTRY_HEAD = struct.Struct(">qi")
-_V2_ATTRIBUTES = struct.Struct(">h")
-_V2_ATTRIBUTES_AT = 21  # after the magic and the CRC
-_CODEC_ZSTD = 4
 _FIRST_ZSTD_PRODUCE = 7
 _FIRST_BATCH_PRODUCE = 3  # Produce v3+ carries exactly one record batch v2
 _FIRST_WHOLE_BATCH_FETCH = 3  # KIP-74: the first batch is returned whole, however large
@@ -86,13 +83,13 @@ def _checkProduced(records, version):
     any storing, or None. v3+ must carry one record batch v2, and zstd needs v7."""
     if version < _FIRST_BATCH_PRODUCE:
         return None
-    if len(records) < _V2_ATTRIBUTES_AT + 2 or records[_MAGIC_AT] != 2:
+    try:
+        batches = producedBatches(records)  # [] for magic 0/1
+    except InvalidMessage:
         return ErrorCode.INVALID_MESSAGE
-    (_, size) = _ENTRY_HEAD.unpack_from(records)
-    if 12 + size != len(records):
-        return ErrorCode.INVALID_MESSAGE  # several batches, or one cut short
-    (attributes,) = _V2_ATTRIBUTES.unpack_from(records, _V2_ATTRIBUTES_AT)
-    if attributes & 0x07 == _CODEC_ZSTD and version < _FIRST_ZSTD_PRODUCE:
+    if len(batches) != 1:
+        return ErrorCode.INVALID_MESSAGE
+    if batches[0].codec == CODEC_ZSTD and version < _FIRST_ZSTD_PRODUCE:
         return ErrorCode.UNSUPPORTED_COMPRESSION_TYPE
     return None
 
@@ -223,6 +220,8 @@ class _Fetch:
         self._header = header
         self._request = request
         self._topics = topics
+        # What was asked of each (topic, partition), for shaping the answer.
+        self._asked = {(topic, item.partitionIndex): item for topic, items in topics for item in items}
         self._gateway = gateway
         self._version = header.apiVersion
         self._result = defer.Deferred()
@@ -329,14 +328,13 @@ class _Fetch:
         if self._version >= _FIRST_ANY_MAGIC_FETCH:
             return defer.succeed(None)
         magic = 0 if self._version < 2 else 1
-        fetchOffsets = {(topic, item.partitionIndex): item.fetchOffset for topic, items in self._topics for item in items}
         maxExpanded = self._broker.maxExpandedBytes
         conversions = []
         for topic, results in answers:
             for result in results:
                 data = result["records"]
                 if data and _hasNewerMagic(data, magic):
-                    d = self._broker.offReactor(downConvert, data, magic, fetchOffsets[topic, result["partitionIndex"]], maxExpanded)
+                    d = self._broker.offReactor(downConvert, data, magic, self._asked[topic, result["partitionIndex"]].fetchOffset, maxExpanded)
                     d.addCallbacks(_setRecords, self._conversionFailed, (result,), None, (result, topic))
                     conversions.append(d)
         return defer.DeferredList(conversions)
@@ -360,7 +358,6 @@ class _Fetch:
         version = self._version
         wholeFirst = version >= _FIRST_WHOLE_BATCH_FETCH
         budget = self._request.maxBytes if wholeFirst else None
-        maxBytesOf = {(topic, item.partitionIndex): item.maxBytes for topic, items in self._topics for item in items}
         first = True
         for topic, results in answers:
             for result in results:
@@ -368,7 +365,7 @@ class _Fetch:
                 if not data:
                     continue
                 if version < _FIRST_ANY_MAGIC_FETCH:
-                    maxBytes = maxBytesOf[topic, result["partitionIndex"]]
+                    maxBytes = self._asked[topic, result["partitionIndex"]].maxBytes
                     data = data[: max(maxBytes, (entrySize(data) or 0) if wholeFirst else 0)]
                 if budget is not None:
                     if len(data) > budget:
