@@ -25,6 +25,7 @@ from kafkaw.protocol.errors import ErrorCode, InvalidMessage, MessageTooLarge
 from kafkaw.protocol.messages import decodeMessageSet, encodeMessageSet
 from kafkaw.storage.interfaces import IPartitionLog, IStorageFactory, IStore, StorageError
 from kafkaw.storage import leveldb as leveldbStorage
+from kafkaw.storage.leveldb import LevelDBStore
 from kafkaw.storage.memory import MemoryStore
 from kafkaw.tap import storageBackends
 from tests.unit.helpers import Gate
@@ -34,20 +35,28 @@ BIG = 1 << 20
 
 
 class Backend(LevelDBStores):
-    """Opens stores of one kind and waits for their Deferreds; closes them after the test."""
+    """Opens stores of one kind and waits for their Deferreds; closes them after the test.
+
+    "leveldb-segments" is LevelDB with every batch in segment files of 4 KB
+    (kafkaw/storage/segments.py), so each test also runs over the segment
+    path, with segments rolled and deleted, which the default 4 KB threshold
+    leaves to big batches.
+    """
 
     def __init__(self, name, path):
         super().__init__(path, directory="store")
         self.name = name
-        self.persistent = name == "leveldb"
+        self.persistent = name != "memory"
 
     def open(self, sync=False):
         if self.name == "memory":
             return self._created(MemoryStore())
+        if self.name == "leveldb-segments":
+            return self._created(LevelDBStore(self.path, sync, reactor=self.threads, inlineBytes=0, segmentBytes=4096))
         return super().open(sync)
 
 
-@pytest.fixture(params=["memory", "leveldb"])
+@pytest.fixture(params=["memory", "leveldb", "leveldb-segments"])
 def backend(request, tmp_path):
     b = Backend(request.param, tmp_path)
     try:
@@ -88,7 +97,7 @@ def test_pluginDiscoveryFindsBothBackends():
 
 
 def test_factoryProvidesTheInterfaces(backend, tmp_path):
-    factory = storageBackends()[backend.name]
+    factory = storageBackends()[backend.name.split("-")[0]]
     assert verifyObject(IStorageFactory, factory)
     assert verifyObject(IPlugin, factory)
     assert factory.description
