@@ -64,7 +64,6 @@ offsets (no C{O} keys) open without any.
 
 import os
 import struct
-import threading
 
 import plyvel
 from twisted.internet import defer, threads
@@ -282,15 +281,16 @@ class LevelDBPartitionLog:
         newEnd = base + count
         size = len(messageSet)
         timestamp = self._lastTimestamp = max(timestamp, self._lastTimestamp)
-        sync = self._store.sync
         producerStates = dict(producerStates or {})
         producerPrefix = self._producerPrefix
 
-        def write():
+        def fill(batch):
+            # In the writer thread, into a batch shared with the other
+            # partitions' appends of the round; remembered as written once
+            # that batch is (see LevelDBStore.appendWrite).
             if self._deleted is not None:
                 raise StorageError(f"topic {self._deleted!r} was deleted")
             start, _, stored = self._written
-            batch = self._store.db.write_batch(sync=sync)
             batch.put(self._dataPrefix + _OFFSET.pack(newEnd - 1), messageSet)
             batch.put(self._timePrefix + _TIME_ENTRY.pack(timestamp, base), b"")
             for producerId, state in producerStates.items():
@@ -298,7 +298,9 @@ class LevelDBPartitionLog:
                     batch.delete(producerPrefix + _OFFSET.pack(producerId))
                 else:
                     batch.put(producerPrefix + _OFFSET.pack(producerId), bytes(state))
-            self._writeBounds(batch, start, newEnd, stored + size)
+            bounds = (start, newEnd, stored + size)
+            batch.put(self._boundsKey, _BOUNDS.pack(*bounds))
+            return lambda: setattr(self, "_written", bounds)
 
         def stored(_):
             if self._deleted is not None:
@@ -307,7 +309,7 @@ class LevelDBPartitionLog:
             self.sizeBytes += size
             updateProducerStates(self._producerStates, producerStates)
 
-        return self._store.write(write).addCallback(stored)
+        return self._store.appendWrite(self, fill).addCallback(stored)
 
     def producerStates(self):
         return dict(self._producerStates)
@@ -541,9 +543,9 @@ class LevelDBStore:
         self._producerIdWaiters = []  # Deferreds of allocateProducerId waiting for a block
         self._reservingProducerIds = False
         self._writer = ThreadPool(1, 1, "kafkaw-leveldb-writer")
-        # Writes not yet taken by the writer thread, and whether it is taking them.
-        self._writeLock = threading.Lock()
-        self._writeQueue = []  # [(function, Deferred)]
+        # Writes not yet handed to the writer thread: [(function, log or
+        # None, Deferred)]; and whether a round of them is being written.
+        self._writeQueue = []
         self._writing = False
         self._readers = ThreadPool(1, 4, "kafkaw-leveldb-reader")
         self._writer.start()
@@ -654,44 +656,91 @@ class LevelDBStore:
         """
         if self._failure is not None and self._closing is None:
             return defer.fail(StorageError(f"LevelDB is not writable: {self._failure}"))
+        return self._queueWrite(function, None)
+
+    def appendWrite(self, log, fill):
+        """Like L{write}, for a partition log's append: C{fill(batch)} puts its
+        keys in a write batch it shares with the other logs' appends queued
+        next to it, and returns what to run once that batch is written.
+
+        The partitions' group commits thus become one LevelDB write (one
+        fsync with --sync) per round. C{fill} may raise only before it puts
+        anything; a batch that fails to be written fails every append in it.
+        """
+        if self._failure is not None and self._closing is None:
+            return defer.fail(StorageError(f"LevelDB is not writable: {self._failure}"))
+        return self._queueWrite(fill, log)
+
+    def _queueWrite(self, function, log):
         if self._closing is not None:
             return defer.fail(StorageError("the store is closing"))
         d = defer.Deferred()
-        with self._writeLock:
-            self._writeQueue.append((function, d))
-            start, self._writing = not self._writing, True
-        if start:
-            self._writer.callInThread(self._writeQueued)
+        self._writeQueue.append((function, log, d))
+        if not self._writing:
+            self._startWriteRound()
         return self._track(d).addErrback(self._writeFailed)
 
-    def _writeQueued(self):
-        """In the writer thread: run the queued writes in order, handing each
-        round's results to the reactor at once, until none is queued.
+    def _startWriteRound(self):
+        """Hand every queued write to the writer thread; those queued while
+        it writes them wait for the next round (see L{_written})."""
+        queued, self._writeQueue = self._writeQueue, []
+        self._writing = True
+        self._writer.callInThread(self._writeAll, queued)
 
-        One thread hand-off and one reactor wake-up per round rather than per
-        write: the partitions' group commits are each one write, and on a busy
-        broker a round carries many (bench/results.md, many small producers)."""
-        while True:
-            with self._writeLock:
-                queued, self._writeQueue = self._writeQueue, []
-                if not queued:
-                    self._writing = False
-                    return
-            results = []
-            for function, d in queued:
+    def _writeAll(self, queued):
+        """In the writer thread: run a round of queued writes in order, the
+        appends next to one another as one batch; hand every result to the
+        reactor at once (one thread hand-off and one wake-up per round,
+        rather than per write)."""
+        results = []
+        batch, appends, logs = None, [], set()
+
+        def writeAppends():
+            try:
+                self._guardedWrite(batch.write)
+            except BaseException:
+                failure = Failure()
+                results.extend((d, failure) for d, _ in appends)
+                return
+            for d, written in appends:
+                written()
+                results.append((d, None))
+
+        for function, log, d in queued:
+            if log is not None:
+                if batch is not None and log in logs:  # one append per log and batch
+                    writeAppends()
+                    batch = None
+                if batch is None:
+                    batch, appends, logs = self.db.write_batch(sync=self.sync), [], set()
                 try:
-                    results.append((d, self._guardedWrite(function)))
+                    if self._writesStopped is not None:
+                        raise _WriteFailed(self._writesStopped)
+                    appends.append((d, function(batch)))
+                    logs.add(log)
                 except BaseException:
                     results.append((d, Failure()))
-            self._reactor.callFromThread(self._written, results)
+                continue
+            if batch is not None:
+                writeAppends()
+                batch = None
+            try:
+                results.append((d, self._guardedWrite(function)))
+            except BaseException:
+                results.append((d, Failure()))
+        if batch is not None:
+            writeAppends()
+        self._reactor.callFromThread(self._written, results)
 
-    @staticmethod
-    def _written(results):
+    def _written(self, results):
+        self._writing = False
         for d, result in results:
             if isinstance(result, Failure):
                 d.errback(result)
             else:
                 d.callback(result)
+        if self._writeQueue and not self._writing:
+            self._startWriteRound()
 
     def _guardedWrite(self, function):
         # In the writer thread. A write that fails may leave LevelDB's log
