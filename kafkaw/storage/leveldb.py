@@ -63,7 +63,9 @@ offsets (no C{O} keys) open without any.
 """
 
 import os
+import queue
 import struct
+import threading
 
 import plyvel
 from twisted.internet import defer, threads
@@ -491,6 +493,58 @@ class LevelDBPartitionLog:
         return self._store.read(find).addCallback(delete)
 
 
+_log = Logger()
+
+
+class _WriterThread:
+    """The one thread that writes: what C{ThreadPool(1, 1)} offered the
+    store (callInThread, callInThreadWithCallback for deferToThreadPool,
+    start, stop, joined), at a fraction of its cost per call, which the
+    reactor pays for every round of writes (a C queue's put, where the
+    thread pool takes its team and lock workers' several locks)."""
+
+    def __init__(self, name):
+        self._queue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self.joined = False
+
+    def start(self):
+        self._thread.start()
+
+    def callInThread(self, function, *args):
+        self._queue.put((function, args))
+
+    def callInThreadWithCallback(self, onResult, function, *args):
+        def call():
+            try:
+                result = function(*args)
+            except BaseException:
+                onResult(False, Failure())
+            else:
+                onResult(True, result)
+
+        self._queue.put((call, ()))
+
+    def _work(self):
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            function, args = item
+            try:
+                function(*args)
+            except BaseException:
+                _log.failure("LevelDB writer call failed")
+
+    def stop(self):
+        """Run what is queued, then end the thread (and wait for it)."""
+        if not self.joined:
+            self.joined = True
+            self._queue.put(None)
+            if self._thread.is_alive():
+                self._thread.join()
+
+
 @implementer(IStore)
 class LevelDBStore:
     """A LevelDB database holding every topic of one broker."""
@@ -542,7 +596,7 @@ class LevelDBStore:
         self._nextProducerId = self._producerIdLimit = _OFFSET.unpack(storedProducerId)[0] if storedProducerId else 0
         self._producerIdWaiters = []  # Deferreds of allocateProducerId waiting for a block
         self._reservingProducerIds = False
-        self._writer = ThreadPool(1, 1, "kafkaw-leveldb-writer")
+        self._writer = _WriterThread("kafkaw-leveldb-writer")
         # Writes not yet handed to the writer thread: [(function, log or
         # None, Deferred)]; and whether a round of them is being written.
         self._writeQueue = []
