@@ -731,14 +731,17 @@ class LevelDBStore:
         d = defer.Deferred()
         self._writeQueue.append((function, log, d))
         if not self._writing:
-            self._startWriteRound()
+            # Started once the reactor has handled every event of this turn
+            # (callFromThread from the reactor thread runs then), so that the
+            # writes of all the requests it read go as one round.
+            self._writing = True
+            self._reactor.callFromThread(self._startWriteRound)
         return self._track(d).addErrback(self._writeFailed)
 
     def _startWriteRound(self):
         """Hand every queued write to the writer thread; those queued while
         it writes them wait for the next round (see L{_written})."""
         queued, self._writeQueue = self._writeQueue, []
-        self._writing = True
         self._writer.callInThread(self._writeAll, queued)
 
     def _writeAll(self, queued):
@@ -794,6 +797,7 @@ class LevelDBStore:
             else:
                 d.callback(result)
         if self._writeQueue and not self._writing:
+            self._writing = True
             self._startWriteRound()
 
     def _guardedWrite(self, function):
