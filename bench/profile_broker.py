@@ -56,6 +56,8 @@ def analyse(rawPath, top, withLine):
         if not line:
             continue
         stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue  # a line py-spy cut short (a nonblocking sample of a changing stack)
         count = int(count)
         frames = stack.split(";")
         thread = frames[0] if frames[0].startswith(("thread", "process")) else "?"

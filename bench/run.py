@@ -21,7 +21,7 @@ prints a markdown table, also appended to bench/results.md:
 - broker peak RSS (VmHWM) after 1 M and 10 M 100-byte messages in a partition
   (10 M skipped by --quick and --no-rss-10m);
 - throughput through the WebSocket shim (`twistd kafkaw-shim`) next to direct
-  TCP, when the plugin exists.
+  TCP, 100 B and 10 KB, at least 3 paired runs, when the plugin exists.
 
 The rows above pin librdkafka to Kafka 0.8.0 (v0 requests, magic-0 message
 sets). For Kafka 2.3.0's protocol, in the same run:
@@ -59,8 +59,21 @@ new group's first join 3 s), librdkafka with its default settings:
 - synchronous commits/s: `commit(asynchronous=False)` of one partition in a
   loop (no target).
 
+The request path (issue 14), raw requests from a load generator of its own
+(rawLoad: 2 processes, non-blocking sockets and a selector each, so that 900
+connections do not make the client the limit; the null broker's row shows it):
+
+- small: many small producers, 50, 500 and 900 connections (--small-connections)
+  each with one Produce v0 of 10 × 100 B in flight, the null broker (8
+  partitions) and kafkaw on LevelDB (8 partitions) in the same run: msg/s, broker
+  CPU per request, p50/p99 latency, the longest wait of any request;
+  targets >= 0.5 x the null broker at <= 75 µs per request, p99 <= 3 x, no wait > 1 s;
+- wsraw: one connection, Produce v0 of 100 × 100 B, 1 and 10 in flight,
+  over raw TCP and raw WebSocket (the same bytes, one binary message each) to
+  the same kafkaw; target WebSocket >= 0.9 x TCP.
+
 --skip and --only take comma lists of parts: throughput, modern, downconvert,
-metadata, groups, latency, rss, shim (e.g. `--only modern,downconvert,metadata`);
+metadata, groups, latency, rss, shim, small, wsraw (e.g. `--only modern,downconvert,metadata`);
 --quick runs every part at small sizes.
 
 Message values are distinct random bytes by default (--payload x for b"x" *
@@ -116,13 +129,16 @@ MODES = {
     # reps, messages for 100 B, messages for 10 KB, round-trip samples, wake-up samples, RSS steps;
     # metadata at scale: topics made, topics named per Metadata request, Metadata requests timed
     "quick": dict(reps=2, n100=300_000, n10k=20_000, rtt=1000, wake=500, rss=[1_000_000],
-                  topics=10_000, named=1_000, metaSamples=30, rebalances=3, commits=1000),
+                  topics=10_000, named=1_000, metaSamples=30, rebalances=3, commits=1000,
+                  loadSeconds=5, loadProcesses=2, smallConnections=[50, 500]),
     "default": dict(reps=3, n100=1_000_000, n10k=50_000, rtt=2000, wake=2000, rss=[1_000_000, 10_000_000],
-                    topics=10_000, named=1_000, metaSamples=200, rebalances=5, commits=3000),
+                    topics=10_000, named=1_000, metaSamples=200, rebalances=5, commits=3000,
+                    loadSeconds=10, loadProcesses=2, smallConnections=[50, 500, 900]),
     "full": dict(reps=5, n100=2_000_000, n10k=100_000, rtt=5000, wake=5000, rss=[1_000_000, 10_000_000],
-                 topics=10_000, named=1_000, metaSamples=500, rebalances=10, commits=5000),
+                 topics=10_000, named=1_000, metaSamples=500, rebalances=10, commits=5000,
+                 loadSeconds=10, loadProcesses=2, smallConnections=[50, 200, 500, 900]),
 }
-PARTS = ["throughput", "modern", "downconvert", "metadata", "groups", "latency", "rss", "shim"]
+PARTS = ["throughput", "modern", "downconvert", "metadata", "groups", "latency", "rss", "shim", "small", "wsraw"]
 
 
 def log(*args):
@@ -797,7 +813,9 @@ def memory(work, steps):
 
 
 def shim(work, mode):
-    """produce acks=1 and consume, 100 B, 1 partition: direct TCP vs through the shim."""
+    """produce acks=1 and consume, 100 B and 10 KB, 1 partition: direct TCP vs
+    through the shim, the same kafkaw process, at least 3 paired runs (medians
+    of the paired ratios)."""
     if "--websocket" not in kafkawOptions():
         return None, "kafkaw has no --websocket option yet"
     if not shimAvailable():
@@ -813,21 +831,26 @@ def shim(work, mode):
                           "--connect", f"ws://127.0.0.1:{wsPort}/"),
             shimPort, work,
         )
-        n = mode["n100"]
         rows = []
-        prod = {"tcp": [], "shim": []}
-        cons = {"tcp": [], "shim": []}
-        for rep in range(mode["reps"]):
-            for how, bootstrap in (("tcp", kafkaw.bootstrap), ("shim", shimProc.bootstrap)):
-                topic = f"ws-{how}-{rep}"
-                dt, _ = produceLoad(bootstrap, topic, 1, n, 100, 1)
-                prod[how].append(n / dt)
-                dt, timed, _ = consumeLoad(bootstrap, topic, 1, n + 1)
-                cons[how].append(timed / dt)
-                log(f"  {how:4} produce {prod[how][-1]:,.0f} msg/s, consume {cons[how][-1]:,.0f} msg/s")
-        for what, d in (("produce acks=1", prod), ("consume from 0", cons)):
-            t, s = med(d["tcp"]), med(d["shim"])
-            rows.append(f"| {what}, 100 B, 1 partition | {t:,.0f} | {t * 100 / 1e6:.1f} | {s:,.0f} | {s * 100 / 1e6:.1f} | {s / t:.2f} |")
+        for size, n in ((100, mode["n100"]), (10240, mode["n10k"])):
+            prod = {"tcp": [], "shim": []}
+            cons = {"tcp": [], "shim": []}
+            for rep in range(max(3, mode["reps"])):
+                for how, bootstrap in (("tcp", kafkaw.bootstrap), ("shim", shimProc.bootstrap)):
+                    topic = f"ws-{how}-{size}-{rep}"
+                    dt, _ = produceLoad(bootstrap, topic, 1, n, size, 1)
+                    prod[how].append(n / dt)
+                    dt, timed, _ = consumeLoad(bootstrap, topic, 1, n + 1)
+                    cons[how].append(timed / dt)
+                    log(f"  {how:4} {size} B produce {prod[how][-1]:,.0f} msg/s, consume {cons[how][-1]:,.0f} msg/s")
+            label = "100 B" if size == 100 else f"{size // 1024} KB"
+            for what, d in (("produce acks=1", prod), ("consume from 0", cons)):
+                t, s_ = med(d["tcp"]), med(d["shim"])
+                ratios = [b / a for a, b in zip(d["tcp"], d["shim"])]
+                rows.append(
+                    f"| {what}, {label}, 1 partition | {t:,.0f} | {t * size / 1e6:.1f} | {s_:,.0f} | {s_ * size / 1e6:.1f} | "
+                    f"**{med(ratios):.2f}** ({min(ratios):.2f}–{max(ratios):.2f}) |"
+                )
         return rows, None
     except Exception as e:  # the shim is another helper's work in progress
         return None, f"shim run failed: {e!r}"[:300]
@@ -835,6 +858,313 @@ def shim(work, mode):
         if shimProc is not None:
             shimProc.stop()
         kafkaw.stop()
+
+
+# ---------------------------------------------------------------------------
+# Raw request load: many small producers, raw WebSocket vs raw TCP
+# ---------------------------------------------------------------------------
+
+
+def _wsFrame(payload):
+    """A masked binary WebSocket frame (the all-zero mask key: XOR with it is
+    the identity, so the load generator spends nothing on masking)."""
+    n = len(payload)
+    if n < 126:
+        head = struct.pack(">BB", 0x82, 0x80 | n)
+    elif n < 65536:
+        head = struct.pack(">BBH", 0x82, 0x80 | 126, n)
+    else:
+        head = struct.pack(">BBQ", 0x82, 0x80 | 127, n)
+    return head + b"\0\0\0\0" + payload
+
+
+def _wsHandshake(sock):
+    key = "a2Fma2F3LWJlbmNoLWtleQ=="
+    sock.sendall(
+        f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        data = sock.recv(4096)
+        if not data:
+            raise ConnectionError("WebSocket handshake refused")
+        answer += data
+    if not answer.startswith(b"HTTP/1.1 101"):
+        raise ConnectionError(f"WebSocket handshake refused: {answer[:60]!r}")
+    return answer.split(b"\r\n\r\n", 1)[1]
+
+
+def _countResponses(buffer, websocket):
+    """How many whole responses C{buffer} starts with, and the bytes they take.
+
+    TCP: size-prefixed frames; WebSocket: binary messages (final frames), each
+    one response."""
+    count = position = 0
+    end = len(buffer)
+    if not websocket:
+        while end - position >= 4:
+            (size,) = struct.unpack_from(">i", buffer, position)
+            if end - position < 4 + size:
+                break
+            position += 4 + size
+            count += 1
+        return count, position
+    while end - position >= 2:
+        first, second = buffer[position], buffer[position + 1] & 0x7F
+        head = 2
+        if second == 126:
+            if end - position < 4:
+                break
+            (second,) = struct.unpack_from(">H", buffer, position + 2)
+            head = 4
+        elif second == 127:
+            if end - position < 10:
+                break
+            (second,) = struct.unpack_from(">Q", buffer, position + 2)
+            head = 10
+        if end - position < head + second:
+            break
+        position += head + second
+        if first & 0x80 and first & 0x0F in (0, 2):
+            count += 1
+    return count, position
+
+
+def _rawLoadWorker(port, requests, inFlight, websocket, startAt, measureFrom, stopAt, results):
+    """One load process: a connection per entry of C{requests} (its request
+    bytes), each kept at C{inFlight} requests outstanding by a selector loop;
+    reports (responses in the window, latencies in it, longest wait)."""
+    import array
+
+    selector = selectors.DefaultSelector()
+    conns = []
+    try:
+        for payload in requests:
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            leftover = _wsHandshake(sock) if websocket else b""
+            sock.setblocking(False)
+            conn = [sock, bytearray(leftover), collections.deque(), _wsFrame(payload) if websocket else payload]
+            conns.append(conn)
+            selector.register(sock, selectors.EVENT_READ, conn)
+    except OSError as e:
+        results.put(("error", f"{type(e).__name__}: {e}"))
+        return
+    now = time.perf_counter
+    while time.time() < startAt:
+        time.sleep(0.001)
+    t0 = now() + (measureFrom - time.time())
+    tEnd = now() + (stopAt - time.time())
+    latencies = array.array("d")
+    answered = 0
+    longest = 0.0
+    for conn in conns:
+        sent = now()
+        conn[0].sendall(conn[3] * inFlight)
+        conn[2].extend([sent] * inFlight)
+    while True:
+        for key, _ in selector.select(0.05):
+            sock, buffer, sentAt, wire = key.data
+            try:
+                data = sock.recv(1 << 18)
+            except BlockingIOError:
+                continue
+            if not data:
+                results.put(("error", "the broker closed a connection"))
+                return
+            buffer += data
+            count, used = _countResponses(buffer, websocket)
+            if not count:
+                continue
+            del buffer[:used]
+            t = now()
+            for _ in range(count):
+                waited = t - sentAt.popleft()
+                if t0 <= t < tEnd:
+                    answered += 1
+                    latencies.append(waited)
+                if waited > longest:
+                    longest = waited
+            if t < tEnd:
+                sock.sendall(wire * count)
+                sentAt.extend([t] * count)
+        if now() >= tEnd:
+            break
+    t = now()
+    for conn in conns:  # still waiting at the end counts too
+        if conn[2]:
+            longest = max(longest, t - conn[2][0])
+        conn[0].close()
+    results.put(("ok", answered, latencies.tobytes(), longest))
+
+
+def rawLoad(proc, requests, inFlight=1, seconds=10.0, warmup=1.0, websocketPort=None, processes=2):
+    """Drive C{proc} with one raw connection per request of C{requests}, each
+    keeping C{inFlight} copies outstanding, from C{processes} load processes
+    (pipelined non-blocking sockets); measure for C{seconds} after C{warmup}.
+
+    Returns dict(requests=answered/s, cpu=broker CPU s per request, p50, p99
+    and longest wait in seconds)."""
+    import array
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    setup = 3.0 + len(requests) / 300  # connecting (and handshakes) before the start
+    startAt = time.time() + setup
+    measureFrom, stopAt = startAt + warmup, startAt + warmup + seconds
+    port = websocketPort or proc.port
+    workers = [
+        context.Process(
+            target=_rawLoadWorker,
+            args=(port, requests[i::processes], inFlight, websocketPort is not None, startAt, measureFrom, stopAt, results),
+        )
+        for i in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    time.sleep(max(0, measureFrom - time.time()))
+    cpu0 = proc.cpu()
+    time.sleep(max(0, stopAt - time.time()))
+    cpu1 = proc.cpu()
+    answered, latencies, longest = 0, array.array("d"), 0.0
+    for _ in workers:
+        result = results.get(timeout=setup + warmup + seconds + 60)
+        if result[0] == "error":
+            for worker in workers:
+                worker.terminate()
+            raise RuntimeError(f"raw load failed: {result[1]}")
+        answered += result[1]
+        latencies.frombytes(result[2])
+        longest = max(longest, result[3])
+    for worker in workers:
+        worker.join()
+    latencies = sorted(latencies)
+    return dict(
+        rate=answered / seconds, cpu=(cpu1 - cpu0) / max(answered, 1),
+        p50=pct(latencies, 50), p99=pct(latencies, 99), longest=longest,
+    )
+
+
+def produceRequests(topic, connections, partitions, messages, size, acks=1):
+    """One raw Produce v0 per connection (C{messages} × C{size} B, partition i % C{partitions})."""
+    values = payloads(size)
+    out = []
+    for i in range(connections):
+        mset = messageSet([values[(i * messages + j) % len(values)] for j in range(messages)])
+        out.append(request(0, i + 1, produceBody(acks, topic, i % partitions, mset)))
+    return out
+
+
+def smallProducers(work, mode, connectionCounts):
+    """Many small producers (issue 14): each connection keeps one Produce v0
+    of 10 × 100 B in flight (partition i % 8), against the null broker and
+    kafkaw on LevelDB (8 partitions), paired runs; markdown lines."""
+    seconds = mode["loadSeconds"]
+    rows = {count: collections.defaultdict(list) for count in connectionCounts}
+    for rep in range(mode["reps"]):
+        for count in connectionCounts:
+            requests = produceRequests("small", count, 8, 10, 100)
+            for name in ("null", "kafkaw"):
+                proc = startNull(work, 8) if name == "null" else startKafkaw(
+                    work, 8, extra=["--max-connections", str(count + 100)] if count + 100 > 1000 else ())
+                try:
+                    if name == "kafkaw":
+                        createTopic(proc.port, "small")
+                    result = rawLoad(proc, requests, seconds=seconds, processes=mode["loadProcesses"])
+                finally:
+                    proc.stop()
+                rows[count][name].append(result)
+                log(f"  {count} connections, {name:6}: {result['rate'] * 10:,.0f} msg/s, "
+                    f"{result['cpu'] * 1e6:.0f} µs CPU/request, p50 {result['p50'] * 1e3:.1f} ms, "
+                    f"p99 {result['p99'] * 1e3:.1f} ms, longest wait {result['longest'] * 1e3:.0f} ms")
+    lines = [
+        "| many small producers (10 × 100 B Produce v0 in flight per connection, 8 partitions) | msg/s | × null | "
+        "broker CPU µs/request | p50 / p99 ms | p99 × null | longest wait ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    targets = []
+    for count in connectionCounts:
+        null, kafkaw = rows[count]["null"], rows[count]["kafkaw"]
+
+        def m(results, key):
+            return med([r[key] for r in results])
+
+        nullRate, rate = m(null, "rate") * 10, m(kafkaw, "rate") * 10
+        ratio = med([k["rate"] / n["rate"] for n, k in zip(null, kafkaw)])
+        p99ratio = med([k["p99"] / n["p99"] for n, k in zip(null, kafkaw)])
+        for label, results, rateShown, ratioShown, p99Shown in (
+            ("null broker", null, nullRate, "1", "1"), ("kafkaw, LevelDB", kafkaw, rate, f"**{ratio:.2f}**", f"{p99ratio:.1f}"),
+        ):
+            lines.append(
+                f"| {count} connections, {label} | {rateShown:,.0f} | {ratioShown} | {m(results, 'cpu') * 1e6:.0f} | "
+                f"{m(results, 'p50') * 1e3:.1f} / {m(results, 'p99') * 1e3:.1f} | {p99Shown} | "
+                f"{max(r['longest'] for r in results) * 1e3:.0f} |"
+            )
+        cpu = m(kafkaw, "cpu") * 1e6
+        longest = max(r["longest"] for r in kafkaw)
+        targets.append(
+            f"- {count} small producers: {ratio:.2f} × the null broker's msg/s (target ≥ 0.5) and {cpu:.0f} µs broker CPU "
+            f"per request (target ≤ 75): {metMark(ratio >= 0.5 and cpu <= 75)}; p99 {p99ratio:.1f} × the null broker's "
+            f"(target ≤ 3): {metMark(p99ratio <= 3)}; longest wait {longest * 1e3:.0f} ms (target ≤ 1000): "
+            f"{metMark(longest <= 1)}"
+        )
+    lines += [
+        "",
+        f"Each connection sends its next request when the last is answered; {mode['loadProcesses']} load processes "
+        f"(non-blocking sockets, one selector each) drive all connections; {seconds:g} s measured after 1 s of warm-up, "
+        f"{mode['reps']} paired runs, medians (longest wait: the longest of all runs, requests still unanswered at the "
+        "end included). Broker CPU is user+system time of the broker process (all threads) over the interval, per "
+        "answered request. The null broker's figures show what the load generator and the machine allow.",
+        "",
+    ]
+    return lines, targets
+
+
+def rawWebSocket(work, mode):
+    """Raw WebSocket vs raw TCP (issue 14): one connection, Produce v0 of 100 × 100 B,
+    1 and 10 in flight, the same kafkaw process (LevelDB), alternating; markdown lines."""
+    seconds = mode["loadSeconds"]
+    wsPort = freePort()
+    kafkaw = startKafkaw(work, 1, name="kafkaw-wsraw", websocketPort=wsPort)
+    results = collections.defaultdict(list)
+    try:
+        createTopic(kafkaw.port, "wsraw")
+        requests = produceRequests("wsraw", 1, 1, 100, 100)
+        for rep in range(mode["reps"]):
+            for inFlight in (1, 10):
+                for how in ("tcp", "ws"):
+                    r = rawLoad(kafkaw, requests, inFlight=inFlight, seconds=seconds, processes=1,
+                                websocketPort=wsPort if how == "ws" else None)
+                    results[inFlight, how].append(r)
+                    log(f"  {how:3} {inFlight:2} in flight: {r['rate'] * 100:,.0f} msg/s, {r['cpu'] * 1e6:.0f} µs CPU/request, "
+                        f"p50 {r['p50'] * 1e3:.2f} ms, p99 {r['p99'] * 1e3:.2f} ms")
+    finally:
+        kafkaw.stop()
+    lines = [
+        "| raw Produce v0, 100 × 100 B, one connection | TCP msg/s | WebSocket msg/s | WebSocket / TCP | "
+        "broker CPU µs/request TCP / WebSocket | p50 ms TCP / WebSocket |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    targets = []
+    for inFlight in (1, 10):
+        tcp, ws = results[inFlight, "tcp"], results[inFlight, "ws"]
+        ratio = med([w["rate"] / t["rate"] for t, w in zip(tcp, ws)])
+        lines.append(
+            f"| {inFlight} in flight | {med([r['rate'] for r in tcp]) * 100:,.0f} | {med([r['rate'] for r in ws]) * 100:,.0f} | "
+            f"**{ratio:.2f}** | {med([r['cpu'] for r in tcp]) * 1e6:.0f} / {med([r['cpu'] for r in ws]) * 1e6:.0f} | "
+            f"{med([r['p50'] for r in tcp]) * 1e3:.2f} / {med([r['p50'] for r in ws]) * 1e3:.2f} |"
+        )
+        targets.append(f"- raw WebSocket / raw TCP, {inFlight} in flight: {ratio:.2f} (target ≥ 0.9): {metMark(ratio >= 0.9)}")
+    lines += [
+        "",
+        f"Identical request bytes on both (the WebSocket client sends each as one binary message, masked with the "
+        f"all-zero key, so it spends nothing on masking; kafkaw still unmasks); {seconds:g} s per run after 1 s of "
+        f"warm-up, {mode['reps']} runs alternating TCP and WebSocket, medians.",
+        "",
+    ]
+    return lines, targets
 
 
 # ---------------------------------------------------------------------------
@@ -1522,7 +1852,7 @@ def modernReport(modernRows, down, meta):
 
 
 def report(args, modeName, mode, rows, latencyLines, wake99, rss, du, shimRows, shimNote, started, elapsed, loads,
-           modernRows=None, down=None, meta=None, groups=None):
+           modernRows=None, down=None, meta=None, groups=None, requestPath=None):
     out = []
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out.append(f"## {now} — `{' '.join(['python bench/run.py'] + sys.argv[1:])}`")
@@ -1576,15 +1906,18 @@ def report(args, modeName, mode, rows, latencyLines, wake99, rss, du, shimRows, 
         out.append(f"Data directory after the last step: {du / 1e6:.0f} MB.")
         out.append("")
     if shimRows:
-        out.append("| through the WebSocket shim vs TCP | TCP msg/s | TCP MB/s | shim msg/s | shim MB/s | shim / TCP |")
+        out.append("| through the WebSocket shim vs TCP | TCP msg/s | TCP MB/s | shim msg/s | shim MB/s | shim / TCP (range) |")
         out.append("|---|---:|---:|---:|---:|---:|")
         out.extend(shimRows)
         out.append("")
-        out.append("Same kafkaw process (LevelDB) for both: librdkafka → TCP, and librdkafka → `twistd kafkaw-shim` → WebSocket → kafkaw.")
+        out.append("Same kafkaw process (LevelDB) for both: librdkafka (pinned to 0.8.0) → TCP, and librdkafka → `twistd kafkaw-shim` "
+                   "→ WebSocket → kafkaw; TCP and shim runs alternate, at least 3 of each; medians, and the median and range of the paired ratios.")
         out.append("")
     elif shimNote is not None:
         out.append(f"WebSocket shim: not measured ({shimNote}).")
         out.append("")
+    requestLines, requestTargets = requestPath or ([], [])
+    out.extend(requestLines)
     # Targets
     targets = []
 
@@ -1623,6 +1956,11 @@ def report(args, modeName, mode, rows, latencyLines, wake99, rss, du, shimRows, 
         out.append("")
         out.extend(groupsTargets)
         out.append("")
+    if requestTargets:
+        out.append("Targets (issue 14, the request path):")
+        out.append("")
+        out.extend(requestTargets)
+        out.append("")
     return "\n".join(out) + "\n"
 
 
@@ -1647,6 +1985,8 @@ def main():
     ap.add_argument("--sizes", default="100,10240", help="message sizes in bytes (default 100,10240)")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: " + ",".join(PARTS))
     ap.add_argument("--only", default="", help="comma list of the parts to run (the others skipped)")
+    ap.add_argument("--small-connections", help="many small producers: connection counts (default 50,500,900; --quick 50,500)")
+    ap.add_argument("--load-seconds", type=float, help="raw request load (small, wsraw): seconds measured per run")
     ap.add_argument("--topics", type=int, help="metadata at scale: topics to create (default 10,000)")
     ap.add_argument("--named", type=int, help="metadata at scale: topics named per Metadata request (default 1,000)")
     ap.add_argument("--metadata-storage", default="memory",
@@ -1690,6 +2030,10 @@ def main():
     for key in ("reps", "n100", "n10k", "topics", "named"):
         if getattr(args, key):
             mode[key] = getattr(args, key)
+    if args.small_connections:
+        mode["smallConnections"] = [int(x) for x in args.small_connections.split(",")]
+    if args.load_seconds:
+        mode["loadSeconds"] = args.load_seconds
     if args.rss_10m and 10_000_000 not in mode["rss"]:
         mode["rss"] = mode["rss"] + [10_000_000]
     if args.no_rss_10m:
@@ -1707,6 +2051,7 @@ def main():
     started = time.perf_counter()
     loads = [loadAverage(), None]
     rows = latencyLines = rss = shimRows = shimNote = modernRows = down = meta = groups = None
+    requestPath = ([], [])
     wake99 = None
     du = 0
     try:
@@ -1729,6 +2074,14 @@ def main():
         if "rss" not in skip:
             log("== peak RSS")
             rss, du = memory(work, mode["rss"])
+        if "small" not in skip:
+            log("== many small producers (null broker vs kafkaw)")
+            lines, targets = smallProducers(work, mode, mode["smallConnections"])
+            requestPath = (requestPath[0] + lines, requestPath[1] + targets)
+        if "wsraw" not in skip:
+            log("== raw WebSocket vs raw TCP")
+            lines, targets = rawWebSocket(work, mode)
+            requestPath = (requestPath[0] + lines, requestPath[1] + targets)
         if "shim" not in skip:
             log("== WebSocket shim")
             shimRows, shimNote = shim(work, mode)
@@ -1741,7 +2094,7 @@ def main():
             shutil.rmtree(work, ignore_errors=True)
     loads[1] = loadAverage()
     text = report(args, modeName, mode, rows, latencyLines, wake99, rss, du, shimRows, shimNote,
-                  started, time.perf_counter() - started, loads, modernRows, down, meta, groups)
+                  started, time.perf_counter() - started, loads, modernRows, down, meta, groups, requestPath)
     print(text)
     if not args.no_write:
         new = not RESULTS.exists()

@@ -90,6 +90,17 @@ def expectsResponse(frame):
     return apiKey, apiVersion, correlationId
 
 
+def _noDelay(transport):
+    """Turn Nagle's algorithm off on a TCP transport (or the TCP under TLS):
+    the shim forwards each request and response as soon as it is whole, and a
+    small one held back until the last is acknowledged waits for the peer's
+    delayed ACK (up to 40 ms on Linux), once per round trip."""
+    for candidate in (transport, getattr(transport, "transport", None)):
+        if hasattr(candidate, "setTcpNoDelay"):
+            candidate.setTcpNoDelay(True)
+            return
+
+
 class _ReadPauser:
     """Pauses reading on a transport while any of several reasons holds."""
 
@@ -181,6 +192,7 @@ class ShimProtocol(protocol.Protocol):
 
     def connectionMade(self):
         self.peer = str(self.transport.getPeer())
+        _noDelay(self.transport)
         self._tcpReading = _ReadPauser(self.transport)
         self._tcpReading.pause("connecting")
         log.info("client {peer} connected; opening {url}", peer=self.peer, url=self.connector.url)
@@ -269,6 +281,7 @@ class ShimProtocol(protocol.Protocol):
             return ws.sendClose(1000)
         self._ws = ws
         self._open = True
+        _noDelay(ws.transport)
         self._wsReading = _ReadPauser(ws.transport)
         # A slow client pauses reading from the broker, a slow broker reading from the client.
         self.transport.registerProducer(Backpressure(self._wsReading, "client slow"), True)

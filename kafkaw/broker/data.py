@@ -11,6 +11,8 @@ converted (Kafka's down-conversion), so the cost falls on old clients only.
 import struct
 
 from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from kafkaw.broker.producers import ProducerError
 from kafkaw.broker.services import OffsetOutOfRange, PartitionGone
@@ -27,6 +29,8 @@ _FIRST_BATCH_PRODUCE = 3  # Produce v3+ carries exactly one record batch v2
 _FIRST_WHOLE_BATCH_FETCH = 3  # KIP-74: the first batch is returned whole, however large
 _FIRST_ANY_MAGIC_FETCH = 4  # Fetch v4+ reads every magic; older versions get converted sets
 _ACKS = (-1, 0, 1)
+
+log = Logger()
 
 
 def errorCode(reason, gateway, topic, partition):
@@ -71,7 +75,33 @@ def _gather(topics, subRequest, gateway):
             d = subRequest(name, item, result)
             if d is not None:
                 waits.append(d)
-    return answers, defer.DeferredList(waits) if waits else defer.succeed(None)
+    if not waits:
+        return answers, defer.succeed(None)
+    if len(waits) == 1:  # most requests name one partition: no DeferredList (~10 µs)
+        return answers, waits[0]
+    return answers, _all(waits)
+
+
+def _all(waits):
+    """A Deferred firing (with None) once every one of C{waits} has fired.
+
+    What DeferredList does for these sub-requests, at a fraction of its cost:
+    they fill their result dicts themselves, and their errbacks turn every
+    failure into an error code, so a failure reaching here is a bug: logged.
+    """
+    done = defer.Deferred()
+    left = [len(waits)]
+
+    def one(result):
+        if isinstance(result, Failure):
+            log.failure("a partition sub-request failed", result)
+        left[0] -= 1
+        if not left[0]:
+            done.callback(None)
+
+    for d in waits:
+        d.addBoth(one)
+    return done
 
 
 def _byTopic(answers, partitionsKey):

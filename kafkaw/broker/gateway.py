@@ -167,6 +167,18 @@ def servedHandlers(strict08, groupsServed=True):
     return handlers
 
 
+def _call(handle, header, request, gateway):
+    """C{handle}'s answer as a Deferred (what maybeDeferred does, for the few
+    handlers that answer at once; most return a Deferred already)."""
+    try:
+        result = handle(header, request, gateway)
+    except BaseException:
+        return defer.fail()
+    if isinstance(result, defer.Deferred):
+        return result
+    return defer.succeed(result)
+
+
 class Gateway:
     """Handles the requests of one client connection, in order."""
 
@@ -178,7 +190,11 @@ class Gateway:
         self.parked = set()  # unanswered fetches, cancelled when the connection goes
         self._slots = collections.deque()  # [response chunks or None, api key, time received], in request order
         self._inFlight = 0
-        self._producing = set()  # Deferreds firing when an unanswered Produce is stored
+        # Produces not yet stored (or failed), by number; and the reads
+        # waiting for some of them: [(set of numbers, Deferred)].
+        self._producing = set()
+        self._produced = 0  # Produces handled, to number them
+        self._readsWaiting = []
         self._pauses = set()
         self._backlog = collections.deque()  # (request, time received) read but not handled while paused
         self._draining = False
@@ -253,27 +269,36 @@ class Gateway:
         if self._inFlight >= self.broker.maxInFlightRequests:
             self.pause("in-flight")
         if header.apiKey == ApiKey.PRODUCE:
-            d = self._produce(handle, header, request)
+            # Tracked by number until its appends are stored (or failed).
+            self._produced += 1
+            number = self._produced
+            self._producing.add(number)
+            d = _call(handle, header, request, self)
+            d.addBoth(self._produceDone, number)
         elif self._producing:
             # As in 0.8.0, which serves one request of a connection at a time,
             # a read sees every Produce sent before it on the same connection.
-            d = defer.DeferredList(list(self._producing))
+            d = defer.Deferred()
+            self._readsWaiting.append((set(self._producing), d))
             d.addCallback(lambda _: None if self._closed else handle(header, request, self))
         else:
-            d = defer.maybeDeferred(handle, header, request, self)
+            d = _call(handle, header, request, self)
         d.addCallbacks(self._answered, self._failed, (slot, owed), None, (header.apiKey,))
 
-    def _produce(self, handle, header, request):
-        """Run a Produce, tracked until its appends are stored (or failed)."""
-        stored = defer.Deferred()
-        self._producing.add(stored)
-
-        def done(result):
-            self._producing.discard(stored)
-            stored.callback(None)
-            return result
-
-        return defer.maybeDeferred(handle, header, request, self).addBoth(done)
+    def _produceDone(self, result, number):
+        """Produce C{number} is stored or failed: start the reads that waited only for it."""
+        self._producing.discard(number)
+        if self._readsWaiting:
+            ready = []
+            for waited, d in self._readsWaiting:
+                waited.discard(number)
+                if not waited:
+                    ready.append(d)
+            if ready:
+                self._readsWaiting = [(waited, d) for waited, d in self._readsWaiting if waited]
+                for d in ready:
+                    d.callback(None)
+        return result
 
     def _answered(self, chunks, slot, owed):
         self._inFlight -= 1

@@ -204,9 +204,12 @@ class PartitionService:
                 self._settle(None, answers, producers, now, cleanup)
                 continue
             count = nextOffset - self._partitionLog.endOffset
-            stored = defer.maybeDeferred(
-                self._partitionLog.append, b"".join(pieces), count, timestamp, producers.changes()
-            )
+            try:
+                stored = self._partitionLog.append(
+                    pieces[0] if len(pieces) == 1 else b"".join(pieces), count, timestamp, producers.changes()
+                )
+            except Exception:
+                stored = defer.fail()
             if not stored.called:
                 stored.addBoth(self._stored, answers, producers, now, cleanup)
                 return

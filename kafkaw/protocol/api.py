@@ -7,6 +7,7 @@ L{kafkaw.protocol.schema} (described in L{kafkaw.protocol.definitions}).
 """
 
 import enum
+import struct
 from typing import NamedTuple
 
 from kafkaw.protocol.primitives import Reader
@@ -18,6 +19,9 @@ class ApiKey(enum.IntEnum):
     LIST_OFFSETS = 2
     METADATA = 3
     CREATE_TOPICS = 19
+
+
+_FIXED_HEADER = struct.Struct(">hhi")  # api key, api version, correlation id
 
 
 class RequestHeader(NamedTuple):
@@ -48,6 +52,9 @@ def decodeHeader(frame):
     Raises L{kafkaw.protocol.errors.CodecError} when the header is cut short
     or its client id is malformed.
     """
-    reader = Reader(frame)
-    header = RequestHeader(reader.int16(), reader.int16(), reader.int32(), reader.string())
-    return header, reader
+    if len(frame) < _FIXED_HEADER.size:
+        reader = Reader(frame)  # cut short: its reads raise the CodecError that says where
+        return RequestHeader(reader.int16(), reader.int16(), reader.int32(), reader.string()), reader
+    apiKey, apiVersion, correlationId = _FIXED_HEADER.unpack_from(frame)  # one unpack: every request pays for it
+    reader = Reader(frame, _FIXED_HEADER.size)
+    return RequestHeader(apiKey, apiVersion, correlationId, reader.string()), reader

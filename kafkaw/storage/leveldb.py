@@ -68,14 +68,17 @@ offsets (no C{O} keys) open without any.
 
 import contextlib
 import os
+import queue
 import shutil
 import struct
+import threading
 import time
 
 import plyvel
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
@@ -361,11 +364,13 @@ class LevelDBPartitionLog:
         newEnd = base + count
         size = len(messageSet)
         timestamp = self._lastTimestamp = max(timestamp, self._lastTimestamp)
-        sync = self._store.sync
         producerStates = dict(producerStates or {})
         producerPrefix = self._producerPrefix
 
-        def write():
+        def fill(batch):
+            # In the writer thread, into a batch shared with the other
+            # partitions' appends of the round; remembered as written once
+            # that batch is (see LevelDBStore.appendWrite).
             if self._deleted is not None:
                 raise StorageError(f"topic {self._deleted!r} was deleted")
             store = self._store
@@ -378,8 +383,7 @@ class LevelDBPartitionLog:
             # Everything below `synced` is on disk once LevelDB's log is: a
             # batch in a segment is, once its file is synced (at once with
             # --sync, else by the next checkpoint: see LevelDBStore._checkpoint).
-            unsynced = not sync and (inSegment or self in store._unsynced)
-            batch = store.db.write_batch(sync=sync)
+            unsynced = not store.sync and (inSegment or self in store._unsynced)
             batch.put(self._dataPrefix + _OFFSET.pack(newEnd - 1), value)
             batch.put(self._timePrefix + _TIME_ENTRY.pack(timestamp, base), b"")
             for producerId, state in producerStates.items():
@@ -387,14 +391,20 @@ class LevelDBPartitionLog:
                     batch.delete(producerPrefix + _OFFSET.pack(producerId))
                 else:
                     batch.put(producerPrefix + _OFFSET.pack(producerId), bytes(state))
-            self._writeBounds(batch, _Written(
+            new = _Written(
                 written.start, newEnd, written.size + size, written.segment, written.segmentEnd,
                 written.synced if unsynced else newEnd,
-            ))
-            if started:
-                self._segments.append(written.segment)
-            if unsynced and inSegment:
-                store._segmentWritten(self, written.segment)
+            )
+            batch.put(self._boundsKey, new.pack())
+
+            def remember():
+                self._written = new
+                if started:
+                    self._segments.append(new.segment)
+                if unsynced and inSegment:
+                    store._unsynced.setdefault(self, set()).add(new.segment)
+
+            return remember
 
         def stored(_):
             if self._deleted is not None:
@@ -403,7 +413,7 @@ class LevelDBPartitionLog:
             self.sizeBytes += size
             updateProducerStates(self._producerStates, producerStates)
 
-        return self._store.write(write).addCallback(stored)
+        return self._store.appendWrite(self, fill).addCallback(stored)
 
     def producerStates(self):
         return dict(self._producerStates)
@@ -601,6 +611,58 @@ class LevelDBPartitionLog:
         return self._store.read(find).addCallback(delete)
 
 
+_log = Logger()
+
+
+class _WriterThread:
+    """The one thread that writes: what C{ThreadPool(1, 1)} offered the
+    store (callInThread, callInThreadWithCallback for deferToThreadPool,
+    start, stop, joined), at a fraction of its cost per call, which the
+    reactor pays for every round of writes (a C queue's put, where the
+    thread pool takes its team and lock workers' several locks)."""
+
+    def __init__(self, name):
+        self._queue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self.joined = False
+
+    def start(self):
+        self._thread.start()
+
+    def callInThread(self, function, *args):
+        self._queue.put((function, args))
+
+    def callInThreadWithCallback(self, onResult, function, *args):
+        def call():
+            try:
+                result = function(*args)
+            except BaseException:
+                onResult(False, Failure())
+            else:
+                onResult(True, result)
+
+        self._queue.put((call, ()))
+
+    def _work(self):
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            function, args = item
+            try:
+                function(*args)
+            except BaseException:
+                _log.failure("LevelDB writer call failed")
+
+    def stop(self):
+        """Run what is queued, then end the thread (and wait for it)."""
+        if not self.joined:
+            self.joined = True
+            self._queue.put(None)
+            if self._thread.is_alive():
+                self._thread.join()
+
+
 @implementer(IStore)
 class LevelDBStore:
     """A LevelDB database holding every topic of one broker."""
@@ -662,7 +724,11 @@ class LevelDBStore:
         self._nextProducerId = self._producerIdLimit = _OFFSET.unpack(storedProducerId)[0] if storedProducerId else 0
         self._producerIdWaiters = []  # Deferreds of allocateProducerId waiting for a block
         self._reservingProducerIds = False
-        self._writer = ThreadPool(1, 1, "kafkaw-leveldb-writer")
+        self._writer = _WriterThread("kafkaw-leveldb-writer")
+        # Writes not yet handed to the writer thread: [(function, log or
+        # None, Deferred)]; and whether a round of them is being written.
+        self._writeQueue = []
+        self._writing = False
         self._readers = ThreadPool(1, 4, "kafkaw-leveldb-reader")
         self._writer.start()
         self._readers.start()
@@ -827,11 +893,14 @@ class LevelDBStore:
                 shutil.rmtree(segments.partitionDir(self._segmentsPath, topicId, partition), ignore_errors=True)
         self._segmentFiles = {}
 
-    def _segmentWritten(self, log, segment):
-        """In the writer thread, after an append stored in C{segment} without --sync."""
-        self._unsynced.setdefault(log, set()).add(segment)
-        if time.monotonic() - self._lastCheckpoint >= _CHECKPOINT_SECONDS:
-            self._checkpoint()
+    def _checkpointIfDue(self):
+        """In the writer thread, after a round of writes: sync the segments
+        written without --sync, at most once per C{_CHECKPOINT_SECONDS}."""
+        if self._unsynced and time.monotonic() - self._lastCheckpoint >= _CHECKPOINT_SECONDS:
+            try:
+                self._guardedWrite(self._checkpoint)
+            except _WriteFailed:
+                pass  # writes are stopped: the next one fails and starts the reopen
 
     def _checkpoint(self):
         """In the writer thread (or at close): sync the segment files written since the
@@ -871,7 +940,10 @@ class LevelDBStore:
     def _run(self, pool, function):
         if self._closing is not None:
             return defer.fail(StorageError("the store is closing"))
-        d = threads.deferToThreadPool(self._reactor, pool, function)
+        return self._track(threads.deferToThreadPool(self._reactor, pool, function))
+
+    def _track(self, d):
+        """Count C{d} as outstanding until it fires (close and reopen wait for it)."""
         self._outstanding.add(d)
 
         def done(result):
@@ -897,7 +969,96 @@ class LevelDBStore:
         """
         if self._failure is not None and self._closing is None:
             return defer.fail(StorageError(f"LevelDB is not writable: {self._failure}"))
-        return self._run(self._writer, lambda: self._guardedWrite(function)).addErrback(self._writeFailed)
+        return self._queueWrite(function, None)
+
+    def appendWrite(self, log, fill):
+        """Like L{write}, for a partition log's append: C{fill(batch)} puts its
+        keys in a write batch it shares with the other logs' appends queued
+        next to it, and returns what to run once that batch is written.
+
+        The partitions' group commits thus become one LevelDB write (one
+        fsync with --sync) per round. C{fill} may raise only before it puts
+        anything; a batch that fails to be written fails every append in it.
+        """
+        if self._failure is not None and self._closing is None:
+            return defer.fail(StorageError(f"LevelDB is not writable: {self._failure}"))
+        return self._queueWrite(fill, log)
+
+    def _queueWrite(self, function, log):
+        if self._closing is not None:
+            return defer.fail(StorageError("the store is closing"))
+        d = defer.Deferred()
+        self._writeQueue.append((function, log, d))
+        if not self._writing:
+            # Started once the reactor has handled every event of this turn
+            # (callFromThread from the reactor thread runs then), so that the
+            # writes of all the requests it read go as one round.
+            self._writing = True
+            self._reactor.callFromThread(self._startWriteRound)
+        return self._track(d).addErrback(self._writeFailed)
+
+    def _startWriteRound(self):
+        """Hand every queued write to the writer thread; those queued while
+        it writes them wait for the next round (see L{_written})."""
+        queued, self._writeQueue = self._writeQueue, []
+        self._writer.callInThread(self._writeAll, queued)
+
+    def _writeAll(self, queued):
+        """In the writer thread: run a round of queued writes in order, the
+        appends next to one another as one batch; hand every result to the
+        reactor at once (one thread hand-off and one wake-up per round,
+        rather than per write)."""
+        results = []
+        batch, appends, logs = None, [], set()
+
+        def writeAppends():
+            try:
+                self._guardedWrite(batch.write)
+            except BaseException:
+                failure = Failure()
+                results.extend((d, failure) for d, _ in appends)
+                return
+            for d, written in appends:
+                written()
+                results.append((d, None))
+
+        for function, log, d in queued:
+            if log is not None:
+                if batch is not None and log in logs:  # one append per log and batch
+                    writeAppends()
+                    batch = None
+                if batch is None:
+                    batch, appends, logs = self.db.write_batch(sync=self.sync), [], set()
+                try:
+                    if self._writesStopped is not None:
+                        raise _WriteFailed(self._writesStopped)
+                    appends.append((d, function(batch)))
+                    logs.add(log)
+                except BaseException:
+                    results.append((d, Failure()))
+                continue
+            if batch is not None:
+                writeAppends()
+                batch = None
+            try:
+                results.append((d, self._guardedWrite(function)))
+            except BaseException:
+                results.append((d, Failure()))
+        if batch is not None:
+            writeAppends()
+        self._reactor.callFromThread(self._written, results)
+        self._checkpointIfDue()  # after the answers: a sync of the segments delays the next round only
+
+    def _written(self, results):
+        self._writing = False
+        for d, result in results:
+            if isinstance(result, Failure):
+                d.errback(result)
+            else:
+                d.callback(result)
+        if self._writeQueue and not self._writing:
+            self._writing = True
+            self._startWriteRound()
 
     def _guardedWrite(self, function):
         # In the writer thread. A write that fails may leave LevelDB's log
