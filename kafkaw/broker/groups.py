@@ -30,10 +30,17 @@ _NO_OPERATIONS = -(2**31)
 _HOST = re.compile(r"host='([^']*)'|^tcp6?:(.*):\d+$")
 
 
+def peerHost(peer):
+    """The client's IP address in a transport's C{peer} string (Twisted's
+    address repr, Autobahn's "tcp:HOST:PORT"), or None (a unix socket)."""
+    match = _HOST.search(str(peer))
+    return (match.group(1) or match.group(2)) if match else None
+
+
 def _clientHost(peer):
     """The client's host as Kafka's DescribeGroups shows it ("/127.0.0.1")."""
-    match = _HOST.search(str(peer))
-    return "/" + (match.group(1) or match.group(2)) if match else str(peer)
+    host = peerHost(peer)
+    return str(peer) if host is None else "/" + host
 
 
 def _encode(apiKey, header, value):
