@@ -443,6 +443,13 @@ class Gateway:
             )
         return False
 
+    def denied(self, operation, resourceType, names):
+        """The set of C{names} (of resources of C{resourceType}) on which
+        L{allowed} says no to C{operation}, each checked once; empty without --acls."""
+        if self.broker.authorizer is None:
+            return frozenset()
+        return {name for name in set(names) if not self.allowed(operation, resourceType, name)}
+
     def sees(self, operation, resourceType, name):
         """As L{allowed}, neither counted nor logged: for lists filtered by what the principal may see."""
         authorizer = self.broker.authorizer
