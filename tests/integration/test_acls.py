@@ -239,3 +239,24 @@ def test_aclApisWithoutAcls(broker):
     with pytest.raises(KafkaException) as refused:
         create(client, topicAcl("logs", AclOperation.READ))
     assert refused.value.args[0].code() == KafkaError.SECURITY_DISABLED
+
+
+def test_docsExamples(brokerFactory):
+    """Every example of docs/acls.md, in order, against a fresh broker."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.integration.conftest import ROOT
+    from tests.integration.test_admin import consoleExamples
+
+    broker = brokerFactory("--acls", "--allow-everyone-if-no-acl", "--num-partitions", "1")
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    examples = consoleExamples(ROOT / "docs" / "acls.md")
+    assert len(examples) >= 10
+    for command, expected in examples:
+        assert command.startswith("kafkaw ")
+        shell = f"{sys.executable} -m kafkaw.cli --bootstrap {broker.bootstrap} " + command[len("kafkaw "):]
+        result = subprocess.run(["bash", "-c", shell], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, timeout=30)
+        assert result.stdout == expected, command
+        assert (result.returncode == 0) == (not expected.startswith("kafkaw: ")), command
