@@ -59,8 +59,17 @@ new group's first join 3 s), librdkafka with its default settings:
 - synchronous commits/s: `commit(asynchronous=False)` of one partition in a
   loop (no target).
 
+ACLs (`--only acls`): librdkafka with its defaults producing 100 B acks=1 to one
+partition of kafkaw on LevelDB without and with `--acls` (300 ACLs: the
+producer's Write through a prefixed ACL among literal and prefixed ones of
+other users), two brokers, runs alternating which goes first; ratio with /
+without (target >= 0.95) and broker CPU per message; and, in this process,
+the cost of one `AclAuthorizer.authorize()` call (a remembered decision, and
+one decided afresh over the same ACLs), which the shared machine's noise
+does not blur.
+
 --skip and --only take comma lists of parts: throughput, modern, downconvert,
-metadata, groups, latency, rss, shim (e.g. `--only modern,downconvert,metadata`);
+metadata, groups, acls, latency, rss, shim (e.g. `--only modern,downconvert,metadata`);
 --quick runs every part at small sizes.
 
 Message values are distinct random bytes by default (--payload x for b"x" *
@@ -122,7 +131,7 @@ MODES = {
     "full": dict(reps=5, n100=2_000_000, n10k=100_000, rtt=5000, wake=5000, rss=[1_000_000, 10_000_000],
                  topics=10_000, named=1_000, metaSamples=500, rebalances=10, commits=5000),
 }
-PARTS = ["throughput", "modern", "downconvert", "metadata", "groups", "latency", "rss", "shim"]
+PARTS = ["throughput", "modern", "downconvert", "metadata", "groups", "acls", "latency", "rss", "shim"]
 
 
 def log(*args):
@@ -905,6 +914,120 @@ def modern(work, mode, rowsWanted=True, downWanted=True):
     return rows, (down if downWanted else None)
 
 
+# ---------------------------------------------------------------------------
+# ACLs: produce with --acls vs without, and the cost of authorize()
+# ---------------------------------------------------------------------------
+
+ANONYMOUS = "User:ANONYMOUS"
+
+
+def benchAcls():
+    """The ACLs of the `acls` part, as (resource type, name, pattern type, principal, host, operation, permission):
+    the producer (User:ANONYMOUS) may write topics starting `acl-` (a prefixed ACL) and has the cluster;
+    296 ACLs of other users on other topics, literal and prefixed, make the index no toy."""
+    acls = [
+        (4, "kafka-cluster", 3, ANONYMOUS, "*", 2, 3),  # All on the cluster
+        (2, "acl-", 4, ANONYMOUS, "*", 4, 3),  # Write on acl-*
+        (2, "acl-", 4, ANONYMOUS, "*", 8, 3),  # Describe on acl-*
+        (2, "acl-denied", 3, ANONYMOUS, "*", 4, 2),  # a deny elsewhere
+    ]
+    for i in range(148):
+        acls.append((2, f"team{i}-events", 3, f"User:user{i}", "*", 3, 3))
+        acls.append((2, f"a{i % 10}-{i}", 4, f"User:user{i}", "*", 4, 3))
+    return acls
+
+
+def createAcls(port, acls):
+    conn = SchemaConnection(port)
+    try:
+        answer = conn.request(30, 1, {"creations": [
+            {"resourceType": t, "resourceName": n, "resourcePatternType": p, "principal": who, "host": h, "operation": o,
+             "permissionType": perm}
+            for t, n, p, who, h, o, perm in acls
+        ]})
+    finally:
+        conn.close()
+    errors = {r.errorCode for r in answer.results}
+    if errors != {0}:
+        raise RuntimeError(f"CreateAcls: error codes {errors}")
+
+
+def authorizeCost(calls=200_000):
+    """µs per AclAuthorizer.authorize() call: (a remembered decision, a decision made afresh) over benchAcls()."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from kafkaw.broker.authorizer import AclAuthorizer, Operation, ResourceType
+    from kafkaw.storage.memory import MemoryStore
+
+    store = MemoryStore()
+    store.addAcls(benchAcls())
+    authorizer = AclAuthorizer(store)
+    authorize = authorizer.authorize
+    write, topic = Operation.WRITE, ResourceType.TOPIC
+    if not authorize(ANONYMOUS, "127.0.0.1", write, topic, "acl-0"):
+        raise RuntimeError("the bench ACLs do not allow the producer")
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        authorize(ANONYMOUS, "127.0.0.1", write, topic, "acl-0")
+    remembered = (time.perf_counter() - t0) / calls
+    names = [f"acl-{i}" for i in range(calls // 10)]
+    t0 = time.perf_counter()
+    for name in names:  # each name once: decided over the index, then remembered
+        authorize(ANONYMOUS, "127.0.0.1", write, topic, name)
+    fresh = (time.perf_counter() - t0) / len(names)
+    return remembered * 1e6, fresh * 1e6, len(store.acls())
+
+
+def aclsBench(work, mode):
+    """Produce 100 B acks=1 (librdkafka defaults) to kafkaw without and with --acls, 1 partition each."""
+    plain = startKafkaw(work, 1, name="kafkaw-noacls")
+    secured = startKafkaw(work, 1, name="kafkaw-acls", extra=("--acls", "--allow-everyone-if-no-acl"))
+    out = {"plain": [], "acls": []}
+    try:
+        createAcls(secured.port, benchAcls())
+        n = mode["n100"]
+        for rep in range(mode["reps"]):
+            order = (("plain", plain), ("acls", secured)) if rep % 2 == 0 else (("acls", secured), ("plain", plain))
+            for who, proc in order:
+                topic = f"acl-r{rep}"
+                dt, cpu = produceLoad(proc.bootstrap, topic, 1, n, 100, 1, proc, modern=True)
+                stored = waitForStored(proc.port, topic, 1, n + 1)
+                if stored != n + 1:
+                    raise RuntimeError(f"{who} {topic}: stored {stored}, produced {n + 1}")
+                out[who].append((n / dt, cpu * 1e6 / n))
+                log(f"  {who:5} produce acks=1 100 B: {n / dt:>10,.0f} msg/s  broker CPU {cpu * 1e6 / n:6.2f} µs/msg")
+    finally:
+        plain.stop()
+        secured.stop()
+    out["authorize"] = authorizeCost()
+    log(f"  authorize(): {out['authorize'][0]:.3f} µs remembered, {out['authorize'][1]:.2f} µs decided afresh "
+        f"({out['authorize'][2]} ACLs)")
+    return out
+
+
+def aclsReport(acls):
+    if not acls:
+        return [], []
+    plain, secured = acls["plain"], acls["acls"]
+    ratios = [s[0] / p[0] for p, s in zip(plain, secured)]
+    ratio = med(ratios)
+    remembered, fresh, count = acls["authorize"]
+    lines = [
+        "| ACLs: produce acks=1, 100 B, 1 partition, librdkafka defaults | msg/s | broker CPU µs/msg |",
+        "|---|---:|---:|",
+        f"| kafkaw without --acls | {fmtRate(med(r for r, _ in plain))} | {med(c for _, c in plain):.2f} |",
+        f"| kafkaw with --acls ({count} ACLs, Write through a prefixed one) | {fmtRate(med(r for r, _ in secured))} | "
+        f"{med(c for _, c in secured):.2f} |",
+        f"| with / without (per run: {', '.join(f'{r:.2f}' for r in ratios)}) | **{ratio:.2f}** | |",
+        "",
+        f"`AclAuthorizer.authorize()` in-process over the same {count} ACLs: {remembered:.3f} µs a call for a "
+        f"remembered decision (every Produce after the first to a topic), {fresh:.2f} µs for one decided afresh.",
+        "",
+    ]
+    targets = [f"- produce with --acls / without: {ratio:.2f} (target ≥ 0.95): **{'met' if ratio >= 0.95 else 'NOT met'}**"]
+    return lines, targets
+
+
 def importKafkaw():
     """kafkaw's codec (the tree under test): schema and records modules."""
     if str(ROOT) not in sys.path:
@@ -1522,7 +1645,7 @@ def modernReport(modernRows, down, meta):
 
 
 def report(args, modeName, mode, rows, latencyLines, wake99, rss, du, shimRows, shimNote, started, elapsed, loads,
-           modernRows=None, down=None, meta=None, groups=None):
+           modernRows=None, down=None, meta=None, groups=None, acls=None):
     out = []
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out.append(f"## {now} — `{' '.join(['python bench/run.py'] + sys.argv[1:])}`")
@@ -1562,6 +1685,8 @@ def report(args, modeName, mode, rows, latencyLines, wake99, rss, du, shimRows, 
     out.extend(modernLines)
     groupsLines, groupsTargets = groupsReport(groups)
     out.extend(groupsLines)
+    aclsLines, aclsTargets = aclsReport(acls)
+    out.extend(aclsLines)
     if latencyLines:
         out.append("| latency, p50 / p99 in ms | floor | kafkaw |")
         out.append("|---|---:|---:|")
@@ -1622,6 +1747,11 @@ def report(args, modeName, mode, rows, latencyLines, wake99, rss, du, shimRows, 
         out.append("Targets (consumer groups):")
         out.append("")
         out.extend(groupsTargets)
+        out.append("")
+    if aclsTargets:
+        out.append("Targets (ACLs):")
+        out.append("")
+        out.extend(aclsTargets)
         out.append("")
     return "\n".join(out) + "\n"
 
@@ -1706,7 +1836,7 @@ def main():
     work = tempfile.mkdtemp(prefix="kafkaw-bench-")
     started = time.perf_counter()
     loads = [loadAverage(), None]
-    rows = latencyLines = rss = shimRows = shimNote = modernRows = down = meta = groups = None
+    rows = latencyLines = rss = shimRows = shimNote = modernRows = down = meta = groups = acls = None
     wake99 = None
     du = 0
     try:
@@ -1723,6 +1853,9 @@ def main():
         if "groups" not in skip:
             log("== consumer groups (kafkaw with --group-initial-rebalance-delay-ms 0)")
             groups = groupsBench(work, mode)
+        if "acls" not in skip:
+            log("== ACLs: produce with --acls vs without")
+            acls = aclsBench(work, mode)
         if "latency" not in skip:
             log("== latency")
             latencyLines, wake99 = latency(work, mode)
@@ -1741,7 +1874,7 @@ def main():
             shutil.rmtree(work, ignore_errors=True)
     loads[1] = loadAverage()
     text = report(args, modeName, mode, rows, latencyLines, wake99, rss, du, shimRows, shimNote,
-                  started, time.perf_counter() - started, loads, modernRows, down, meta, groups)
+                  started, time.perf_counter() - started, loads, modernRows, down, meta, groups, acls)
     print(text)
     if not args.no_write:
         new = not RESULTS.exists()
