@@ -466,3 +466,43 @@ def test_aDenialIsLoggedOncePerConnectionAndResource():
     assert len(logged) == 1
     assert (logged[0]["principal"], logged[0]["operation"], logged[0]["name"]) == (ANON, "WRITE", "t")
     assert denials(h, "WRITE") == 3
+
+
+# --- the twistd options ---------------------------------------------------------
+
+
+def test_options(tmp_path):
+    from twisted.python import usage
+
+    from tests.unit.test_apiversions import brokerOf
+
+    assert brokerOf([], tmp_path).authorizer is None
+    broker = brokerOf(["--acls", "--super-user", "User:admin", "--super-user", "User:ops", "--allow-everyone-if-no-acl"], tmp_path)
+    assert broker.authorizer.superUsers == {"User:admin", "User:ops"}
+    assert broker.authorizer.allowEveryoneIfNoAcl
+    assert not brokerOf(["--acls"], tmp_path).authorizer.allowEveryoneIfNoAcl
+    from kafkaw.tap import Options
+
+    for argv in (["--super-user", "User:admin"], ["--allow-everyone-if-no-acl"], ["--acls", "--super-user", "admin"],
+                 ["--acls", "--super-user", "User:"]):
+        with pytest.raises(usage.UsageError):
+            Options().parseOptions(argv)
+
+
+def test_aStoreWithoutAclsCannotServeAcls(tmp_path, monkeypatch):
+    from zope.interface import implementer_only
+
+    from kafkaw import tap
+    from kafkaw.storage.interfaces import IStore
+    from kafkaw.storage.memory import MemoryStorageFactory, MemoryStore
+
+    @implementer_only(IStore)
+    class Bare(MemoryStore):
+        """A store that keeps no ACLs."""
+
+    monkeypatch.setattr(MemoryStorageFactory, "openStore", lambda self, dataDir, sync: Bare())
+    options = tap.Options()
+    options.parseOptions(["--storage", "memory", "--data-dir", str(tmp_path), "--acls"])
+    with pytest.raises(SystemExit) as exited:
+        tap.makeService(options)
+    assert str(exited.value) == "kafkaw: --acls needs a storage backend that keeps ACLs; 'memory' does not"
