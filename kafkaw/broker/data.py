@@ -123,8 +123,11 @@ def produce(header, request, gateway):
     elif request.transactionalId is not None:
         refused = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED  # no transaction coordinator here
     elif gateway.broker.authorizer is not None:
-        if _idempotent(request.topics) and not gateway.allowed(
-            Operation.IDEMPOTENT_WRITE, ResourceType.CLUSTER, CLUSTER_NAME
+        # The batches are looked at only when IdempotentWrite is not allowed (the check is cheaper).
+        if (
+            not gateway.sees(Operation.IDEMPOTENT_WRITE, ResourceType.CLUSTER, CLUSTER_NAME)
+            and _idempotent(request.topics)
+            and not gateway.allowed(Operation.IDEMPOTENT_WRITE, ResourceType.CLUSTER, CLUSTER_NAME)
         ):
             refused = ErrorCode.CLUSTER_AUTHORIZATION_FAILED
         else:
