@@ -506,3 +506,58 @@ def test_aStoreWithoutAclsCannotServeAcls(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as exited:
         tap.makeService(options)
     assert str(exited.value) == "kafkaw: --acls needs a storage backend that keeps ACLs; 'memory' does not"
+
+
+# --- mutated frames -----------------------------------------------------------------
+
+
+def test_mutatedAclFramesAreAnsweredOrCloseCleanly():
+    """Random mutations of valid ACL API requests: each is answered, or closes the
+    connection as undecodable; no handler fails, nothing but valid ACLs is stored."""
+    import random
+
+    from twisted.logger import globalLogPublisher
+
+    from kafkaw.protocol import schema
+
+    rng = random.Random(15)
+    valid = [
+        (CREATE_ACLS, 1, {"creations": [creation(acl(Op.READ)), creation(acl(Op.WRITE, "p", pattern=PREFIXED))]}),
+        (CREATE_ACLS, 0, {"creations": [creation(clusterAcl(Op.ALTER))]}),
+        (DESCRIBE_ACLS, 1, {"resourceType": 1, "resourceNameFilter": None, "resourcePatternType": 1, "principalFilter": None,
+                            "hostFilter": "*", "operation": 1, "permissionType": 1}),
+        (DELETE_ACLS, 1, {"filters": [filterOf(), filterOf(RT.TOPIC, "t", LITERAL, ANON, "*", Op.READ, ALLOW)]}),
+        (DELETE_ACLS, 0, {"filters": [filterOf(RT.GROUP)]}),
+    ]
+    failures = []
+
+    def observe(event):
+        if event.get("log_failure") is not None:
+            failures.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        h = secured(allowEveryoneIfNoAcl=True)
+        answered = closed = 0
+        for n in range(400):
+            apiKey, version, value = rng.choice(valid)
+            data = bytearray(schema.encodeRequest(apiKey, version, n, "fuzz", value))
+            for _ in range(rng.randrange(1, 4)):
+                at = rng.randrange(10, len(data))  # past the api key and version
+                if rng.random() < 0.5:
+                    data[at] = rng.randrange(256)
+                else:
+                    del data[at:at + rng.randrange(1, 8)]
+            client = h.connect()
+            client.send(frame(bytes(data)))
+            if client.responses():
+                answered += 1
+            else:
+                assert client.transport.disconnecting
+                closed += 1
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert not failures, failures[0]
+    assert answered > 20 and closed > 20  # both kinds were exercised
+    for stored in h.store.acls():
+        assert stored.resourceName is not None and ":" in stored.principal
