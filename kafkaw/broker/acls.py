@@ -180,10 +180,14 @@ def _name(enumeration, value):
         return str(value)
 
 
+_LOGGED_ACLS = 10  # ACLs named in one log line; the others are counted
+
+
 def describe(acls):
     """ACLs for a log line: "User:alice ALLOW READ on TOPIC LITERAL 'logs' from *; ..."."""
-    return "; ".join(
+    named = "; ".join(
         f"{acl.principal} {_name(Permission, acl.permission)} {_name(Operation, acl.operation)} on "
-        f"{_name(ResourceType, acl.resourceType)} {_name(PatternType, acl.patternType)} {acl.resourceName!r} from {acl.host}"
-        for acl in acls
+        f"{_name(ResourceType, acl.resourceType)} {_name(PatternType, acl.patternType)} {acl.resourceName!r:.200} from {acl.host}"
+        for acl in acls[:_LOGGED_ACLS]
     )
+    return named + (f"; and {len(acls) - _LOGGED_ACLS} more" if len(acls) > _LOGGED_ACLS else "")

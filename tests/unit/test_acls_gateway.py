@@ -561,3 +561,11 @@ def test_mutatedAclFramesAreAnsweredOrCloseCleanly():
     assert answered > 20 and closed > 20  # both kinds were exercised
     for stored in h.store.acls():
         assert stored.resourceName is not None and ":" in stored.principal
+
+
+def test_aclChangesAreLoggedBriefly():
+    from kafkaw.broker.acls import describe
+
+    assert describe([acl(Op.READ)]) == "User:ANONYMOUS ALLOW READ on TOPIC LITERAL 't' from *"
+    many = describe([acl(Op.READ, f"t{n}") for n in range(12)])
+    assert many.count(" on TOPIC ") == 10 and many.endswith("; and 2 more")
