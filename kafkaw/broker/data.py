@@ -18,7 +18,7 @@ from kafkaw.broker.services import OffsetOutOfRange, PartitionGone
 from kafkaw.protocol import schema
 from kafkaw.protocol.api import ApiKey
 from kafkaw.protocol.errors import ErrorCode, InvalidMessage, MessageSetError
-from kafkaw.protocol.records import CODEC_ZSTD, downConvert, entrySize, producedBatches
+from kafkaw.protocol.records import CODEC_ZSTD, downConvert, entrySize, hasProducerId, producedBatches
 from kafkaw.storage.interfaces import StorageError
 
 _MAGIC_AT = 16  # offset int64, size int32, partition leader epoch (or CRC) int32
@@ -97,14 +97,7 @@ def _checkProduced(records, version):
 
 def _idempotent(topics):
     """Does a Produce carry a batch of an idempotent producer (a producer id)?"""
-    for topic in topics:
-        for item in topic.partitions:
-            try:
-                if any(batch.producerId >= 0 for batch in producedBatches(item.records or b"")):
-                    return True
-            except InvalidMessage:
-                pass  # refused with INVALID_MESSAGE later
-    return False
+    return any(hasProducerId(item.records or b"") for topic in topics for item in topic.partitions)
 
 
 def produce(header, request, gateway):
