@@ -42,13 +42,16 @@ def metadata(header, request, gateway):
             topics = None  # v0: an empty list asks for every topic; v1+ has null for that
     autoCreate = request.allowAutoTopicCreation if version >= 4 else True
     refused = {}  # name -> error code, for topics the ACLs hide or may not create (--acls)
-    if broker.authorizer is not None:
-        topics, refused = _visibleTopics(gateway, topics, autoCreate)
+    if broker.authorizer is not None and topics is not None:
+        refused = _refusedTopics(gateway, topics, autoCreate)
 
     def answer(described):
         if refused:  # back in the order asked, with the refused topics
             found = iter(described)
             described = [(name, refused[name], 0) if name in refused else next(found) for name in topics]
+        elif topics is None and broker.authorizer is not None:
+            # Every topic: only those the principal may Describe, silently, as Kafka.
+            described = [d for d in described if gateway.sees(Operation.DESCRIBE, ResourceType.TOPIC, d[0])]
         partitionsOf = {}
         answers = []
         for name, error, count in described:
@@ -86,21 +89,19 @@ def metadata(header, request, gateway):
     return cluster.describeTopics(asked, autoCreate).addCallback(answer)
 
 
-def _visibleTopics(gateway, names, autoCreate):
-    """What the ACLs let a Metadata see, as Kafka 2.3: (names to describe,
-    {name: error code} of the others). Asked for every topic, only those the
-    principal may Describe, silently; asked by name, the others get 29, as
-    do unknown ones it may not create (Create on the cluster or the topic)."""
+def _refusedTopics(gateway, names, autoCreate):
+    """{name: error code} of the topics of a Metadata naming C{names} that
+    the ACLs refuse, as Kafka 2.3: 29 without Describe on the topic (whether
+    it exists or not), and 29 for an unknown one the principal may not
+    create (Create on the cluster or on the topic)."""
     cluster = gateway.broker.cluster
-    if names is None:
-        return sorted(name for name in cluster.topics() if gateway.sees(Operation.DESCRIBE, ResourceType.TOPIC, name)), {}
     refused = dict.fromkeys(gateway.denied(Operation.DESCRIBE, ResourceType.TOPIC, names), ErrorCode.TOPIC_AUTHORIZATION_FAILED)
     if autoCreate and cluster.autoCreateTopics:
         existing = cluster.topics()
         unknown = [name for name in names if name not in existing and name not in refused]
         if unknown and not gateway.allowed(Operation.CREATE, ResourceType.CLUSTER, CLUSTER_NAME):
             refused.update(dict.fromkeys(gateway.denied(Operation.CREATE, ResourceType.TOPIC, unknown), ErrorCode.TOPIC_AUTHORIZATION_FAILED))
-    return names, refused
+    return refused
 
 
 def createTopics(header, request, gateway):
