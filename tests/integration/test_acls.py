@@ -4,6 +4,7 @@ consumers and Metadata get Kafka's answers (29, 30, 31); super users pass;
 ACLs survive a restart (LevelDB). Without SASL every connection is
 User:ANONYMOUS, so the ACLs here name it (or someone else)."""
 
+import json
 import time
 
 import pytest
@@ -19,7 +20,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from tests.integration.conftest import Connection
+from tests.integration.conftest import Connection, kcat
 
 ANON = "User:ANONYMOUS"
 # confluent-kafka names the cluster resource type (4) BROKER
@@ -90,6 +91,8 @@ def test_confluentKafkaManagesAclsAndTheyDecide(brokerFactory):
     error = produce(broker, "secret")
     assert error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
     assert set(client.list_topics(timeout=10).topics) == {"open"}
+    listed = json.loads(kcat("-b", broker.bootstrap, "-L", "-J"))
+    assert [t["topic"] for t in listed["topics"]] == ["open"]
     assert produce(broker, "open") is None
 
     # an ACL created through the admin client decides the next request
