@@ -12,7 +12,9 @@ users, unless C{allowEveryoneIfNoAcl}.
 
 The ACLs live in an L{IAclStore}; the authorizer indexes them (literal
 names in a dict, prefixes by their lengths) and remembers each decision
-until they change, so a request's check is one dict lookup.
+until they change — through it, or in the store: a store hands out a new
+C{acls()} set whenever they change — so a request's check is one dict
+lookup.
 """
 
 import enum
@@ -116,7 +118,8 @@ class AclAuthorizer:
         """Index the store's ACLs and forget every decision made with the old ones."""
         literal = {}  # (resource type, name) -> [(principal, host, operation, permission)]
         prefixed = {}  # resource type -> {prefix: [(principal, host, operation, permission)]}
-        for acl in self._store.acls():
+        self._indexed = acls = self._store.acls()
+        for acl in acls:
             entry = (acl.principal, acl.host, acl.operation, acl.permission)
             if acl.patternType == PatternType.PREFIXED:
                 prefixed.setdefault(acl.resourceType, {}).setdefault(acl.resourceName, []).append(entry)
@@ -139,6 +142,8 @@ class AclAuthorizer:
         return self._store.removeAcls(bindings).addCallback(self._reindex)
 
     def authorize(self, principal, host, operation, resourceType, name):
+        if self._store.acls() is not self._indexed:
+            self._reindex()  # changed in the store itself (reopened; a store shared by brokers)
         key = (principal, host, operation, resourceType, name)
         decided = self._decisions.get(key)
         if decided is None:

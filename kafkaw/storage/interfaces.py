@@ -458,7 +458,9 @@ class IAclStore(Interface):
         """Every stored ACL (in memory): a C{frozenset} of L{AclBinding}.
 
         Loaded when the store is opened; changed by L{addAcls} and
-        L{removeAcls} once they are stored, not before.
+        L{removeAcls} once they are stored, not before. The same object
+        until the ACLs change, a new one after: callers that index them
+        tell a change by identity.
         """
 
     def addAcls(bindings):

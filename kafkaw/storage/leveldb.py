@@ -723,13 +723,15 @@ class LevelDBStore:
         if self._closing is not None:
             return
         logs = [log for topic in self._topics.values() for log in topic.logs]
-        stored, offsets = yield threads.deferToThreadPool(self._reactor, self._writer, self._reopen, logs)
+        stored, offsets, acls = yield threads.deferToThreadPool(self._reactor, self._writer, self._reopen, logs)
         # Here, not in the writer thread: callbacks of the last write before
         # the reopen may have moved these after the reopen started.
         for log, (bounds, producerStates) in zip(logs, stored):
             log._reload(bounds, producerStates)
         # A commit whose write failed may be durable all the same: what is stored counts.
         self._offsets = offsets
+        if acls != self._acls:  # so may an ACL change
+            self._acls = acls
         self._failure = None
         self._log.info(
             "LevelDB is writable again after {seconds:.1f} s (reopened {path})",
@@ -759,10 +761,11 @@ class LevelDBStore:
         try:
             stored = [(self.db.get(log._boundsKey), log._readProducerStates(self.db)) for log in logs]
             offsets, self._offsetKeys = _readCommittedOffsets(self.db)
+            acls = _readAcls(self.db)
         except plyvel.Error as e:
             raise StorageError(f"cannot read LevelDB at {self._path}: {_describe(e)}") from None
         self._writesStopped = None
-        return stored, offsets
+        return stored, offsets, acls
 
     def _checkRoom(self):
         """Raise L{StorageError} unless the data directory has room for a reopen.
@@ -1186,7 +1189,9 @@ class LevelDBStore:
             batch.write()
 
         def stored(_):
-            self._acls = self._acls | bindings if adding else self._acls - bindings
+            changed = self._acls | bindings if adding else self._acls - bindings
+            if changed != self._acls:
+                self._acls = changed  # a new object only for a change (IAclStore.acls)
 
         return self.write(write).addCallback(stored)
 

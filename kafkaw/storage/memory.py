@@ -197,17 +197,18 @@ class MemoryStore:
         return self._acls
 
     def addAcls(self, bindings):
-        try:
-            self._acls = self._acls | checkAclBindings(bindings)
-        except ValueError as e:
-            return fail(e)
-        return succeed(None)
+        return self._changeAcls(bindings, frozenset.union)
 
     def removeAcls(self, bindings):
+        return self._changeAcls(bindings, frozenset.difference)
+
+    def _changeAcls(self, bindings, change):
         try:
-            self._acls = self._acls - checkAclBindings(bindings)
+            changed = change(self._acls, checkAclBindings(bindings))
         except ValueError as e:
             return fail(e)
+        if changed != self._acls:
+            self._acls = changed  # a new object only for a change (IAclStore.acls)
         return succeed(None)
 
 

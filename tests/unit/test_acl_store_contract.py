@@ -103,3 +103,15 @@ def test_leveldbRefusesChangesWhileClosing(backend):  # noqa: F811
         backend.wait(store.addAcls([READ]))
     backend.wait(closing)
     assert store.acls() == frozenset()
+
+
+def test_theSetIsANewObjectOnlyWhenTheAclsChange(backend, store):  # noqa: F811
+    """Indexes over acls() tell a change by identity (IAclStore.acls)."""
+    backend.wait(store.addAcls([READ]))
+    first = store.acls()
+    backend.wait(store.addAcls([READ]))
+    backend.wait(store.removeAcls([WRITE]))
+    backend.wait(store.addAcls([]))
+    assert store.acls() is first
+    backend.wait(store.addAcls([WRITE]))
+    assert store.acls() is not first

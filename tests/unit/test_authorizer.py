@@ -244,3 +244,14 @@ def test_creationErrors():
     assert creationError(cluster) is None
     assert creationError(cluster._replace(resourceName="mine")) == "the only valid name for the CLUSTER resource is kafka-cluster"
     assert bindingError(cluster._replace(resourceName="mine")) is None  # a DeleteAcls filter may name it
+
+
+def test_aChangeMadeInTheStoreItselfDecidesTheNextCall():
+    """A store shared by brokers, or reopened, changes its ACLs without this authorizer."""
+    store = MemoryStore()
+    auth = AclAuthorizer(store)
+    assert not auth.authorize(ALICE, HOST, Op.READ, RT.TOPIC, "logs")
+    store.addAcls([acl(ALICE, Op.READ)])
+    assert auth.authorize(ALICE, HOST, Op.READ, RT.TOPIC, "logs")
+    store.removeAcls([acl(ALICE, Op.READ)])
+    assert not auth.authorize(ALICE, HOST, Op.READ, RT.TOPIC, "logs")
