@@ -110,6 +110,7 @@ class AclAuthorizer:
 
     def __init__(self, store, superUsers=(), allowEveryoneIfNoAcl=False):
         self._store = store
+        self._storedAcls = store.acls  # called on every authorize(): looked up once
         self.superUsers = frozenset(superUsers)
         self.allowEveryoneIfNoAcl = allowEveryoneIfNoAcl
         self._reindex()
@@ -142,7 +143,7 @@ class AclAuthorizer:
         return self._store.removeAcls(bindings).addCallback(self._reindex)
 
     def authorize(self, principal, host, operation, resourceType, name):
-        if self._store.acls() is not self._indexed:
+        if self._storedAcls() is not self._indexed:
             self._reindex()  # changed in the store itself (reopened; a store shared by brokers)
         key = (principal, host, operation, resourceType, name)
         decided = self._decisions.get(key)
