@@ -72,8 +72,17 @@ connections do not make the client the limit; the null broker's row shows it):
   over raw TCP and raw WebSocket (the same bytes, one binary message each) to
   the same kafkaw; target WebSocket >= 0.9 x TCP.
 
+ACLs (`--only acls`): librdkafka with its defaults producing 100 B acks=1 to one
+partition of kafkaw on LevelDB without and with `--acls` (300 ACLs: the
+producer's Write through a prefixed ACL among literal and prefixed ones of
+other users), two brokers, runs alternating which goes first; ratio with /
+without (target >= 0.95) and broker CPU per message; and, in this process,
+the cost of one `AclAuthorizer.authorize()` call (a remembered decision, and
+one decided afresh over the same ACLs), which the shared machine's noise
+does not blur.
+
 --skip and --only take comma lists of parts: throughput, modern, downconvert,
-metadata, groups, latency, rss, shim, small, wsraw (e.g. `--only modern,downconvert,metadata`);
+metadata, groups, acls, latency, rss, shim, small, wsraw (e.g. `--only modern,downconvert,metadata`);
 --quick runs every part at small sizes.
 
 Message values are distinct random bytes by default (--payload x for b"x" *
@@ -90,6 +99,7 @@ bench/profile_broker.py profiles kafkaw under such a load with py-spy.
 import argparse
 import collections
 import datetime
+import gc
 import os
 import platform
 import random
@@ -138,7 +148,7 @@ MODES = {
                  topics=10_000, named=1_000, metaSamples=500, rebalances=10, commits=5000,
                  loadSeconds=10, loadProcesses=2, smallConnections=[50, 200, 500, 900]),
 }
-PARTS = ["throughput", "modern", "downconvert", "metadata", "groups", "latency", "rss", "shim", "small", "wsraw"]
+PARTS = ["throughput", "modern", "downconvert", "metadata", "groups", "acls", "latency", "rss", "shim", "small", "wsraw"]
 
 
 def log(*args):
@@ -1235,6 +1245,230 @@ def modern(work, mode, rowsWanted=True, downWanted=True):
     return rows, (down if downWanted else None)
 
 
+# ---------------------------------------------------------------------------
+# ACLs: produce with --acls vs without, and the cost of authorize()
+# ---------------------------------------------------------------------------
+
+ANONYMOUS = "User:ANONYMOUS"
+
+
+def benchAcls():
+    """The ACLs of the `acls` part, as (resource type, name, pattern type, principal, host, operation, permission):
+    the producer (User:ANONYMOUS) may write topics starting `acl-` (a prefixed ACL) and has the cluster;
+    296 ACLs of other users on other topics, literal and prefixed, make the index no toy."""
+    acls = [
+        (4, "kafka-cluster", 3, ANONYMOUS, "*", 2, 3),  # All on the cluster
+        (2, "acl-", 4, ANONYMOUS, "*", 4, 3),  # Write on acl-*
+        (2, "acl-", 4, ANONYMOUS, "*", 8, 3),  # Describe on acl-*
+        (2, "acl-denied", 3, ANONYMOUS, "*", 4, 2),  # a deny elsewhere
+    ]
+    for i in range(148):
+        acls.append((2, f"team{i}-events", 3, f"User:user{i}", "*", 3, 3))
+        acls.append((2, f"a{i % 10}-{i}", 4, f"User:user{i}", "*", 4, 3))
+    return acls
+
+
+def createAcls(port, acls):
+    conn = SchemaConnection(port)
+    try:
+        answer = conn.request(30, 1, {"creations": [
+            {"resourceType": t, "resourceName": n, "resourcePatternType": p, "principal": who, "host": h, "operation": o,
+             "permissionType": perm}
+            for t, n, p, who, h, o, perm in acls
+        ]})
+    finally:
+        conn.close()
+    errors = {r.errorCode for r in answer.results}
+    if errors != {0}:
+        raise RuntimeError(f"CreateAcls: error codes {errors}")
+
+
+def authorizeCost(calls=200_000):
+    """µs per AclAuthorizer.authorize() call: (a remembered decision, a decision made afresh) over benchAcls()."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from kafkaw.broker.authorizer import AclAuthorizer, Operation, ResourceType
+    from kafkaw.storage.memory import MemoryStore
+
+    store = MemoryStore()
+    store.addAcls(benchAcls())
+    authorizer = AclAuthorizer(store)
+    authorize = authorizer.authorize
+    write, topic = Operation.WRITE, ResourceType.TOPIC
+    if not authorize(ANONYMOUS, "127.0.0.1", write, topic, "acl-0"):
+        raise RuntimeError("the bench ACLs do not allow the producer")
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        authorize(ANONYMOUS, "127.0.0.1", write, topic, "acl-0")
+    remembered = (time.perf_counter() - t0) / calls
+    names = [f"acl-{i}" for i in range(calls // 10)]
+    t0 = time.perf_counter()
+    for name in names:  # each name once: decided over the index, then remembered
+        authorize(ANONYMOUS, "127.0.0.1", write, topic, name)
+    fresh = (time.perf_counter() - t0) / len(names)
+    return remembered * 1e6, fresh * 1e6, len(store.acls()), produceEntryCost(authorizer, calls // 4)
+
+
+def produceEntryCost(authorizer, calls):
+    """µs per Produce v7 request (one topic, one partition, a 100-record batch) of the checks
+    --acls adds at its entry: is the batch idempotent, may the principal write the topic."""
+    from twisted.internet import task
+
+    from kafkaw.broker import data
+    from kafkaw.broker.authorizer import Operation, ResourceType
+    from kafkaw.broker.gateway import Broker, Gateway
+    from kafkaw.protocol import api, records, schema
+
+    class Connection:
+        peer = "IPv4Address(type='TCP', host='127.0.0.1', port=50000)"
+
+    gateway = Gateway(Broker(None, task.Clock(), authorizer=authorizer), Connection())
+    batch = records.encodeBatch([(None, b"m" * 100)] * 100)
+    frame = schema.encodeRequest(0, 7, 1, "bench", {"transactionalId": None, "acks": 1, "timeoutMs": 5000, "topics": [
+        {"name": "acl-0", "partitions": [{"partitionIndex": 0, "records": batch}]}]})
+    header, reader = api.decodeHeader(frame)
+    request = schema.decodeRequestBody(0, 7, reader)
+    cluster = (Operation.IDEMPOTENT_WRITE, ResourceType.CLUSTER, "kafka-cluster")
+    if not gateway.sees(*cluster):
+        raise RuntimeError("the bench ACLs do not allow the producer IdempotentWrite")
+    t0 = time.perf_counter()
+    for _ in range(calls):  # as data.produce does: the batches are parsed only without IdempotentWrite
+        if (not gateway.sees(*cluster) and data._idempotent(request.topics)) or gateway.denied(
+            Operation.WRITE, ResourceType.TOPIC, [t.name for t in request.topics]
+        ):
+            raise RuntimeError("the bench ACLs do not allow the producer")
+    sees = (time.perf_counter() - t0) / calls * 1e6
+    t0 = time.perf_counter()
+    for _ in range(calls // 4):
+        data._idempotent(request.topics)
+    return sees, (time.perf_counter() - t0) / (calls // 4) * 1e6
+
+
+def gatewayProduceCost(withAcls, requests=500, rounds=15, count=100):
+    """µs per Produce v7 request (one batch of `count` 100 B values) through a
+    gateway over a memory store, in this process, without and with an authorizer
+    over benchAcls(): the broker's own work per request, free of the client and
+    of the scheduling noise between two processes. Rounds alternate; medians."""
+    from twisted.internet import task
+
+    from kafkaw.broker.authorizer import AclAuthorizer
+    from kafkaw.broker.gateway import Broker
+    from kafkaw.broker.services import ClusterService
+    from kafkaw.protocol import records, schema
+    from kafkaw.storage.memory import MemoryStore
+
+    class Connection:
+        peer = "IPv4Address(type='TCP', host='127.0.0.1', port=50000)"
+        answers = 0
+
+        def localAddress(self):
+            return ("127.0.0.1", 9092)
+
+        def sendResponse(self, chunks):
+            Connection.answers += 1
+
+        pauseReading = resumeReading = close = abort = lambda self: None
+
+    batch = records.encodeBatch([(None, os.urandom(100)) for _ in range(count)])
+    frame = schema.encodeRequest(0, 7, 1, "bench", {"transactionalId": None, "acks": 1, "timeoutMs": 5000, "topics": [
+        {"name": "acl-0", "partitions": [{"partitionIndex": 0, "records": batch}]}]})
+    times = {False: [], True: []}
+    for _ in range(rounds):
+        for acls in (False, True) if withAcls else (False,):
+            store = MemoryStore()
+            store.addAcls(benchAcls())
+            cluster = ClusterService(store, task.Clock())
+            cluster.createTopic("acl-0", 1)
+            broker = Broker(cluster, task.Clock(), maxInFlightRequests=1 << 30,
+                            authorizer=AclAuthorizer(store) if acls else None)
+            gateway = broker.openGateway(Connection())
+            before = Connection.answers
+            gc.collect()
+            gc.disable()  # a collection inside one round and not the other is noise
+            try:
+                t0 = time.process_time()  # CPU time: less of the shared machine's noise than wall time
+                for _ in range(requests):
+                    gateway.requestReceived(frame)
+                times[acls].append((time.process_time() - t0) / requests * 1e6)
+            finally:
+                gc.enable()
+            if Connection.answers - before != requests or store.partitionLog("acl-0", 0).endOffset != count * requests:
+                raise RuntimeError("in-process produce: not every request was answered and stored")
+    return med(times[False]), med(times[True])
+
+
+def aclsBench(work, mode):
+    """Produce 100 B acks=1 (librdkafka defaults) to kafkaw without and with --acls, 1 partition each."""
+    plain = startKafkaw(work, 1, name="kafkaw-noacls")
+    secured = startKafkaw(work, 1, name="kafkaw-acls", extra=("--acls", "--allow-everyone-if-no-acl"))
+    out = {"plain": [], "acls": []}
+    try:
+        createAcls(secured.port, benchAcls())
+        n = mode["n100"]
+        for rep in range(mode["reps"]):
+            order = (("plain", plain), ("acls", secured)) if rep % 2 == 0 else (("acls", secured), ("plain", plain))
+            for who, proc in order:
+                topic = f"acl-r{rep}"
+                dt, cpu = produceLoad(proc.bootstrap, topic, 1, n, 100, 1, proc, modern=True)
+                stored = waitForStored(proc.port, topic, 1, n + 1)
+                if stored != n + 1:
+                    raise RuntimeError(f"{who} {topic}: stored {stored}, produced {n + 1}")
+                out[who].append((n / dt, cpu * 1e6 / n))
+                log(f"  {who:5} produce acks=1 100 B: {n / dt:>10,.0f} msg/s  broker CPU {cpu * 1e6 / n:6.2f} µs/msg")
+    finally:
+        plain.stop()
+        secured.stop()
+    out["authorize"] = authorizeCost()
+    out["gateway"] = {count: gatewayProduceCost(True, requests=50_000 // count, count=count) for count in (100, 1000)}
+    for count, (plainUs, aclsUs) in out["gateway"].items():
+        log(f"  in-process Produce v7 ({count} records) through the gateway: {plainUs:.1f} µs a request without "
+            f"--acls, {aclsUs:.1f} µs with")
+    log(f"  authorize(): {out['authorize'][0]:.3f} µs remembered, {out['authorize'][1]:.2f} µs decided afresh "
+        f"({out['authorize'][2]} ACLs); a Produce's entry checks {out['authorize'][3][0]:.2f} µs "
+        f"(+{out['authorize'][3][1]:.2f} µs without IdempotentWrite)")
+    return out
+
+
+def aclsReport(acls):
+    if not acls:
+        return [], []
+    plain, secured = acls["plain"], acls["acls"]
+    ratios = [s[0] / p[0] for p, s in zip(plain, secured)]
+    ratio = med(ratios)
+    remembered, fresh, count, (entry, parse) = acls["authorize"]
+    lines = [
+        "| ACLs: produce acks=1, 100 B, 1 partition, librdkafka defaults | msg/s | broker CPU µs/msg |",
+        "|---|---:|---:|",
+        f"| kafkaw without --acls | {fmtRate(med(r for r, _ in plain))} | {med(c for _, c in plain):.2f} |",
+        f"| kafkaw with --acls ({count} ACLs, Write through a prefixed one) | {fmtRate(med(r for r, _ in secured))} | "
+        f"{med(c for _, c in secured):.2f} |",
+        f"| with / without (per run: {', '.join(f'{r:.2f}' for r in ratios)}) | **{ratio:.2f}** | "
+        f"{med(c for _, c in secured) / med(c for _, c in plain):.2f} |",
+        "",
+        f"`AclAuthorizer.authorize()` in-process over the same {count} ACLs: {remembered:.3f} µs a call for a "
+        f"remembered decision (every Produce after the first to a topic), {fresh:.2f} µs for one decided afresh; "
+        f"everything --acls adds at a Produce's entry (one topic, one 100-record batch: may it be written, may it "
+        f"write idempotently): {entry:.2f} µs a request, and {parse:.2f} µs more when the principal lacks "
+        f"IdempotentWrite (the batch is read for a producer id).",
+        "",
+    ]
+    inProcess = "; ".join(
+        f"{count}-record batches {plainUs:.1f} µs a request without --acls, {aclsUs:.1f} µs with: "
+        f"**{plainUs / aclsUs:.3f}** × the rate"
+        for count, (plainUs, aclsUs) in acls["gateway"].items()
+    )
+    lines[-1:-1] = [
+        "",
+        "In this process, without the client nor a second broker process, Produce v7 (one batch of 100 B values) "
+        f"through a gateway over a memory store (process CPU time, medians of 15 alternating rounds): {inProcess}.",
+    ]
+    targets = [f"- produce with --acls / without: {ratio:.2f} (target ≥ 0.95): **{'met' if ratio >= 0.95 else 'NOT met'}**"]
+    for count, (plainUs, aclsUs) in acls["gateway"].items():
+        targets.append(f"- the same in-process, {count}-record batches (the broker's work alone): {plainUs / aclsUs:.3f} "
+                       f"(target ≥ 0.95): **{'met' if plainUs / aclsUs >= 0.95 else 'NOT met'}**")
+    return lines, targets
+
+
 def importKafkaw():
     """kafkaw's codec (the tree under test): schema and records modules."""
     if str(ROOT) not in sys.path:
@@ -1852,7 +2086,7 @@ def modernReport(modernRows, down, meta):
 
 
 def report(args, modeName, mode, rows, latencyLines, wake99, rss, du, shimRows, shimNote, started, elapsed, loads,
-           modernRows=None, down=None, meta=None, groups=None, requestPath=None):
+           modernRows=None, down=None, meta=None, groups=None, acls=None, requestPath=None):
     out = []
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out.append(f"## {now} — `{' '.join(['python bench/run.py'] + sys.argv[1:])}`")
@@ -1892,6 +2126,8 @@ def report(args, modeName, mode, rows, latencyLines, wake99, rss, du, shimRows, 
     out.extend(modernLines)
     groupsLines, groupsTargets = groupsReport(groups)
     out.extend(groupsLines)
+    aclsLines, aclsTargets = aclsReport(acls)
+    out.extend(aclsLines)
     if latencyLines:
         out.append("| latency, p50 / p99 in ms | floor | kafkaw |")
         out.append("|---|---:|---:|")
@@ -1960,6 +2196,10 @@ def report(args, modeName, mode, rows, latencyLines, wake99, rss, du, shimRows, 
         out.append("Targets (issue 14, the request path):")
         out.append("")
         out.extend(requestTargets)
+    if aclsTargets:
+        out.append("Targets (ACLs):")
+        out.append("")
+        out.extend(aclsTargets)
         out.append("")
     return "\n".join(out) + "\n"
 
@@ -2050,7 +2290,7 @@ def main():
     work = tempfile.mkdtemp(prefix="kafkaw-bench-")
     started = time.perf_counter()
     loads = [loadAverage(), None]
-    rows = latencyLines = rss = shimRows = shimNote = modernRows = down = meta = groups = None
+    rows = latencyLines = rss = shimRows = shimNote = modernRows = down = meta = groups = acls = None
     requestPath = ([], [])
     wake99 = None
     du = 0
@@ -2068,6 +2308,9 @@ def main():
         if "groups" not in skip:
             log("== consumer groups (kafkaw with --group-initial-rebalance-delay-ms 0)")
             groups = groupsBench(work, mode)
+        if "acls" not in skip:
+            log("== ACLs: produce with --acls vs without")
+            acls = aclsBench(work, mode)
         if "latency" not in skip:
             log("== latency")
             latencyLines, wake99 = latency(work, mode)
@@ -2094,7 +2337,7 @@ def main():
             shutil.rmtree(work, ignore_errors=True)
     loads[1] = loadAverage()
     text = report(args, modeName, mode, rows, latencyLines, wake99, rss, du, shimRows, shimNote,
-                  started, time.perf_counter() - started, loads, modernRows, down, meta, groups, requestPath)
+                  started, time.perf_counter() - started, loads, modernRows, down, meta, groups, acls, requestPath)
     print(text)
     if not args.no_write:
         new = not RESULTS.exists()

@@ -11,6 +11,12 @@
     kafkaw [--bootstrap HOST:PORT] groups delete GROUP [GROUP...]
     kafkaw [--bootstrap HOST:PORT] groups reset-offsets GROUP --topic TOPIC
         (--to-earliest | --to-latest | --to-offset N) [--dry-run]
+    kafkaw [--bootstrap HOST:PORT] acls add (--allow-principal P | --deny-principal P)... [--operation OP]...
+        [--allow-host H]... [--deny-host H]... RESOURCE... [--resource-pattern-type literal|prefixed]
+    kafkaw [--bootstrap HOST:PORT] acls list [RESOURCE...] [--principal P] [--resource-pattern-type TYPE]
+    kafkaw [--bootstrap HOST:PORT] acls remove RESOURCE... [(--allow-principal P | --deny-principal P)...]
+        [--operation OP]... [--allow-host H]... [--deny-host H]... [--resource-pattern-type TYPE]
+        (RESOURCE: --topic NAME, --group NAME, --transactional-id NAME, --cluster; each repeatable)
 
 A small blocking client: one plain socket, the generic codec of
 L{kafkaw.protocol.schema} at the versions in L{CALLS} (Kafka 2.1's admin
@@ -28,11 +34,13 @@ import socket
 import sys
 from typing import NamedTuple
 
+from kafkaw.broker.authorizer import CLUSTER_NAME, Operation, PatternType, Permission, ResourceType
 from kafkaw.protocol import schema
 from kafkaw.protocol.api import EARLIEST, LATEST
 from kafkaw.protocol.errors import CodecError, ErrorCode
 from kafkaw.protocol.framing import Framer, FrameTooLarge, frame
 from kafkaw.protocol.primitives import Reader
+from kafkaw.storage.interfaces import AclBinding
 
 CLIENT_ID = "kafkaw-cli"
 
@@ -57,9 +65,13 @@ OFFSET_FETCH = Call(9, 5, "OffsetFetch", "2.1")
 DESCRIBE_GROUPS = Call(15, 2, "DescribeGroups", "2.0")
 LIST_GROUPS = Call(16, 2, "ListGroups", "2.0")
 DELETE_GROUPS = Call(42, 1, "DeleteGroups", "2.0")
+DESCRIBE_ACLS = Call(29, 1, "DescribeAcls", "2.0")
+CREATE_ACLS = Call(30, 1, "CreateAcls", "2.0")
+DELETE_ACLS = Call(31, 1, "DeleteAcls", "2.0")
 CALLS = (
     METADATA, LIST_OFFSETS, CREATE_TOPICS, DELETE_TOPICS, DESCRIBE_CONFIGS, CREATE_PARTITIONS,
     OFFSET_COMMIT, OFFSET_FETCH, DESCRIBE_GROUPS, LIST_GROUPS, DELETE_GROUPS,
+    DESCRIBE_ACLS, CREATE_ACLS, DELETE_ACLS,
 )
 
 _RESOURCE_TOPIC = 2  # DescribeConfigs resource type
@@ -308,6 +320,47 @@ class Client:
         """{group id: error code} of DeleteGroups."""
         return {r.groupId: r.errorCode for r in self.call(DELETE_GROUPS, {"groupsNames": list(groupIds)}).results}
 
+    # --- ACLs ---
+
+    def createAcls(self, bindings):
+        """[(error code, message)] of CreateAcls, one per L{AclBinding} of C{bindings}."""
+        creations = [
+            {"resourceType": b.resourceType, "resourceName": b.resourceName, "resourcePatternType": b.patternType,
+             "principal": b.principal, "host": b.host, "operation": b.operation, "permissionType": b.permission}
+            for b in bindings
+        ]
+        return [(r.errorCode, r.errorMessage) for r in self.call(CREATE_ACLS, {"creations": creations}).results]
+
+    def describeAcls(self, aclFilter):
+        """The L{AclBinding}s matching C{aclFilter} (an AclBinding of filter values); L{CommandError} on an error."""
+        answer = self.call(DESCRIBE_ACLS, {
+            "resourceType": aclFilter.resourceType, "resourceNameFilter": aclFilter.resourceName,
+            "resourcePatternType": aclFilter.patternType, "principalFilter": aclFilter.principal,
+            "hostFilter": aclFilter.host, "operation": aclFilter.operation, "permissionType": aclFilter.permission,
+        })
+        if answer.errorCode:
+            raise CommandError(f"cannot list ACLs: {describeError(answer.errorCode, answer.errorMessage)}")
+        return [
+            AclBinding(r.type, r.name, r.patternType, a.principal, a.host, a.operation, a.permissionType)
+            for r in answer.resources for a in r.acls
+        ]
+
+    def deleteAcls(self, filters):
+        """[(error code, message, [(AclBinding, error code, message)])] of DeleteAcls, one per filter."""
+        answer = self.call(DELETE_ACLS, {"filters": [
+            {"resourceTypeFilter": f.resourceType, "resourceNameFilter": f.resourceName, "patternTypeFilter": f.patternType,
+             "principalFilter": f.principal, "hostFilter": f.host, "operation": f.operation, "permissionType": f.permission}
+            for f in filters
+        ]})
+        return [
+            (r.errorCode, r.errorMessage, [
+                (AclBinding(m.resourceType, m.resourceName, m.patternType, m.principal, m.host, m.operation, m.permissionType),
+                 m.errorCode, m.errorMessage)
+                for m in r.matchingAcls
+            ])
+            for r in answer.filterResults
+        ]
+
 
 def decodeAssignment(data):
     """[(topic, [partition])] of a consumer's assignment as the consumer protocol
@@ -537,6 +590,179 @@ def groupsDelete(client, arguments, out):
     }, out)
 
 
+# --- ACLs ---
+
+# Names as Kafka's tools print them (kafka-acls.sh).
+_OPERATION_NAMES = {
+    Operation.ALL: "All", Operation.READ: "Read", Operation.WRITE: "Write", Operation.CREATE: "Create",
+    Operation.DELETE: "Delete", Operation.ALTER: "Alter", Operation.DESCRIBE: "Describe",
+    Operation.CLUSTER_ACTION: "ClusterAction", Operation.DESCRIBE_CONFIGS: "DescribeConfigs",
+    Operation.ALTER_CONFIGS: "AlterConfigs", Operation.IDEMPOTENT_WRITE: "IdempotentWrite",
+}
+_RESOURCE_NAMES = {
+    ResourceType.TOPIC: "Topic", ResourceType.GROUP: "Group", ResourceType.CLUSTER: "Cluster",
+    ResourceType.TRANSACTIONAL_ID: "TransactionalId", ResourceType.DELEGATION_TOKEN: "DelegationToken",
+}
+
+
+def _nameOf(names, code):
+    return names.get(code) or str(code)
+
+
+def _operation(value):
+    """An L{Operation} from its name: Read, describe-configs, IdempotentWrite..."""
+    wanted = value.lower().replace("-", "").replace("_", "")
+    for operation, name in _OPERATION_NAMES.items():
+        if name.lower() == wanted:
+            return operation
+    raise argparse.ArgumentTypeError(f"unknown operation {value!r}; one of {', '.join(_OPERATION_NAMES.values())}")
+
+
+def _principal(value):
+    if ":" not in value:
+        raise argparse.ArgumentTypeError(f"a principal is TYPE:NAME, such as User:alice or User:*, not {value!r}")
+    return value
+
+
+def _patternType(allowed):
+    def convert(value):
+        try:
+            patternType = PatternType[value.upper()]
+        except KeyError:
+            patternType = None
+        if patternType not in allowed:
+            raise argparse.ArgumentTypeError(f"takes {' or '.join(p.name.lower() for p in allowed)}, not {value!r}")
+        return patternType
+
+    return convert
+
+
+def _resources(arguments):
+    """[(resource type, name)] named by --topic, --group, --transactional-id and --cluster."""
+    resources = [(ResourceType.TOPIC, name) for name in arguments.topic]
+    resources += [(ResourceType.GROUP, name) for name in arguments.group]
+    resources += [(ResourceType.TRANSACTIONAL_ID, name) for name in arguments.transactional_id]
+    if arguments.cluster:
+        resources.append((ResourceType.CLUSTER, CLUSTER_NAME))
+    return resources
+
+
+def _entries(arguments):
+    """[(principal, host, operation, permission)] of the --allow-/--deny- options (hosts default to *)."""
+    operations = list(dict.fromkeys(arguments.operation)) or [Operation.ALL]
+    entries = []
+    for principals, hosts, permission in (
+        (arguments.allow_principal, arguments.allow_host, Permission.ALLOW),
+        (arguments.deny_principal, arguments.deny_host, Permission.DENY),
+    ):
+        for principal in dict.fromkeys(principals):
+            for host in dict.fromkeys(hosts or ["*"]):
+                entries.extend((principal, host, operation, permission) for operation in operations)
+    return entries
+
+
+def describeAcl(binding):
+    """One ACL as a table row: principal, permission, operation, host, resource, pattern."""
+    return (
+        binding.principal, _nameOf({Permission.ALLOW: "Allow", Permission.DENY: "Deny"}, binding.permission),
+        _nameOf(_OPERATION_NAMES, binding.operation), binding.host,
+        f"{_nameOf(_RESOURCE_NAMES, binding.resourceType)}:{binding.resourceName}",
+        _nameOf({PatternType.LITERAL: "literal", PatternType.PREFIXED: "prefixed"}, binding.patternType),
+    )
+
+
+_ACL_HEADER = ("principal", "permission", "operation", "host", "resource", "pattern")
+
+
+def aclsAdd(client, arguments, out):
+    """Create every combination of the resources, principals, hosts and operations named."""
+    entries = _entries(arguments)
+    if not entries:
+        raise CommandError("acls add needs --allow-principal or --deny-principal")
+    bindings = [
+        AclBinding(resourceType, name, arguments.resource_pattern_type, principal, host, operation, permission)
+        for resourceType, name in _resources(arguments)
+        for principal, host, operation, permission in entries
+    ]
+    refused, added = [], []
+    for binding, (code, message) in zip(bindings, client.createAcls(bindings)):
+        if code:
+            refused.append(f"cannot add ACL {' '.join(describeAcl(binding))}: {describeError(code, message)}")
+        else:
+            added.append(describeAcl(binding))
+    if added:
+        print(f"added {_count(len(added), 'ACL')}:", file=out)
+        print(table([_ACL_HEADER] + added), file=out)
+    if refused:
+        raise CommandError("\n".join(refused))
+
+
+def aclsList(client, arguments, out):
+    """A table of the ACLs matching the resources named (every ACL without one), by principal."""
+    resources = _resources(arguments) or [(ResourceType.ANY, None)]
+    found = set()
+    for resourceType, name in resources:
+        found.update(client.describeAcls(AclBinding(
+            resourceType, name, arguments.resource_pattern_type, arguments.principal, None, Operation.ANY, Permission.ANY
+        )))
+    if found:
+        rows = sorted((describeAcl(binding) for binding in found), key=lambda row: (row[4], row[5], *row[:4]))
+        print(table([_ACL_HEADER] + rows), file=out)
+
+
+def aclsRemove(client, arguments, out):
+    """Delete the ACLs of the resources named: those of the principals, hosts and
+    operations named, or every one of them when no principal is named."""
+    entries = _entries(arguments)
+    if not entries and (arguments.operation or arguments.allow_host or arguments.deny_host):
+        raise CommandError("acls remove: --operation and --*-host need --allow-principal or --deny-principal")
+    filters = [
+        AclBinding(resourceType, name, arguments.resource_pattern_type, principal, host, operation, permission)
+        for resourceType, name in _resources(arguments)
+        for principal, host, operation, permission in entries or [(None, None, Operation.ANY, Permission.ANY)]
+    ]
+    removed, refused = [], []
+    for aclFilter, (code, message, matched) in zip(filters, client.deleteAcls(filters)):
+        if code:
+            refused.append(f"cannot remove ACLs of {_nameOf(_RESOURCE_NAMES, aclFilter.resourceType)}:{aclFilter.resourceName}: "
+                           f"{describeError(code, message)}")
+        for binding, code, message in matched:
+            if code:
+                refused.append(f"cannot remove ACL {' '.join(describeAcl(binding))}: {describeError(code, message)}")
+            else:
+                removed.append(describeAcl(binding))
+    if removed:
+        print(f"removed {_count(len(removed), 'ACL')}:", file=out)
+        print(table([_ACL_HEADER] + sorted(removed)), file=out)
+    elif not refused:
+        print("no ACL matched: nothing removed", file=out)
+    if refused:
+        raise CommandError("\n".join(refused))
+
+
+def _aclOptions(command, resourcesRequired, principals, patternTypes, defaultPattern):
+    for option, what in (("--topic", "a topic"), ("--group", "a consumer group"), ("--transactional-id", "a transactional id")):
+        command.add_argument(option, action="append", default=[], metavar="NAME", help=f"{what} (a name, or * for all); repeatable")
+    command.add_argument("--cluster", action="store_true", help="the cluster itself")
+    command.add_argument(
+        "--resource-pattern-type", type=_patternType(patternTypes), default=defaultPattern, metavar="TYPE",
+        help=f"how resource names match: {', '.join(p.name.lower() for p in patternTypes)} (default: {defaultPattern.name.lower()})",
+    )
+    if principals:
+        command.add_argument("--allow-principal", type=_principal, action="append", default=[], metavar="TYPE:NAME",
+                             help="a principal allowed, such as User:alice or User:*; repeatable")
+        command.add_argument("--deny-principal", type=_principal, action="append", default=[], metavar="TYPE:NAME",
+                             help="a principal denied; repeatable")
+        command.add_argument("--allow-host", action="append", default=[], metavar="HOST",
+                             help="an IP address the allowed principals may come from (default: *, any); repeatable")
+        command.add_argument("--deny-host", action="append", default=[], metavar="HOST",
+                             help="an IP address the denied principals are denied from (default: *, any); repeatable")
+        command.add_argument("--operation", type=_operation, action="append", default=[], metavar="OP",
+                             help="Read, Write, Create, Delete, Alter, Describe, ClusterAction, DescribeConfigs, "
+                                  "AlterConfigs, IdempotentWrite or All (default: All); repeatable")
+    command.set_defaults(resourcesRequired=resourcesRequired)
+
+
 def _count(number, noun):
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
@@ -634,6 +860,22 @@ def parser():
     )
     reset.add_argument("--dry-run", action="store_true", help="print the new offsets, commit nothing")
     reset.set_defaults(run=groupsResetOffsets)
+
+    acls = commands.add_parser(
+        "acls", help="add, list or remove ACLs (a broker started with --acls)"
+    ).add_subparsers(title="acls commands", required=True, metavar="ACTION")
+    add = acls.add_parser("add", help="allow or deny principals operations on resources (CreateAcls v1)")
+    _aclOptions(add, True, True, (PatternType.LITERAL, PatternType.PREFIXED), PatternType.LITERAL)
+    add.set_defaults(run=aclsAdd)
+    listAcls = acls.add_parser("list", help="the ACLs of the resources named, or every ACL (DescribeAcls v1)")
+    _aclOptions(listAcls, False, False, tuple(PatternType)[1:], PatternType.ANY)
+    listAcls.add_argument("--principal", type=_principal, metavar="TYPE:NAME", help="only the ACLs of this principal")
+    listAcls.set_defaults(run=aclsList)
+    remove = acls.add_parser(
+        "remove", help="remove the ACLs of resources: all of them, or those of the principals named (DeleteAcls v1)"
+    )
+    _aclOptions(remove, True, True, tuple(PatternType)[1:], PatternType.LITERAL)
+    remove.set_defaults(run=aclsRemove)
     return top
 
 
@@ -641,7 +883,10 @@ def main(argv=None, out=None, err=None):
     """Run one command; return the exit status (bad usage exits with 2)."""
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
-    arguments = parser().parse_args(argv)
+    commandLine = parser()
+    arguments = commandLine.parse_args(argv)
+    if getattr(arguments, "resourcesRequired", False) and not _resources(arguments):
+        commandLine.error("name a resource: --topic, --group, --transactional-id or --cluster")
     try:
         client = connect(arguments.bootstrap, arguments.timeout)
         try:

@@ -17,6 +17,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from zope.interface import Interface, implementer
 
+from kafkaw.broker.authorizer import Operation
 from kafkaw.broker.coordinator import DEAD
 from kafkaw.protocol.apiversions import API_NAMES, apiName
 from kafkaw.protocol.errors import ErrorCode
@@ -51,6 +52,11 @@ class IBrokerMetrics(Interface):
     def partitionError(apiKey, errorCode):
         """A partition's result in a Produce, Fetch or ListOffsets answer carries C{errorCode}."""
 
+    # --- ACLs ---
+
+    def authorizationDenied(operation):
+        """The ACLs denied a request C{operation} (a Kafka ACL operation code) on a resource."""
+
 
 @implementer(IBrokerMetrics)
 class NoMetrics:
@@ -72,6 +78,9 @@ class NoMetrics:
         pass
 
     def partitionError(self, apiKey, errorCode):
+        pass
+
+    def authorizationDenied(self, operation):
         pass
 
 
@@ -125,6 +134,12 @@ class PrometheusMetrics:
         self.connections = Gauge(
             "kafkaw_connections", "Client connections open, by transport", ["transport"], registry=self.registry
         )
+        self.authorizationDenials = Counter(
+            "kafkaw_authorization_denials",
+            "Requests (or their topics, groups) the ACLs denied and the answer said so, by operation",
+            ["operation"],
+            registry=self.registry,
+        )
         self.partitions = PartitionCollector(cluster)
         self.registry.register(self.partitions)
         self.groups = GroupCollector(coordinator, cluster)
@@ -175,6 +190,13 @@ class PrometheusMetrics:
                 error = str(errorCode)
             counter = self._errors[apiKey, errorCode] = self.partitionErrors.labels(apiName(apiKey), error)
         counter.inc()
+
+    def authorizationDenied(self, operation):
+        try:
+            name = Operation(operation).name
+        except ValueError:
+            name = str(operation)
+        self.authorizationDenials.labels(name).inc()
 
 
 class PartitionCollector:

@@ -10,12 +10,13 @@ from twisted.logger import Logger
 from twisted.plugin import getPlugins
 from twisted.python import usage
 
+from kafkaw.broker.authorizer import AclAuthorizer
 from kafkaw.broker.coordinator import GroupCoordinator, OffsetExpiryService
 from kafkaw.broker.gateway import Broker
 from kafkaw.broker.services import ClusterService, RetentionService
 from kafkaw.config import ConfigFileOptions, atLeast, positive
 from kafkaw.metrics import NO_METRICS, PrometheusMetrics, metricsSite
-from kafkaw.storage.interfaces import IStorageFactory, StorageError
+from kafkaw.storage.interfaces import IAclStore, IStorageFactory, StorageError
 from kafkaw.transport.tcp import KafkaFactory
 from kafkaw.transport.websocket import KafkaWebSocketFactory
 
@@ -53,6 +54,9 @@ class Options(ConfigFileOptions):
         ["no-auto-create-topics", None, "answer UnknownTopicOrPartition for unknown topics instead of creating them"],
         ["no-websocket", None, "serve no WebSocket endpoint (overrides --websocket)"],
         ["strict-0.8", None, "behave exactly as Kafka 0.8.0: serve v0 of Produce, Fetch, ListOffsets and Metadata only, and close the connection on anything else (ApiVersions included)"],
+        # ACLs
+        ["acls", None, "enforce ACLs (Kafka's SimpleAclAuthorizer rules); a connection that did not authenticate is User:ANONYMOUS"],
+        ["allow-everyone-if-no-acl", None, "with --acls, allow a resource without any ACL to everyone (Kafka's allow.everyone.if.no.acl.found) instead of to super users only"],
     ]
     optParameters = [
         ["data-dir", "d", "kafkaw-data", "directory for stored data"],
@@ -83,6 +87,7 @@ class Options(ConfigFileOptions):
         self["listen"] = []
         self["websocket"] = []
         self["websocket-allowed-origin"] = []
+        self["super-user"] = []
 
     def opt_listen(self, description):
         """Kafka (TCP) endpoint, as a strports string; repeatable [default: tcp:9092:interface=127.0.0.1]."""
@@ -96,6 +101,12 @@ class Options(ConfigFileOptions):
         """Browser Origin allowed on the WebSocket endpoints (e.g. https://app.example.com, https://*.example.com, *); repeatable [default: none: handshakes with an Origin header, i.e. from browsers, are refused]."""
         self["websocket-allowed-origin"].append(pattern)
 
+    def opt_super_user(self, principal):
+        """With --acls, a principal allowed everything whatever the ACLs say, e.g. User:admin; repeatable (default: none)."""
+        if not principal.startswith("User:") or len(principal) == len("User:"):
+            raise usage.UsageError(f"--super-user takes a principal User:NAME, not {principal!r}")
+        self["super-user"].append(principal)
+
     def postOptions(self):
         if not self["listen"]:
             self["listen"].append(DEFAULT_LISTEN)
@@ -108,6 +119,8 @@ class Options(ConfigFileOptions):
             raise usage.UsageError(
                 f"unknown storage {self['storage']!r}; available: {', '.join(sorted(backends))}"
             )
+        if (self["super-user"] or self["allow-everyone-if-no-acl"]) and not self["acls"]:
+            raise usage.UsageError("--super-user and --allow-everyone-if-no-acl need --acls")
 
 
 class BrokerService(service.MultiService):
@@ -157,6 +170,15 @@ def makeService(options, reactor=None):
         raise
 
 
+def _authorizer(options, store):
+    """The authorizer of --acls (None without it), deciding by the store's ACLs."""
+    if not options["acls"]:
+        return None
+    if not IAclStore.providedBy(store):
+        raise ValueError(f"--acls needs a storage backend that keeps ACLs; {options['storage']!r} does not")
+    return AclAuthorizer(store, options["super-user"], options["allow-everyone-if-no-acl"])
+
+
 def _brokerService(options, store, reactor):
     cluster = ClusterService(
         store,
@@ -192,6 +214,7 @@ def _brokerService(options, store, reactor):
         metrics=PrometheusMetrics(cluster, coordinator) if options["metrics"] else NO_METRICS,
         maxExpandedBytes=options["max-request-bytes"],
         offReactor=lambda f, *args: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args),
+        authorizer=_authorizer(options, store),
     )
     # What start-up loaded (every topic's services) lives as long as the
     # process: out of the collector's sight, a full collection stays short

@@ -9,6 +9,7 @@ replica of every partition, at leader epoch 0.
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from kafkaw.broker.authorizer import CLUSTER_NAME, Operation, ResourceType
 from kafkaw.broker.interfaces import TopicError
 from kafkaw.protocol import schema
 from kafkaw.protocol.errors import ErrorCode
@@ -22,6 +23,7 @@ DESCRIBE_CONFIGS = 32
 CREATE_PARTITIONS = 37
 
 _RESOURCE_TOPIC = 2
+_RESOURCE_BROKER = 4
 _SOURCE_TOPIC = 1  # DYNAMIC_TOPIC_CONFIG: set on the topic
 _SOURCE_DEFAULT = 5  # DEFAULT_CONFIG: what the broker applies when the topic sets nothing
 _NO_OPERATIONS = -(2**31)  # "authorized operations not asked for"
@@ -39,8 +41,17 @@ def metadata(header, request, gateway):
         if version == 0 and not topics:
             topics = None  # v0: an empty list asks for every topic; v1+ has null for that
     autoCreate = request.allowAutoTopicCreation if version >= 4 else True
+    refused = {}  # name -> error code, for topics the ACLs hide or may not create (--acls)
+    if broker.authorizer is not None and topics is not None:
+        refused = _refusedTopics(gateway, topics, autoCreate)
 
     def answer(described):
+        if refused:  # back in the order asked, with the refused topics
+            found = iter(described)
+            described = [(name, refused[name], 0) if name in refused else next(found) for name in topics]
+        elif topics is None and broker.authorizer is not None:
+            # Every topic: only those the principal may Describe, silently, as Kafka.
+            described = [d for d in described if gateway.sees(Operation.DESCRIBE, ResourceType.TOPIC, d[0])]
         partitionsOf = {}
         answers = []
         for name, error, count in described:
@@ -74,15 +85,43 @@ def metadata(header, request, gateway):
             },
         )
 
-    return cluster.describeTopics(topics, autoCreate).addCallback(answer)
+    asked = [name for name in topics if name not in refused] if refused else topics
+    return cluster.describeTopics(asked, autoCreate).addCallback(answer)
+
+
+def _refusedTopics(gateway, names, autoCreate):
+    """{name: error code} of the topics of a Metadata naming C{names} that
+    the ACLs refuse, as Kafka 2.3: 29 without Describe on the topic (whether
+    it exists or not), and 29 for an unknown one the principal may not
+    create (Create on the cluster or on the topic)."""
+    cluster = gateway.broker.cluster
+    refused = dict.fromkeys(gateway.denied(Operation.DESCRIBE, ResourceType.TOPIC, names), ErrorCode.TOPIC_AUTHORIZATION_FAILED)
+    if autoCreate and cluster.autoCreateTopics:
+        existing = cluster.topics()
+        unknown = [name for name in names if name not in existing and name not in refused]
+        if unknown and not gateway.allowed(Operation.CREATE, ResourceType.CLUSTER, CLUSTER_NAME):
+            refused.update(dict.fromkeys(gateway.denied(Operation.CREATE, ResourceType.TOPIC, unknown), ErrorCode.TOPIC_AUTHORIZATION_FAILED))
+    return refused
 
 
 def createTopics(header, request, gateway):
-    """Each topic is created (or, with validate_only, checked), or refused with its own error code."""
+    """Each topic is created (or, with validate_only, checked), or refused with its own error code.
+
+    With --acls, a topic needs Create on the cluster or on itself (else 29)."""
     version = header.apiVersion
-    d = gateway.broker.cluster.createTopics(request.topics, request.validateOnly)
+    topics = request.topics
+    denied = ()
+    if gateway.broker.authorizer is not None and not gateway.allowed(Operation.CREATE, ResourceType.CLUSTER, CLUSTER_NAME):
+        denied = gateway.denied(Operation.CREATE, ResourceType.TOPIC, [topic.name for topic in topics])
+    d = gateway.broker.cluster.createTopics([topic for topic in topics if topic.name not in denied], request.validateOnly)
 
     def answer(results):
+        if denied:  # back in the order asked, with the refused topics
+            created = iter(results)
+            results = [
+                (t.name, ErrorCode.TOPIC_AUTHORIZATION_FAILED, "Authorization failed.") if t.name in denied else next(created)
+                for t in topics
+            ]
         return schema.encodeResponse(
             CREATE_TOPICS, version, header.correlationId,
             {"topics": [{"name": name, "errorCode": code, "errorMessage": message} for name, code, message in results]},
@@ -104,10 +143,15 @@ def _topicErrors(reason, name, gateway):
 
 @defer.inlineCallbacks
 def deleteTopics(header, request, gateway):
-    """Each topic is deleted: data removed, parked fetches answered, or its own error code."""
+    """Each topic is deleted: data removed, parked fetches answered, or its
+    own error code (with --acls, 29 without Delete on it)."""
     cluster, coordinator = gateway.broker.cluster, gateway.broker.coordinator
+    denied = gateway.denied(Operation.DELETE, ResourceType.TOPIC, request.topicNames)
     results = []
     for name in request.topicNames:
+        if name in denied:
+            results.append({"name": name, "errorCode": ErrorCode.TOPIC_AUTHORIZATION_FAILED})
+            continue
         try:
             yield cluster.deleteTopic(name)
             if coordinator is not None:
@@ -122,9 +166,15 @@ def deleteTopics(header, request, gateway):
 
 @defer.inlineCallbacks
 def createPartitions(header, request, gateway):
+    """Each topic grows, or gets its error code (with --acls, 29 without Alter on it)."""
     cluster = gateway.broker.cluster
+    denied = gateway.denied(Operation.ALTER, ResourceType.TOPIC, [topic.name for topic in request.topics])
     results = []
     for topic in request.topics:
+        if topic.name in denied:
+            results.append({"name": topic.name, "errorCode": ErrorCode.TOPIC_AUTHORIZATION_FAILED,
+                            "errorMessage": "The topic authorization is failed."})
+            continue
         try:
             if topic.assignments is not None and any(
                 set(assignment.brokerIds) != {cluster.brokerId} for assignment in topic.assignments
@@ -150,6 +200,14 @@ def describeConfigs(header, request, gateway):
         result = {"resourceType": resource.resourceType, "resourceName": resource.resourceName, "errorCode": 0,
                   "errorMessage": None, "configs": []}
         results.append(result)
+        if resource.resourceType == _RESOURCE_TOPIC:
+            if not gateway.allowed(Operation.DESCRIBE_CONFIGS, ResourceType.TOPIC, resource.resourceName):
+                result.update(errorCode=ErrorCode.TOPIC_AUTHORIZATION_FAILED, errorMessage="Topic authorization failed.")
+                continue
+        elif resource.resourceType == _RESOURCE_BROKER:
+            if not gateway.allowed(Operation.DESCRIBE_CONFIGS, ResourceType.CLUSTER, CLUSTER_NAME):
+                result.update(errorCode=ErrorCode.CLUSTER_AUTHORIZATION_FAILED, errorMessage="Cluster authorization failed.")
+                continue
         if resource.resourceType != _RESOURCE_TOPIC:
             result.update(errorCode=ErrorCode.INVALID_REQUEST, errorMessage="only topic configs are served")
             continue
@@ -172,8 +230,9 @@ def describeConfigs(header, request, gateway):
 
 
 def initProducerId(header, request, gateway):
-    """A new producer id at epoch 0 for an idempotent producer; transactional
-    ids are refused (kafkaw has no transaction coordinator)."""
+    """A new producer id at epoch 0 for an idempotent producer (with --acls,
+    one allowed IdempotentWrite on the cluster, else 31, as Kafka 2.3);
+    transactional ids are refused (kafkaw has no transaction coordinator)."""
     version = header.apiVersion
 
     def answer(error, producerId=-1, producerEpoch=-1):
@@ -188,6 +247,8 @@ def initProducerId(header, request, gateway):
             transactionalId=request.transactionalId, peer=gateway.connection.peer,
         )
         return answer(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+    if not gateway.allowed(Operation.IDEMPOTENT_WRITE, ResourceType.CLUSTER, CLUSTER_NAME):
+        return answer(ErrorCode.CLUSTER_AUTHORIZATION_FAILED)
 
     def failed(reason):
         gateway.log.warn("allocating a producer id failed: {why}", why=reason.getErrorMessage())

@@ -14,12 +14,13 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from kafkaw.broker.authorizer import CLUSTER_NAME, Operation, ResourceType
 from kafkaw.broker.producers import ProducerError
 from kafkaw.broker.services import OffsetOutOfRange, PartitionGone
 from kafkaw.protocol import schema
 from kafkaw.protocol.api import ApiKey
 from kafkaw.protocol.errors import ErrorCode, InvalidMessage, MessageSetError
-from kafkaw.protocol.records import CODEC_ZSTD, downConvert, entrySize, producedBatches
+from kafkaw.protocol.records import CODEC_ZSTD, downConvert, entrySize, hasProducerId, producedBatches
 from kafkaw.storage.interfaces import StorageError
 
 _MAGIC_AT = 16  # offset int64, size int32, partition leader epoch (or CRC) int32
@@ -124,21 +125,44 @@ def _checkProduced(records, version):
     return None
 
 
+def _idempotent(topics):
+    """Does a Produce carry a batch of an idempotent producer (a producer id)?"""
+    return any(hasProducerId(item.records or b"") for topic in topics for item in topic.partitions)
+
+
 def produce(header, request, gateway):
-    """Append each partition's records; fires with the response, or None for acks=0."""
+    """Append each partition's records; fires with the response, or None for acks=0.
+
+    With --acls: Write on each topic (else 29 for its partitions, nothing
+    stored), and IdempotentWrite on the cluster for an idempotent
+    producer's batches (else 31 for every partition), as Kafka 2.3.
+    """
     cluster = gateway.broker.cluster
     version = header.apiVersion
     refused = None
+    denied = ()
     if request.acks not in _ACKS:
         refused = ErrorCode.INVALID_REQUIRED_ACKS
     elif request.transactionalId is not None:
         refused = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED  # no transaction coordinator here
+    elif gateway.broker.authorizer is not None:
+        # The batches are looked at only when IdempotentWrite is not allowed (the check is cheaper).
+        if (
+            not gateway.sees(Operation.IDEMPOTENT_WRITE, ResourceType.CLUSTER, CLUSTER_NAME)
+            and _idempotent(request.topics)
+            and not gateway.allowed(Operation.IDEMPOTENT_WRITE, ResourceType.CLUSTER, CLUSTER_NAME)
+        ):
+            refused = ErrorCode.CLUSTER_AUTHORIZATION_FAILED
+        else:
+            denied = gateway.denied(Operation.WRITE, ResourceType.TOPIC, [t.name for t in request.topics])
 
     def append(topic, item, result):
         result.update(partitionIndex=item.partitionIndex, errorCode=0, baseOffset=-1, logAppendTimeMs=-1, logStartOffset=-1)
         service = cluster.partition(topic, item.partitionIndex)
         records = item.records or b""
         code = refused
+        if code is None and topic in denied:
+            code = ErrorCode.TOPIC_AUTHORIZATION_FAILED
         if code is None:
             code = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if service is None else _checkProduced(records, version)
         if code is not None:
@@ -170,9 +194,13 @@ def listOffsets(header, request, gateway):
     timestamp) of the first record at or after a time, or the log start or end."""
     cluster = gateway.broker.cluster
     version = header.apiVersion
+    denied = gateway.denied(Operation.DESCRIBE, ResourceType.TOPIC, [t.name for t in request.topics])
 
     def look(topic, item, result):
         result.update(partitionIndex=item.partitionIndex, errorCode=0, oldStyleOffsets=[], timestamp=-1, offset=-1, leaderEpoch=0)
+        if topic in denied:
+            result["errorCode"] = ErrorCode.TOPIC_AUTHORIZATION_FAILED
+            return None
         service = cluster.partition(topic, item.partitionIndex)
         if service is None:
             result["errorCode"] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
@@ -205,7 +233,15 @@ def fetch(header, request, gateway):
             ApiKey.FETCH, version, header.correlationId,
             {"errorCode": ErrorCode.FETCH_SESSION_ID_NOT_FOUND, "sessionId": 0, "topics": []},
         )
-    return _Fetch(gateway.broker, header, request, _onePerPartition(request.topics), gateway).start()
+    topics = _onePerPartition(request.topics)
+    names = [name for name, _ in topics]
+    if request.replicaId >= 0 and gateway.broker.authorizer is not None:
+        # A follower's fetch needs ClusterAction on the cluster, as in Kafka.
+        allowed = gateway.allowed(Operation.CLUSTER_ACTION, ResourceType.CLUSTER, CLUSTER_NAME)
+        denied = frozenset() if allowed else frozenset(names)
+    else:
+        denied = gateway.denied(Operation.READ, ResourceType.TOPIC, names)
+    return _Fetch(gateway.broker, header, request, topics, gateway, denied).start()
 
 
 def _onePerPartition(topics):
@@ -245,8 +281,9 @@ class _Fetch:
     C{max_wait} has passed.
     """
 
-    def __init__(self, broker, header, request, topics, gateway):
+    def __init__(self, broker, header, request, topics, gateway, denied=frozenset()):
         self._broker = broker
+        self._denied = denied  # topics the principal may not read (--acls): error 29
         self._header = header
         self._request = request
         self._topics = topics
@@ -269,6 +306,8 @@ class _Fetch:
             self._timer = False  # answered with what is there: the connection closes after it
         elif self._request.maxWait > 0 and self._request.minBytes > 0:
             for topic, partitions in self._topics:
+                if topic in self._denied:
+                    continue
                 for item in partitions:
                     service = self._broker.cluster.partition(topic, item.partitionIndex)
                     if service is not None:
@@ -287,6 +326,9 @@ class _Fetch:
                 partitionIndex=item.partitionIndex, errorCode=0, highWatermark=-1, lastStableOffset=-1,
                 logStartOffset=-1, aborted=[], preferredReadReplica=-1, records=b"",
             )
+            if topic in self._denied:
+                result["errorCode"] = ErrorCode.TOPIC_AUTHORIZATION_FAILED
+                return None
             service = cluster.partition(topic, item.partitionIndex)
             if service is None:
                 result["errorCode"] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION

@@ -13,7 +13,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface
 
-from kafkaw.broker import admin, data, groups
+from kafkaw.broker import acls, admin, data, groups
+from kafkaw.broker.authorizer import ANONYMOUS, Operation, ResourceType
 from kafkaw.metrics import NO_METRICS
 from kafkaw.protocol import api, apiversions, schema
 from kafkaw.protocol.api import ApiKey
@@ -23,6 +24,8 @@ log = Logger()
 
 # The pause reason a transport gives when its client does not read responses.
 SLOW_READER = "slow reader"
+_DENIALS_LOGGED = 100  # denials logged per connection, at most (each resource once)
+_NOTHING = frozenset()
 
 
 class IKafkaConnection(Interface):
@@ -68,8 +71,11 @@ class Broker:
         metrics=NO_METRICS,
         maxExpandedBytes=100 * 1024 * 1024,
         offReactor=defer.maybeDeferred,
+        authorizer=None,
     ):
         self.cluster = cluster
+        # The IAuthorizer deciding every request (--acls); None: everything is allowed.
+        self.authorizer = authorizer
         self.coordinator = coordinator  # the IGroupCoordinator of every group; None: groups not served
         self.metrics = metrics  # an IBrokerMetrics
         self.clock = clock
@@ -145,7 +151,18 @@ _GROUP_APIS = [
     (groups.LIST_GROUPS, 0, 2, groups.listGroups),
     (groups.DELETE_GROUPS, 0, 1, groups.deleteGroups),
 ]
+# The ACL APIs: served with or without an authorizer (without one they answer
+# SECURITY_DISABLED, as Kafka does); (..., check) refuses what Kafka cannot parse.
+_ACL_APIS = [
+    (acls.DESCRIBE_ACLS, 0, 1, acls.describeAcls, None),
+    (acls.CREATE_ACLS, 0, 1, acls.createAcls, acls.checkCreations),
+    (acls.DELETE_ACLS, 0, 1, acls.deleteAcls, None),
+]
 _KAFKA_08 = (ApiKey.PRODUCE, ApiKey.FETCH, ApiKey.LIST_OFFSETS, ApiKey.METADATA)
+
+
+def _decodeChecked(apiKey, version, check, reader):
+    return check(schema.decodeRequestBody(apiKey, version, reader))
 
 
 def servedHandlers(strict08, groupsServed=True):
@@ -154,13 +171,17 @@ def servedHandlers(strict08, groupsServed=True):
     C{groupsServed}), or with C{strict08} only what Kafka 0.8.0 served.
     ApiVersions lists exactly this table."""
     handlers = {}
-    for apiKey, low, high, handle in _SERVED + (_GROUP_APIS if groupsServed else []):
+    for apiKey, low, high, handle, *check in _SERVED + (_GROUP_APIS if groupsServed else []) + _ACL_APIS:
         if strict08:
             if apiKey not in _KAFKA_08:
                 continue
             high = 0
         for version in range(low, high + 1):
-            handlers[(apiKey, version)] = (functools.partial(schema.decodeRequestBody, apiKey, version), handle)
+            if check and check[0] is not None:
+                decode = functools.partial(_decodeChecked, apiKey, version, check[0])
+            else:
+                decode = functools.partial(schema.decodeRequestBody, apiKey, version)
+            handlers[(apiKey, version)] = (decode, handle)
     if not strict08:
         for version in range(apiversions.FIRST_FLEXIBLE_VERSION):
             handlers[(apiversions.API_VERSIONS, version)] = (apiversions.decodeRequest, apiVersions)
@@ -187,6 +208,9 @@ class Gateway:
     def __init__(self, broker, connection):
         self.broker = broker
         self.connection = connection
+        self.principal = ANONYMOUS  # "User:NAME" once the connection authenticated (SASL)
+        self.host = groups.peerHost(connection.peer) or ""  # the client's IP address, as ACLs name hosts ("": a unix socket)
+        self._denialsLogged = set()  # (operation, resource type, name) denied and logged
         self.parked = set()  # unanswered fetches, cancelled when the connection goes
         self._slots = collections.deque()  # [response chunks or None, api key, time received], in request order
         self._inFlight = 0
@@ -417,6 +441,47 @@ class Gateway:
                 self._drainBacklog()
                 if not self._pauses and not self._closed and not self._closeWhenAnswered:
                     self.connection.resumeReading()
+
+    # --- ACLs ---
+
+    def allowed(self, operation, resourceType, name):
+        """May this connection's principal do C{operation} on the resource?
+        Always, without --acls. A denial is counted (metrics) and logged,
+        once per connection and resource."""
+        authorizer = self.broker.authorizer
+        if authorizer is None or authorizer.authorize(self.principal, self.host, operation, resourceType, name):
+            return True
+        self.broker.metrics.authorizationDenied(operation)
+        denied = self._denialsLogged
+        if len(denied) < _DENIALS_LOGGED and (operation, resourceType, name) not in denied:
+            denied.add((operation, resourceType, name))
+            self.log.info(
+                "denied {principal} from {peer}: {operation} on {resourceType} {name!r} (the ACLs do not allow it)",
+                principal=self.principal, peer=self.connection.peer, operation=Operation(operation).name,
+                resourceType=ResourceType(resourceType).name, name=name,
+            )
+        return False
+
+    def denied(self, operation, resourceType, names):
+        """The set of C{names} (of resources of C{resourceType}) on which
+        L{allowed} says no to C{operation}; empty without --acls. Each
+        denial is counted and logged once (the allowed ones, the usual case,
+        cost one authorizer call each and nothing more)."""
+        authorizer = self.broker.authorizer
+        if authorizer is None:
+            return _NOTHING
+        authorize, principal, host = authorizer.authorize, self.principal, self.host
+        refused = [name for name in names if not authorize(principal, host, operation, resourceType, name)]
+        if not refused:
+            return _NOTHING
+        return {name for name in set(refused) if not self.allowed(operation, resourceType, name)}
+
+    def sees(self, operation, resourceType, name):
+        """As L{allowed}, neither counted nor logged: for lists filtered by what the principal may see."""
+        authorizer = self.broker.authorizer
+        return authorizer is None or authorizer.authorize(self.principal, self.host, operation, resourceType, name)
+
+    # --- end of ACLs ---
 
     def connectionLost(self):
         """The connection is gone (may be called more than once)."""

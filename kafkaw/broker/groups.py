@@ -11,6 +11,7 @@ import re
 
 from twisted.internet import defer
 
+from kafkaw.broker.authorizer import CLUSTER_NAME, Operation, ResourceType
 from kafkaw.protocol import schema
 from kafkaw.protocol.errors import ErrorCode
 
@@ -26,14 +27,22 @@ LIST_GROUPS = 16
 DELETE_GROUPS = 42
 
 _KEY_TYPE_GROUP = 0
+_KEY_TYPE_TRANSACTION = 1
 _NO_OPERATIONS = -(2**31)
 _HOST = re.compile(r"host='([^']*)'|^tcp6?:(.*):\d+$")
 
 
+def peerHost(peer):
+    """The client's IP address in a transport's C{peer} string (Twisted's
+    address repr, Autobahn's "tcp:HOST:PORT"), or None (a unix socket)."""
+    match = _HOST.search(str(peer))
+    return (match.group(1) or match.group(2)) if match else None
+
+
 def _clientHost(peer):
     """The client's host as Kafka's DescribeGroups shows it ("/127.0.0.1")."""
-    match = _HOST.search(str(peer))
-    return "/" + (match.group(1) or match.group(2)) if match else str(peer)
+    host = peerHost(peer)
+    return str(peer) if host is None else "/" + host
 
 
 def _encode(apiKey, header, value):
@@ -44,6 +53,17 @@ def findCoordinator(header, request, gateway):
     """Groups: this broker, at the address the client reached (or the
     advertised one). Transactions have no coordinator here."""
     broker = gateway.broker
+    refused = None
+    if request.keyType == _KEY_TYPE_GROUP and not gateway.allowed(Operation.DESCRIBE, ResourceType.GROUP, request.key):
+        refused = ErrorCode.GROUP_AUTHORIZATION_FAILED
+    elif request.keyType == _KEY_TYPE_TRANSACTION and not gateway.allowed(
+        Operation.DESCRIBE, ResourceType.TRANSACTIONAL_ID, request.key
+    ):
+        refused = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    if refused is not None:
+        return _encode(FIND_COORDINATOR, header, {
+            "errorCode": refused, "errorMessage": None, "nodeId": -1, "host": "", "port": -1,
+        })
     if request.keyType != _KEY_TYPE_GROUP:
         return _encode(FIND_COORDINATOR, header, {
             "errorCode": ErrorCode.COORDINATOR_NOT_AVAILABLE, "errorMessage": "transactions are not served",
@@ -57,8 +77,18 @@ def findCoordinator(header, request, gateway):
     })
 
 
+def _mayRead(gateway, groupId):
+    """May the principal use group C{groupId} (Read on it, --acls)?"""
+    return gateway.allowed(Operation.READ, ResourceType.GROUP, groupId)
+
+
 def joinGroup(header, request, gateway):
     version = header.apiVersion
+    if not _mayRead(gateway, request.groupId):
+        return _encode(JOIN_GROUP, header, {
+            "errorCode": ErrorCode.GROUP_AUTHORIZATION_FAILED, "generationId": -1, "protocolName": "", "leader": "",
+            "memberId": "", "members": [],
+        })
     instanceId = request.groupInstanceId if version >= 5 else None
     d = gateway.broker.coordinator.joinGroup(
         request.groupId, request.memberId, instanceId, request.protocolType,
@@ -78,6 +108,8 @@ def joinGroup(header, request, gateway):
 
 
 def syncGroup(header, request, gateway):
+    if not _mayRead(gateway, request.groupId):
+        return _encode(SYNC_GROUP, header, {"errorCode": ErrorCode.GROUP_AUTHORIZATION_FAILED, "assignment": b""})
     instanceId = request.groupInstanceId if header.apiVersion >= 3 else None
     d = gateway.broker.coordinator.syncGroup(
         request.groupId, request.generationId, request.memberId, instanceId,
@@ -87,25 +119,38 @@ def syncGroup(header, request, gateway):
 
 
 def heartbeat(header, request, gateway):
+    if not _mayRead(gateway, request.groupId):
+        return _encode(HEARTBEAT, header, {"errorCode": ErrorCode.GROUP_AUTHORIZATION_FAILED})
     instanceId = request.groupInstanceId if header.apiVersion >= 3 else None
     error = gateway.broker.coordinator.heartbeat(request.groupId, request.generationId, request.memberId, instanceId)
     return _encode(HEARTBEAT, header, {"errorCode": error})
 
 
 def leaveGroup(header, request, gateway):
+    if not _mayRead(gateway, request.groupId):
+        return _encode(LEAVE_GROUP, header, {"errorCode": ErrorCode.GROUP_AUTHORIZATION_FAILED})
     error = gateway.broker.coordinator.leaveGroup(request.groupId, request.memberId)
     return _encode(LEAVE_GROUP, header, {"errorCode": error})
 
 
 def offsetCommit(header, request, gateway):
     """Offsets of partitions that exist go to the coordinator in one commit;
-    those of unknown topics or partitions get error 3, as Kafka answers."""
+    those of unknown topics or partitions get error 3, as Kafka answers.
+    With --acls: Read on the group (else 30 for all) and on each topic (else 29)."""
     version = header.apiVersion
     cluster = gateway.broker.cluster
+    if not _mayRead(gateway, request.groupId):
+        refused = {(t.name, p.partitionIndex): ErrorCode.GROUP_AUTHORIZATION_FAILED for t in request.topics for p in t.partitions}
+    else:
+        denied = gateway.denied(Operation.READ, ResourceType.TOPIC, [t.name for t in request.topics])
+        refused = {(t.name, p.partitionIndex): ErrorCode.TOPIC_AUTHORIZATION_FAILED
+                   for t in request.topics if t.name in denied for p in t.partitions}
     offsets, unknown = {}, set()
     for topic in request.topics:
         for p in topic.partitions:
             key = (topic.name, p.partitionIndex)
+            if key in refused:
+                continue
             if cluster.partition(*key) is None:
                 unknown.add(key)
             else:
@@ -125,8 +170,9 @@ def offsetCommit(header, request, gateway):
         return _encode(OFFSET_COMMIT, header, {"topics": [
             {"name": topic.name, "partitions": [
                 {"partitionIndex": p.partitionIndex,
-                 "errorCode": ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if (topic.name, p.partitionIndex) in unknown
-                 else errors[topic.name, p.partitionIndex]}
+                 "errorCode": refused.get((topic.name, p.partitionIndex))
+                 or (ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if (topic.name, p.partitionIndex) in unknown
+                     else errors[topic.name, p.partitionIndex])}
                 for p in topic.partitions
             ]}
             for topic in request.topics
@@ -136,19 +182,41 @@ def offsetCommit(header, request, gateway):
 
 
 def offsetFetch(header, request, gateway):
-    partitions = None
+    """With --acls: Describe on the group (else 30) and on each topic (else
+    29 for its partitions; asked for all, the others are left out), as Kafka."""
+    version = header.apiVersion
+    if not gateway.allowed(Operation.DESCRIBE, ResourceType.GROUP, request.groupId):
+        error = ErrorCode.GROUP_AUTHORIZATION_FAILED
+        topics = []
+        if version < 2:  # no top-level error code: each partition asked says it
+            topics = [{"name": t.name, "partitions": [
+                {"partitionIndex": index, "committedOffset": -1, "committedLeaderEpoch": -1, "metadata": "", "errorCode": error}
+                for index in t.partitionIndexes
+            ]} for t in request.topics or []]
+        return _encode(OFFSET_FETCH, header, {"errorCode": error, "topics": topics})
+    partitions = denied = None
     if request.topics is not None:
-        partitions = [(topic.name, index) for topic in request.topics for index in topic.partitionIndexes]
+        denied = gateway.denied(Operation.DESCRIBE, ResourceType.TOPIC, [t.name for t in request.topics])
+        partitions = [(t.name, index) for t in request.topics if t.name not in denied for index in t.partitionIndexes]
     d = gateway.broker.coordinator.fetchOffsets(request.groupId, partitions)
 
     def answer(fetched):
         error, offsets = fetched
         byTopic = {}
         for (topic, partition), found in sorted(offsets.items()):
+            if denied is None and not gateway.sees(Operation.DESCRIBE, ResourceType.TOPIC, topic):
+                continue
             byTopic.setdefault(topic, []).append({
                 "partitionIndex": partition, "committedOffset": found.offset, "committedLeaderEpoch": found.leaderEpoch,
                 "metadata": found.metadata, "errorCode": found.errorCode,
             })
+        for t in request.topics or []:
+            if t.name in denied:
+                byTopic.setdefault(t.name, []).extend(
+                    {"partitionIndex": index, "committedOffset": -1, "committedLeaderEpoch": -1, "metadata": "",
+                     "errorCode": ErrorCode.TOPIC_AUTHORIZATION_FAILED}
+                    for index in t.partitionIndexes
+                )
         return _encode(OFFSET_FETCH, header, {
             "errorCode": error, "topics": [{"name": topic, "partitions": parts} for topic, parts in byTopic.items()],
         })
@@ -157,7 +225,10 @@ def offsetFetch(header, request, gateway):
 
 
 def listGroups(header, request, gateway):
+    """Every group, or with --acls and no Describe on the cluster, those the principal may Describe."""
     groups = gateway.broker.coordinator.listGroups()
+    if not gateway.sees(Operation.DESCRIBE, ResourceType.CLUSTER, CLUSTER_NAME):
+        groups = [g for g in groups if gateway.sees(Operation.DESCRIBE, ResourceType.GROUP, g.groupId)]
     return _encode(LIST_GROUPS, header, {
         "errorCode": 0, "groups": [{"groupId": g.groupId, "protocolType": g.protocolType} for g in groups],
     })
@@ -167,6 +238,12 @@ def describeGroups(header, request, gateway):
     coordinator = gateway.broker.coordinator
     described = []
     for groupId in request.groups:
+        if not gateway.allowed(Operation.DESCRIBE, ResourceType.GROUP, groupId):
+            described.append({
+                "errorCode": ErrorCode.GROUP_AUTHORIZATION_FAILED, "groupId": groupId, "groupState": "", "protocolType": "",
+                "protocolData": "", "members": [], "authorizedOperations": 0,
+            })
+            continue
         group = coordinator.describeGroup(groupId)
         described.append({
             "errorCode": group.errorCode, "groupId": group.groupId, "groupState": group.state,
@@ -182,7 +259,14 @@ def describeGroups(header, request, gateway):
 
 
 def deleteGroups(header, request, gateway):
-    d = gateway.broker.coordinator.deleteGroups(request.groupsNames)
-    return d.addCallback(lambda errors: _encode(DELETE_GROUPS, header, {
-        "results": [{"groupId": groupId, "errorCode": error} for groupId, error in errors.items()],
-    }))
+    """Each group is deleted, or gets its error code (with --acls, 30 without Delete on it)."""
+    denied = gateway.denied(Operation.DELETE, ResourceType.GROUP, request.groupsNames)
+    d = gateway.broker.coordinator.deleteGroups([g for g in request.groupsNames if g not in denied])
+
+    def answer(errors):
+        errors.update(dict.fromkeys(denied, ErrorCode.GROUP_AUTHORIZATION_FAILED))
+        return _encode(DELETE_GROUPS, header, {
+            "results": [{"groupId": groupId, "errorCode": error} for groupId, error in errors.items()],
+        })
+
+    return d.addCallback(answer)

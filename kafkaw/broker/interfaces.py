@@ -19,6 +19,7 @@ class IClusterService(Interface):
 
     brokerId = Attribute("This broker's node id, leader and only replica of every partition.")
     clusterId = Attribute("The cluster id Metadata v2+ reports: stable for a data dir.")
+    autoCreateTopics = Attribute("Whether Metadata may create unknown topics (the broker's setting).")
 
     def topics():
         """Existing topics: C{dict} of name to partition count."""

@@ -393,7 +393,7 @@ class ClusterService:
         self._clock = clock
         self.brokerId = brokerId
         self._numPartitions = numPartitions
-        self._autoCreate = autoCreateTopics
+        self.autoCreateTopics = self._autoCreate = autoCreateTopics
         self._maxExpandedBytes = maxExpandedBytes
         # What a topic config left unset means: the broker's own settings.
         self._defaults = {

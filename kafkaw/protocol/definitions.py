@@ -694,6 +694,146 @@ DESCRIBE_CONFIGS = Api(
     ),
 )
 
+# --- ACLs (CreateAcls, DescribeAcls, DeleteAcls) -----------------------------
+
+DESCRIBE_ACLS = Api(
+    29,
+    "DescribeAcls",
+    0,
+    1,
+    Struct(
+        "DescribeAclsRequest",
+        [
+            F("ResourceType", "int8"),
+            F("ResourceNameFilter", "string", nullable="0+"),
+            F("ResourcePatternType", "int8", "1+", default=3),
+            F("PrincipalFilter", "string", nullable="0+"),
+            F("HostFilter", "string", nullable="0+"),
+            F("Operation", "int8"),
+            F("PermissionType", "int8"),
+        ],
+    ),
+    Struct(
+        "DescribeAclsResponse",
+        [
+            F(THROTTLE, "int32"),
+            F("ErrorCode", "int16"),
+            F("ErrorMessage", "string", nullable="0+"),
+            F(
+                "Resources",
+                "[]DescribeAclsResource",
+                fields=[
+                    F("Type", "int8"),
+                    F("Name", "string"),
+                    F("PatternType", "int8", "1+", default=3),
+                    F(
+                        "Acls",
+                        "[]AclDescription",
+                        fields=[
+                            F("Principal", "string"),
+                            F("Host", "string"),
+                            F("Operation", "int8"),
+                            F("PermissionType", "int8"),
+                        ],
+                    ),
+                ],
+            ),
+        ],
+    ),
+)
+
+CREATE_ACLS = Api(
+    30,
+    "CreateAcls",
+    0,
+    1,
+    Struct(
+        "CreateAclsRequest",
+        [
+            F(
+                "Creations",
+                "[]CreatableAcl",
+                fields=[
+                    F("ResourceType", "int8"),
+                    F("ResourceName", "string"),
+                    F("ResourcePatternType", "int8", "1+", default=3),
+                    F("Principal", "string"),
+                    F("Host", "string"),
+                    F("Operation", "int8"),
+                    F("PermissionType", "int8"),
+                ],
+            ),
+        ],
+    ),
+    Struct(
+        "CreateAclsResponse",
+        [
+            F(THROTTLE, "int32"),
+            F(
+                "Results",
+                "[]CreatableAclResult",
+                fields=[F("ErrorCode", "int16"), F("ErrorMessage", "string", nullable="0+")],
+            ),
+        ],
+    ),
+)
+
+DELETE_ACLS = Api(
+    31,
+    "DeleteAcls",
+    0,
+    1,
+    Struct(
+        "DeleteAclsRequest",
+        [
+            F(
+                "Filters",
+                "[]DeleteAclsFilter",
+                fields=[
+                    F("ResourceTypeFilter", "int8"),
+                    F("ResourceNameFilter", "string", nullable="0+"),
+                    F("PatternTypeFilter", "int8", "1+", default=3),
+                    F("PrincipalFilter", "string", nullable="0+"),
+                    F("HostFilter", "string", nullable="0+"),
+                    F("Operation", "int8"),
+                    F("PermissionType", "int8"),
+                ],
+            ),
+        ],
+    ),
+    Struct(
+        "DeleteAclsResponse",
+        [
+            F(THROTTLE, "int32"),
+            F(
+                "FilterResults",
+                "[]DeleteAclsFilterResult",
+                fields=[
+                    F("ErrorCode", "int16"),
+                    F("ErrorMessage", "string", nullable="0+"),
+                    F(
+                        "MatchingAcls",
+                        "[]DeleteAclsMatchingAcl",
+                        fields=[
+                            F("ErrorCode", "int16"),
+                            F("ErrorMessage", "string", nullable="0+"),
+                            F("ResourceType", "int8"),
+                            F("ResourceName", "string"),
+                            F("PatternType", "int8", "1+", default=3),
+                            F("Principal", "string"),
+                            F("Host", "string"),
+                            F("Operation", "int8"),
+                            F("PermissionType", "int8"),
+                        ],
+                    ),
+                ],
+            ),
+        ],
+    ),
+)
+
+# --- end of ACLs --------------------------------------------------------------
+
 SASL_AUTHENTICATE = Api(
     36,
     "SaslAuthenticate",
@@ -785,5 +925,9 @@ APIS = {
         SASL_AUTHENTICATE,
         CREATE_PARTITIONS,
         DELETE_GROUPS,
+        # ACLs
+        DESCRIBE_ACLS,
+        CREATE_ACLS,
+        DELETE_ACLS,
     )
 }

@@ -143,6 +143,26 @@ def readBatchHeader(data, position=0):
 # --- the produce path ------------------------------------------------------
 
 
+_PRODUCER_ID_AT = 43  # in a v2 batch: after baseOffset .. maxTimestamp
+_INT64 = struct.Struct(">q")
+
+
+def hasProducerId(data):
+    """Does a v2 batch of produced C{data} carry a producer id (>= 0), as an
+    idempotent producer's do? Reads the headers only and checks nothing:
+    C{producedBatches} and C{assignOffsets} refuse what does not parse."""
+    position, end = 0, len(data) - _PRODUCER_ID_AT - 8
+    unpackSize, unpackId = _ENTRY_HEAD.unpack_from, _INT64.unpack_from
+    while position <= end:
+        if data[position + _MAGIC_AT] == MAGIC_V2 and unpackId(data, position + _PRODUCER_ID_AT)[0] >= 0:
+            return True
+        size = unpackSize(data, position)[1]
+        if size <= 0:
+            return False
+        position += LOG_OVERHEAD + size
+    return False
+
+
 def producedBatches(data):
     """The header fields of each v2 batch of a produced set; [] for magic 0/1.
 

@@ -9,6 +9,7 @@ module and C{twistd kafkaw --storage NAME} picks it up.
 
 import base64
 import uuid
+from typing import NamedTuple
 
 from zope.interface import Attribute, Interface
 
@@ -407,3 +408,82 @@ class IPartitionLog(Interface):
             stopped because the store is closing).
         @raise ValueError: (in the Deferred) C{offset} is above C{endOffset}.
         """
+
+
+# --- ACLs: IAclStore -----------------------------------------------------------
+
+
+class AclBinding(NamedTuple):
+    """One access control entry on one resource pattern, with Kafka's codes
+    (L{kafkaw.broker.authorizer} names them): storage keeps them as given."""
+
+    resourceType: int  # 2 topic, 3 group, 4 cluster, 5 transactional id, 6 delegation token
+    resourceName: str
+    patternType: int  # 3 literal, 4 prefixed
+    principal: str  # "User:alice", "User:*"
+    host: str  # "*" or an IP address
+    operation: int  # 2 All, 3 Read, 4 Write, ... 12 IdempotentWrite
+    permission: int  # 2 Deny, 3 Allow
+
+
+_INT8 = range(-(1 << 7), 1 << 7)
+
+
+def checkAclBindings(bindings):
+    """The C{bindings} of L{IAclStore.addAcls} or C{removeAcls} as a C{set}
+    of L{AclBinding}; C{ValueError} for anything else, so both backends
+    refuse the same values."""
+    checked = set()
+    for binding in bindings:
+        if not isinstance(binding, tuple) or len(binding) != len(AclBinding._fields):
+            raise ValueError(f"an ACL is an AclBinding: {binding!r:.80}")
+        binding = AclBinding(*binding)
+        for name in ("resourceType", "patternType", "operation", "permission"):
+            if not _isInt(getattr(binding, name), _INT8):
+                raise ValueError(f"{name} must be an int8: {getattr(binding, name)!r}")
+        for name in ("resourceName", "principal", "host"):
+            _checkString(name, getattr(binding, name))
+        checked.add(binding)
+    return checked
+
+
+class IAclStore(Interface):
+    """The access control lists of one broker, kept with its data.
+
+    Storage only keeps them: what they allow is the authorizer's business
+    (L{kafkaw.broker.authorizer}).
+    """
+
+    def acls():
+        """Every stored ACL (in memory): a C{frozenset} of L{AclBinding}.
+
+        Loaded when the store is opened; changed by L{addAcls} and
+        L{removeAcls} once they are stored, not before. The same object
+        until the ACLs change, a new one after: callers that index them
+        tell a change by identity.
+        """
+
+    def addAcls(bindings):
+        """Store ACLs, in one atomic write; ones already stored stay, once.
+
+        @param bindings: an iterable of L{AclBinding} (or 7-tuples).
+        @return: Deferred firing with C{None} once stored (and synced, if
+            the store was opened with C{sync}): from then on they survive a
+            restart and L{acls} shows them.
+        @raise ValueError: (in the Deferred) a value out of range or of the
+            wrong type; nothing is stored.
+        @raise StorageError: (in the Deferred) the write failed, or the
+            store is closing; nothing changes in memory.
+        """
+
+    def removeAcls(bindings):
+        """Delete ACLs, in one atomic write; ones not stored are skipped.
+
+        @return: Deferred firing with C{None} once the deletion is stored;
+            L{acls} changes then, not before.
+        @raise ValueError: (in the Deferred) as L{addAcls}.
+        @raise StorageError: (in the Deferred) as L{addAcls}.
+        """
+
+
+# --- end of ACLs ---------------------------------------------------------------

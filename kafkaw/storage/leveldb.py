@@ -18,6 +18,8 @@ Key layout (all integers big-endian, so key order is log order):
     O <group length int16><group UTF-8><topic length int16><topic UTF-8><partition int32>
                                             -> a committed offset: offset int64, leader epoch int32,
                                                commit timestamp int64, metadata (int16 length, -1: null, UTF-8)
+    A <resource type int8><pattern type int8><resource name string><principal string><host string>
+      <operation int8><permission int8>     -> (empty) one ACL; strings as int16 length and UTF-8
 
 Each append writes its message set (or, for a big one, first to a segment
 file, then its pointer: see L{kafkaw.storage.segments}), its time-index
@@ -63,7 +65,13 @@ counts are summed once at start-up. Stores written before cluster ids,
 producer ids and topic deletion (no C{S}, C{X} or C{P} keys) get a cluster
 id when first opened and work as they are
 (tests/unit/test_leveldb_7a50f63.py); stores written before committed
-offsets (no C{O} keys) open without any.
+offsets (no C{O} keys) open without any, and those written before ACLs (no
+C{A} keys) without ACLs.
+
+ACLs (C{A} keys) are the whole binding in the key, so a set of them is a
+set of keys: adding one already stored rewrites the same key. They are all
+read at open; each L{LevelDBStore.addAcls} or C{removeAcls} is one
+C{WriteBatch}.
 """
 
 import contextlib
@@ -82,14 +90,17 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from kafkaw.protocol.primitives import INT16, INT32, Reader, encodeString
+from kafkaw.protocol.primitives import INT8, INT16, INT32, Reader, encodeString
 from kafkaw.protocol.records import storedEntriesIntact
 from kafkaw.storage import segments
 from kafkaw.storage.interfaces import (
+    AclBinding,
+    IAclStore,
     IPartitionLog,
     IStorageFactory,
     IStore,
     StorageError,
+    checkAclBindings,
     checkOffsetCommit,
     checkPartitions,
     forgetTopicOffsets,
@@ -220,6 +231,31 @@ def _readCommittedOffsets(db):
         groupOffsets[(topic, partition)] = (offset, leaderEpoch, metadata, commitTimestamp)
         groupKeys.setdefault(topic, set()).add(partition)
     return offsets, keys
+
+
+# --- ACLs (A keys) ---
+
+
+def _aclKey(binding):
+    """The C{A} key holding one L{AclBinding}."""
+    return b"".join((
+        b"A", INT8.pack(binding.resourceType), INT8.pack(binding.patternType), encodeString(binding.resourceName),
+        encodeString(binding.principal), encodeString(binding.host), INT8.pack(binding.operation), INT8.pack(binding.permission),
+    ))
+
+
+def _readAcls(db):
+    """Every stored ACL: a C{frozenset} of L{AclBinding} (at start-up)."""
+    acls = set()
+    for key in db.iterator(prefix=b"A", include_value=False):
+        reader = Reader(key, 1)
+        resourceType, patternType = reader.int8(), reader.int8()
+        name, principal, host = reader.string(), reader.string(), reader.string()
+        acls.add(AclBinding(resourceType, name, patternType, principal, host, reader.int8(), reader.int8()))
+    return frozenset(acls)
+
+
+# --- end of ACLs ---
 
 
 class _Topic:
@@ -663,7 +699,7 @@ class _WriterThread:
                 self._thread.join()
 
 
-@implementer(IStore)
+@implementer(IStore, IAclStore)
 class LevelDBStore:
     """A LevelDB database holding every topic of one broker."""
 
@@ -708,6 +744,7 @@ class LevelDBStore:
             self._loadTopics()
             self._removeOrphanSegments()
             self._offsets, self._offsetKeys = _readCommittedOffsets(self.db)
+            self._acls = _readAcls(self.db)
             storedTopicId = self.db.get(_NEXT_TOPIC_ID_KEY)
             storedProducerId = self.db.get(_NEXT_PRODUCER_ID_KEY)
         except plyvel.Error as e:
@@ -1099,13 +1136,15 @@ class LevelDBStore:
         if self._closing is not None:
             return
         logs = [log for topic in self._topics.values() for log in topic.logs]
-        stored, offsets = yield threads.deferToThreadPool(self._reactor, self._writer, self._reopen, logs)
+        stored, offsets, acls = yield threads.deferToThreadPool(self._reactor, self._writer, self._reopen, logs)
         # Here, not in the writer thread: callbacks of the last write before
         # the reopen may have moved these after the reopen started.
         for log, (bounds, producerStates) in zip(logs, stored):
             log._reload(bounds, producerStates)
         # A commit whose write failed may be durable all the same: what is stored counts.
         self._offsets = offsets
+        if acls != self._acls:  # so may an ACL change
+            self._acls = acls
         self._failure = None
         self._log.info(
             "LevelDB is writable again after {seconds:.1f} s (reopened {path})",
@@ -1135,10 +1174,11 @@ class LevelDBStore:
         try:
             stored = [(self.db.get(log._boundsKey), log._readProducerStates(self.db)) for log in logs]
             offsets, self._offsetKeys = _readCommittedOffsets(self.db)
+            acls = _readAcls(self.db)
         except plyvel.Error as e:
             raise StorageError(f"cannot read LevelDB at {self._path}: {_describe(e)}") from None
         self._writesStopped = None
-        return stored, offsets
+        return stored, offsets, acls
 
     def _checkRoom(self):
         """Raise L{StorageError} unless the data directory has room for a reopen.
@@ -1540,6 +1580,45 @@ class LevelDBStore:
 
     def partitionLog(self, topic, partition):
         return self._topics[topic].logs[partition]
+
+    # --- ACLs (IAclStore) ---
+
+    def acls(self):
+        return self._acls
+
+    def addAcls(self, bindings):
+        return self._changeAcls(bindings, adding=True)
+
+    def removeAcls(self, bindings):
+        return self._changeAcls(bindings, adding=False)
+
+    def _changeAcls(self, bindings, adding):
+        try:
+            bindings = checkAclBindings(bindings)
+        except ValueError as e:
+            return defer.fail(e)
+        if not bindings:
+            return defer.succeed(None)
+        keys = [_aclKey(binding) for binding in bindings]
+        sync = self.sync
+
+        def write():
+            batch = self.db.write_batch(sync=sync)
+            for key in keys:
+                if adding:
+                    batch.put(key, b"")
+                else:
+                    batch.delete(key)
+            batch.write()
+
+        def stored(_):
+            changed = self._acls | bindings if adding else self._acls - bindings
+            if changed != self._acls:
+                self._acls = changed  # a new object only for a change (IAclStore.acls)
+
+        return self.write(write).addCallback(stored)
+
+    # --- end of ACLs ---
 
     def close(self):
         if self._closing is None:

@@ -7,10 +7,12 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from kafkaw.storage.interfaces import (
+    IAclStore,
     IPartitionLog,
     IStorageFactory,
     IStore,
     StorageError,
+    checkAclBindings,
     checkOffsetCommit,
     checkPartitions,
     forgetTopicOffsets,
@@ -109,7 +111,7 @@ class MemoryPartitionLog:
         self.sizeBytes = 0
 
 
-@implementer(IStore)
+@implementer(IStore, IAclStore)
 class MemoryStore:
     def __init__(self):
         self._topics = {}
@@ -117,6 +119,7 @@ class MemoryStore:
         self._clusterId = newClusterId()
         self._nextProducerId = 0
         self._offsets = {}  # group -> {(topic, partition): (offset, leaderEpoch, metadata, commitTimestamp)}
+        self._acls = frozenset()  # of AclBinding
 
     def clusterId(self):
         return self._clusterId
@@ -186,6 +189,26 @@ class MemoryStore:
         return self._topics[topic][partition]
 
     def close(self):
+        return succeed(None)
+
+    # --- ACLs (IAclStore) ---
+
+    def acls(self):
+        return self._acls
+
+    def addAcls(self, bindings):
+        return self._changeAcls(bindings, frozenset.union)
+
+    def removeAcls(self, bindings):
+        return self._changeAcls(bindings, frozenset.difference)
+
+    def _changeAcls(self, bindings, change):
+        try:
+            changed = change(self._acls, checkAclBindings(bindings))
+        except ValueError as e:
+            return fail(e)
+        if changed != self._acls:
+            self._acls = changed  # a new object only for a change (IAclStore.acls)
         return succeed(None)
 
 

@@ -819,3 +819,123 @@ def test_groupsDelete(broker):
     [(header, request)] = broker.requests()
     assert (header.apiKey, header.apiVersion) == (42, 1)
     assert request.groupsNames == ["a", "busy", "nope", "odd", "silent", "a"]
+
+
+# --- acls ---------------------------------------------------------------------
+
+
+def test_aclsArguments():
+    args = parse("acls", "add", "--allow-principal", "User:a", "--operation", "describe-configs", "--operation", "IdempotentWrite",
+                 "--topic", "t", "--cluster", "--resource-pattern-type", "PREFIXED")
+    assert (args.allow_principal, args.operation, args.topic, args.cluster) == (["User:a"], [10, 12], ["t"], True)
+    assert args.resource_pattern_type == 4
+    assert parse("acls", "list").resource_pattern_type == 1  # any
+    assert parse("acls", "remove", "--group", "g").resource_pattern_type == 3  # literal
+
+
+@pytest.mark.parametrize("argv", [
+    ["acls", "add", "--allow-principal", "User:a"],  # no resource
+    ["acls", "add", "--allow-principal", "alice", "--topic", "t"],  # no TYPE:NAME
+    ["acls", "add", "--allow-principal", "User:a", "--topic", "t", "--operation", "Fly"],
+    ["acls", "add", "--allow-principal", "User:a", "--topic", "t", "--resource-pattern-type", "match"],  # filters only
+    ["acls", "remove"],
+    ["acls", "list", "--resource-pattern-type", "unknown"],
+])
+def test_aclsBadUsageExitsWith2(argv, capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == 2
+
+
+def createAcls(correlationId, *results):
+    return answer(cli.CREATE_ACLS, correlationId, {"results": [{"errorCode": e, "errorMessage": m} for e, m in results]})
+
+
+@pytest.mark.parametrize("broker", [[createAcls(1, (0, None), (42, "invalid empty resource name"), (0, None), (0, None))]], indirect=True)
+def test_aclsAddMakesEveryCombination(broker):
+    with pytest.raises(cli.CommandError) as refused:
+        broker.run("acls", "add", "--allow-principal", "User:a", "--deny-principal", "User:*", "--deny-host", "10.0.0.9",
+                   "--operation", "Read", "--operation", "Write", "--topic", "t")
+    assert str(refused.value) == "cannot add ACL User:a Allow Write * Topic:t literal: invalid empty resource name"
+    [(header, request)] = broker.requests()
+    assert (header.apiKey, header.apiVersion) == (30, 1)
+    assert [(c.resourceType, c.resourceName, c.resourcePatternType, c.principal, c.host, c.operation, c.permissionType)
+            for c in request.creations] == [
+        (2, "t", 3, "User:a", "*", 3, 3), (2, "t", 3, "User:a", "*", 4, 3),
+        (2, "t", 3, "User:*", "10.0.0.9", 3, 2), (2, "t", 3, "User:*", "10.0.0.9", 4, 2),
+    ]
+
+
+@pytest.mark.parametrize("broker", [[createAcls(1, (0, None))]], indirect=True)
+def test_aclsAddPrintsWhatWasAdded(broker):
+    assert broker.run("acls", "add", "--allow-principal", "User:a", "--cluster") == (
+        "added 1 ACL:\n"
+        "principal  permission  operation  host  resource               pattern\n"
+        "User:a     Allow       All        *     Cluster:kafka-cluster  literal\n"
+    )
+
+
+def describeAcls(correlationId, resources, error=0, message=None):
+    """resources: {(type, name, pattern type): [(principal, host, operation, permission)]}."""
+    return answer(cli.DESCRIBE_ACLS, correlationId, {"errorCode": error, "errorMessage": message, "resources": [
+        {"type": t, "name": n, "patternType": p, "acls": [
+            {"principal": who, "host": h, "operation": o, "permissionType": perm} for who, h, o, perm in acls
+        ]} for (t, n, p), acls in resources.items()
+    ]})
+
+
+@pytest.mark.parametrize("broker", [[describeAcls(1, {
+    (2, "logs", 3): [("User:b", "*", 3, 3), ("User:a", "*", 2, 2)],
+    (3, "app-", 4): [("User:*", "10.0.0.1", 8, 3)],
+})]], indirect=True)
+def test_aclsList(broker):
+    assert broker.run("acls", "list", "--principal", "User:a") == (
+        "principal  permission  operation  host      resource    pattern\n"
+        "User:*     Allow       Describe   10.0.0.1  Group:app-  prefixed\n"
+        "User:a     Deny        All        *         Topic:logs  literal\n"
+        "User:b     Allow       Read       *         Topic:logs  literal\n"
+    )
+    [(header, request)] = broker.requests()
+    assert (header.apiKey, header.apiVersion) == (29, 1)
+    assert (request.resourceType, request.resourceNameFilter, request.resourcePatternType, request.principalFilter,
+            request.hostFilter, request.operation, request.permissionType) == (1, None, 1, "User:a", None, 1, 1)
+
+
+@pytest.mark.parametrize("broker", [[describeAcls(1, {}, 54, "No Authorizer is configured on the broker (start it with --acls)")]], indirect=True)
+def test_aclsListRefused(broker):
+    with pytest.raises(cli.CommandError) as refused:
+        broker.run("acls", "list")
+    assert str(refused.value) == "cannot list ACLs: No Authorizer is configured on the broker (start it with --acls)"
+
+
+def deleteAcls(correlationId, *results):
+    """results: (error, message, [(type, name, pattern, principal, host, operation, permission, error)])."""
+    return answer(cli.DELETE_ACLS, correlationId, {"filterResults": [
+        {"errorCode": e, "errorMessage": m, "matchingAcls": [
+            {"errorCode": me, "errorMessage": None, "resourceType": t, "resourceName": n, "patternType": p, "principal": who,
+             "host": h, "operation": o, "permissionType": perm}
+            for t, n, p, who, h, o, perm, me in matched
+        ]} for e, m, matched in results
+    ]})
+
+
+@pytest.mark.parametrize("broker", [[deleteAcls(1, (0, None, [(2, "t", 3, "User:a", "*", 3, 3, 0)]), (0, None, []))]], indirect=True)
+def test_aclsRemove(broker):
+    assert broker.run("acls", "remove", "--topic", "t", "--group", "g") == (
+        "removed 1 ACL:\n"
+        "principal  permission  operation  host  resource  pattern\n"
+        "User:a     Allow       Read       *     Topic:t   literal\n"
+    )
+    [(header, request)] = broker.requests()
+    assert [(f.resourceTypeFilter, f.resourceNameFilter, f.patternTypeFilter, f.principalFilter, f.hostFilter, f.operation,
+             f.permissionType) for f in request.filters] == [(2, "t", 3, None, None, 1, 1), (3, "g", 3, None, None, 1, 1)]
+
+
+@pytest.mark.parametrize("broker", [[deleteAcls(1, (31, "Cluster authorization failed.", []))]], indirect=True)
+def test_aclsRemoveRefused(broker):
+    with pytest.raises(cli.CommandError) as refused:
+        broker.run("acls", "remove", "--cluster", "--allow-principal", "User:a", "--operation", "Alter")
+    assert str(refused.value) == "cannot remove ACLs of Cluster:kafka-cluster: Cluster authorization failed."
+    [(_, request)] = broker.requests()
+    (f,) = request.filters
+    assert (f.principalFilter, f.hostFilter, f.operation, f.permissionType) == ("User:a", "*", 7, 3)

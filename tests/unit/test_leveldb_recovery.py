@@ -499,3 +499,33 @@ def test_aRetriedTopicDeletionLeavesOffsetsOfATopicMadeAgainAlone(stores, twoPar
     assert store.committedOffsets() == {"g": {("t", 0): (2, -1, None, 2000)}}
     stores.close(store)
     assert stores.open().committedOffsets() == {"g": {("t", 0): (2, -1, None, 2000)}}
+
+
+# --- ACLs ---
+
+
+def test_aFailedAclChangeChangesNothingAndOneThatBecameDurableIsReloaded(stores, twoPartitions):
+    """ACLs as committed offsets: a failed change is not shown; one whose write
+    reached the disk all the same is, once the store is reopened; an authorizer
+    over the store follows."""
+    from kafkaw.broker.authorizer import AclAuthorizer
+    from kafkaw.storage.interfaces import AclBinding
+
+    store, _, _ = twoPartitions
+    read = AclBinding(2, "t", 3, "User:a", "*", 3, 3)
+    write = AclBinding(2, "t", 3, "User:a", "*", 4, 3)
+    stores.wait(store.addAcls([read]))
+    authorizer = AclAuthorizer(store)
+    store.db = FailingWrites(store.db)
+    failed(stores, store.addAcls([write]))
+    assert store.acls() == {read} and not authorizer.authorize("User:a", "h", 4, 2, "t")
+    stores.reopenAfterRetry(store)
+    assert store.acls() == {read}
+    store.db = FailingWrites(store.db, durable=True)
+    failed(stores, authorizer.addAcls([write]))
+    assert not authorizer.authorize("User:a", "h", 4, 2, "t")
+    stores.reopenAfterRetry(store)
+    assert store.acls() == {read, write}  # what is stored counts
+    assert authorizer.authorize("User:a", "h", 4, 2, "t")
+    stores.close(store)
+    assert stores.open().acls() == {read, write}

@@ -743,3 +743,17 @@ def _timed(time, f):
     start = time.perf_counter()
     f()
     return time.perf_counter() - start
+
+
+def test_hasProducerId():
+    """Idempotent producers' batches carry a producer id; magic 0/1 sets and short data none."""
+    from kafkaw.protocol.records import hasProducerId
+
+    plain = encodeBatch([(None, b"v")])
+    idempotent = encodeBatch([(None, b"v")], producerId=7, producerEpoch=0, baseSequence=0)
+    assert not hasProducerId(plain)
+    assert hasProducerId(idempotent)
+    assert hasProducerId(plain + idempotent)  # any batch of the set
+    assert not hasProducerId(messages.encodeMessageSet([(None, b"x" * 100)]))
+    assert not hasProducerId(b"") and not hasProducerId(idempotent[:50])
+    assert not hasProducerId(plain[:12] + b"\xff" * 60)  # a lying size stops the walk

@@ -785,7 +785,7 @@ def test_table():
     assert versions == {
         0: (0, 7), 1: (0, 11), 2: (0, 5), 3: (0, 8), 8: (0, 7), 9: (0, 5), 10: (0, 2), 11: (0, 5),
         12: (0, 3), 13: (0, 2), 14: (0, 3), 15: (0, 3), 16: (0, 2), 17: (0, 1), 18: (0, 2), 19: (0, 3),
-        20: (0, 3), 22: (0, 1), 32: (0, 2), 36: (0, 1), 37: (0, 1), 42: (0, 1),
+        20: (0, 3), 22: (0, 1), 29: (0, 1), 30: (0, 1), 31: (0, 1), 32: (0, 2), 36: (0, 1), 37: (0, 1), 42: (0, 1),
     }  # fmt: skip
     assert d.PRODUCE.response["responses"]["partitions"].type._fields == (
         "partitionIndex", "errorCode", "baseOffset", "logAppendTimeMs", "logStartOffset",
