@@ -11,12 +11,18 @@
     kafkaw [--bootstrap HOST:PORT] groups delete GROUP [GROUP...]
     kafkaw [--bootstrap HOST:PORT] groups reset-offsets GROUP --topic TOPIC
         (--to-earliest | --to-latest | --to-offset N) [--dry-run]
+    kafkaw users add NAME --data-dir DIR [--iterations N]    (password from a prompt or stdin)
+    kafkaw users remove NAME --data-dir DIR
+    kafkaw users list --data-dir DIR
 
 A small blocking client: one plain socket, the generic codec of
 L{kafkaw.protocol.schema} at the versions in L{CALLS} (Kafka 2.1's admin
 and group APIs). A command that fails prints one line on stderr (one per
 topic, group or partition the broker refused) and exits with status 1; bad
 usage exits with 2.
+
+The C{users} commands work on a stopped broker's store (L{kafkaw.users}),
+without a connection.
 
 Topics are looked up with Metadata v4 naming them and
 C{allowAutoTopicCreation} false, so asking about an unknown topic never
@@ -33,6 +39,7 @@ from kafkaw.protocol.api import EARLIEST, LATEST
 from kafkaw.protocol.errors import CodecError, ErrorCode
 from kafkaw.protocol.framing import Framer, FrameTooLarge, frame
 from kafkaw.protocol.primitives import Reader
+from kafkaw import users
 
 CLIENT_ID = "kafkaw-cli"
 
@@ -634,14 +641,24 @@ def parser():
     )
     reset.add_argument("--dry-run", action="store_true", help="print the new offsets, commit nothing")
     reset.set_defaults(run=groupsResetOffsets)
+
+    users.addParsers(commands)  # SASL users (issue 15)
     return top
 
 
-def main(argv=None, out=None, err=None):
+def main(argv=None, out=None, err=None, stdin=None):
     """Run one command; return the exit status (bad usage exits with 2)."""
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
+    stdin = sys.stdin if stdin is None else stdin
     arguments = parser().parse_args(argv)
+    if getattr(arguments, "offline", None) is not None:  # users --data-dir: no broker to connect to
+        try:
+            arguments.offline(arguments, out, stdin)
+        except users.UsersError as e:
+            print(f"kafkaw: {e}", file=err)
+            return 1
+        return 0
     try:
         client = connect(arguments.bootstrap, arguments.timeout)
         try:

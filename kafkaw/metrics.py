@@ -51,6 +51,9 @@ class IBrokerMetrics(Interface):
     def partitionError(apiKey, errorCode):
         """A partition's result in a Produce, Fetch or ListOffsets answer carries C{errorCode}."""
 
+    def authenticationDone(mechanism, succeeded):
+        """A SASL authentication with C{mechanism} (one the broker serves) succeeded or failed."""
+
 
 @implementer(IBrokerMetrics)
 class NoMetrics:
@@ -72,6 +75,9 @@ class NoMetrics:
         pass
 
     def partitionError(self, apiKey, errorCode):
+        pass
+
+    def authenticationDone(self, mechanism, succeeded):
         pass
 
 
@@ -125,6 +131,12 @@ class PrometheusMetrics:
         self.connections = Gauge(
             "kafkaw_connections", "Client connections open, by transport", ["transport"], registry=self.registry
         )
+        self.authentications = Counter(
+            "kafkaw_sasl_authentications",
+            "SASL authentications decided, by mechanism and outcome (success or failure)",
+            ["mechanism", "outcome"],
+            registry=self.registry,
+        )
         self.partitions = PartitionCollector(cluster)
         self.registry.register(self.partitions)
         self.groups = GroupCollector(coordinator, cluster)
@@ -175,6 +187,9 @@ class PrometheusMetrics:
                 error = str(errorCode)
             counter = self._errors[apiKey, errorCode] = self.partitionErrors.labels(apiName(apiKey), error)
         counter.inc()
+
+    def authenticationDone(self, mechanism, succeeded):
+        self.authentications.labels(mechanism, "success" if succeeded else "failure").inc()
 
 
 class PartitionCollector:
