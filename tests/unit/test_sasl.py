@@ -1,0 +1,463 @@
+"""SASL through the TCP protocol: StringTransport, task.Clock, a memory store
+holding SCRAM credentials; the client side is scramp's ScramClient (an
+implementation of RFC 5802 this project did not write) or hand-built bytes."""
+
+import base64
+import struct
+
+import pytest
+from scramp import ScramClient, ScramMechanism
+from twisted.internet import task
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from kafkaw.broker import sasl
+from kafkaw.broker.gateway import Broker
+from kafkaw.broker.services import ClusterService
+from kafkaw.metrics import PrometheusMetrics
+from kafkaw.protocol import schema
+from kafkaw.protocol.framing import frame
+from kafkaw.storage.memory import MemoryStore
+from kafkaw.transport.tcp import KafkaProtocol
+from tests.unit.helpers import responseFrames
+
+SASL_HANDSHAKE, SASL_AUTHENTICATE, API_VERSIONS, METADATA = 17, 36, 18, 3
+MAX_REQUEST = 1 << 20
+
+
+class Harness:
+    """A broker whose endpoint requires SASL, user alice with password s3cret."""
+
+    def __init__(self, firstDelay=0.1, maxDelay=3.2, **throttleOptions):
+        self.clock = task.Clock()
+        self.store = MemoryStore()
+        for mechanism in sasl.SCRAM_MECHANISMS:
+            self.store.setScramCredential("alice", mechanism, sasl.makeCredential("s3cret", mechanism))
+        self.cluster = ClusterService(self.store, self.clock, brokerId=7)
+        self.throttle = sasl.FailureThrottle(self.clock, firstDelay=firstDelay, maxDelay=maxDelay, **throttleOptions)
+        self.authenticator = sasl.Authenticator(self.store, self.clock, self.throttle)
+        self.broker = Broker(self.cluster, self.clock, authenticator=self.authenticator)
+        self.metrics = self.broker.metrics = self.authenticator.metrics = PrometheusMetrics(self.cluster)
+
+    def connect(self, host="10.0.0.1", authenticate=True):
+        return Client(self.broker, host, authenticate)
+
+    def counted(self, mechanism, outcome):
+        return self.metrics.registry.get_sample_value(
+            "kafkaw_sasl_authentications_total", {"mechanism": mechanism, "outcome": outcome}
+        ) or 0
+
+
+class Client:
+    def __init__(self, broker, host, authenticate):
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", host, 40000))
+        self.protocol = KafkaProtocol(broker, MAX_REQUEST, authenticate)
+        self.protocol.makeConnection(self.transport)
+        self.correlationId = 0
+        self.sent = {}
+
+    @property
+    def gateway(self):
+        return self.protocol.gateway
+
+    @property
+    def closed(self):
+        return self.transport.disconnecting
+
+    def send(self, apiKey, version, value):
+        self.correlationId += 1
+        self.sent[self.correlationId] = (apiKey, version)
+        self.protocol.dataReceived(frame(schema.encodeRequest(apiKey, version, self.correlationId, "test", value)))
+
+    def sendRaw(self, payload):
+        self.protocol.dataReceived(frame(payload))
+
+    def rawResponses(self):
+        frames = responseFrames(self.transport.value())
+        self.transport.clear()
+        return frames
+
+    def responses(self):
+        decoded = []
+        for response in self.rawResponses():
+            (correlationId,) = struct.unpack_from(">i", response)
+            apiKey, version = self.sent.pop(correlationId)
+            decoded.append(schema.decodeResponse(apiKey, version, response)[1])
+        return decoded
+
+    def call(self, apiKey, version, value):
+        self.send(apiKey, version, value)
+        (response,) = self.responses()
+        return response
+
+    def handshake(self, mechanism, version=1):
+        return self.call(SASL_HANDSHAKE, version, {"mechanism": mechanism})
+
+    def authenticate(self, token, version=1):
+        return self.call(SASL_AUTHENTICATE, version, {"authBytes": token})
+
+    def lose(self):
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+
+
+def plainToken(user, password, authorizationId=""):
+    return f"{authorizationId}\0{user}\0{password}".encode()
+
+
+def scramLogIn(client, mechanism, user="alice", password="s3cret", version=1):
+    """A whole SCRAM exchange with scramp's client (handshake v1, SaslAuthenticate
+    C{version}); returns (last response, scramp client)."""
+    scram = ScramClient([mechanism], user, password)
+    assert client.handshake(mechanism).errorCode == 0
+    first = client.authenticate(scram.get_client_first().encode(), version)
+    if first.errorCode:
+        return first, scram
+    scram.set_server_first(first.authBytes.decode())
+    return client.authenticate(scram.get_client_final().encode(), version), scram
+
+
+@pytest.fixture
+def harness():
+    return Harness()
+
+
+# --- keys --------------------------------------------------------------------
+
+
+def test_storedKeysFollowRfc7677sExample():
+    """RFC 7677 section 3: user "user", password "pencil"; our keys make scramp's
+    server answer exactly the RFC's server signature to the RFC's client proof."""
+    salt = base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==")
+    credential = sasl.makeCredential("pencil", "SCRAM-SHA-256", 4096, salt)
+    server = ScramMechanism("SCRAM-SHA-256").make_server(
+        lambda user: tuple(credential), s_nonce="%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"
+    )
+    server.set_client_first("n,,n=user,r=rOprNGfwEbeRWgbNEkqO")
+    assert server.get_server_first() == "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+    server.set_client_final(
+        "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
+    )
+    assert server.get_server_final() == "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+
+
+@pytest.mark.parametrize("mechanism", sasl.SCRAM_MECHANISMS)
+def test_keysEqualScrampsForAnAsciiPassword(mechanism):
+    salt = b"0123456789abcdef"
+    assert tuple(sasl.makeCredential("s3cret", mechanism, 4096, salt)) == ScramMechanism(mechanism).make_auth_info("s3cret", 4096, salt)
+
+
+def test_passwordMatchesOnlyItsOwnCredential():
+    credential = sasl.makeCredential("s3cret", "SCRAM-SHA-512")
+    assert sasl.passwordMatches("s3cret", "SCRAM-SHA-512", credential)
+    assert not sasl.passwordMatches("s3cret!", "SCRAM-SHA-512", credential)
+    assert credential.salt != sasl.makeCredential("s3cret", "SCRAM-SHA-512").salt  # a fresh salt each time
+
+
+# --- frames ------------------------------------------------------------------
+
+
+def test_handshakeV1BytesListTheMechanisms(harness):
+    client = harness.connect()
+    client.sendRaw(
+        struct.pack(">hhi", SASL_HANDSHAKE, 1, 77)  # api key, version, correlation id
+        + struct.pack(">h", 4) + b"test"  # client id
+        + struct.pack(">h", 13) + b"SCRAM-SHA-256"  # mechanism
+    )
+    (response,) = client.rawResponses()
+    assert response == (
+        struct.pack(">i", 77)  # correlation id
+        + struct.pack(">h", 0)  # error code
+        + struct.pack(">i", 3)  # mechanisms: count
+        + struct.pack(">h", 5) + b"PLAIN"
+        + struct.pack(">h", 13) + b"SCRAM-SHA-256"
+        + struct.pack(">h", 13) + b"SCRAM-SHA-512"
+    )
+
+
+def test_authenticateV1FailureBytes(harness):
+    client = harness.connect()
+    client.handshake("PLAIN")
+    client.sendRaw(
+        struct.pack(">hhi", SASL_AUTHENTICATE, 1, 9)  # api key, version, correlation id
+        + struct.pack(">h", -1)  # null client id
+        + struct.pack(">i", 13) + b"\0alice\0wrong!"  # auth bytes
+    )
+    (response,) = client.rawResponses()
+    message = b"Authentication failed during authentication due to invalid credentials with SASL mechanism PLAIN"
+    assert response == (
+        struct.pack(">i", 9)  # correlation id
+        + struct.pack(">h", 58)  # SASL_AUTHENTICATION_FAILED
+        + struct.pack(">h", len(message)) + message  # error message
+        + struct.pack(">i", 0)  # auth bytes: empty
+        + struct.pack(">q", 0)  # session lifetime (v1): no re-authentication
+    )
+    assert client.closed
+
+
+def test_handshakeV0ThenBarePlainToken(harness):
+    client = harness.connect()
+    assert client.handshake("PLAIN", version=0).errorCode == 0
+    client.sendRaw(plainToken("alice", "s3cret"))  # no request header
+    assert client.rawResponses() == [b""]  # a bare, empty token
+    assert client.gateway.principal == "User:alice"
+    assert client.call(METADATA, 1, {"topics": []}).brokers[0].nodeId == 7
+
+
+@pytest.mark.parametrize("mechanism", sasl.SCRAM_MECHANISMS)
+def test_handshakeV0ThenBareScramTokens(harness, mechanism):
+    client = harness.connect()
+    scram = ScramClient([mechanism], "alice", "s3cret")
+    assert client.handshake(mechanism, version=0).errorCode == 0
+    client.sendRaw(scram.get_client_first().encode())
+    (serverFirst,) = client.rawResponses()
+    scram.set_server_first(serverFirst.decode())
+    client.sendRaw(scram.get_client_final().encode())
+    (serverFinal,) = client.rawResponses()
+    scram.set_server_final(serverFinal.decode())  # raises unless the server proved it knows the key
+    assert client.gateway.principal == "User:alice"
+
+
+def test_handshakeV0WrongPasswordClosesUnanswered(harness):
+    client = harness.connect()
+    client.handshake("PLAIN", version=0)
+    client.sendRaw(plainToken("alice", "nope"))
+    assert client.rawResponses() == []
+    assert client.closed
+    assert client.gateway.principal == sasl.ANONYMOUS
+
+
+# --- the state machine -------------------------------------------------------
+
+
+def test_plainV1Authenticates(harness):
+    client = harness.connect()
+    assert client.gateway.principal == "User:ANONYMOUS"
+    assert client.handshake("PLAIN").errorCode == 0
+    response = client.authenticate(plainToken("alice", "s3cret"))
+    assert (response.errorCode, response.errorMessage, response.authBytes, response.sessionLifetimeMs) == (0, None, b"", 0)
+    assert client.gateway.principal == "User:alice"
+    assert client.call(METADATA, 1, {"topics": []}).brokers[0].nodeId == 7
+    assert harness.counted("PLAIN", "success") == 1
+
+
+@pytest.mark.parametrize("version", [0, 1])
+@pytest.mark.parametrize("mechanism", sasl.SCRAM_MECHANISMS)
+def test_scramAuthenticates(harness, mechanism, version):
+    client = harness.connect()
+    final, scram = scramLogIn(client, mechanism, version=version)
+    assert final.errorCode == 0
+    scram.set_server_final(final.authBytes.decode())
+    assert client.gateway.principal == "User:alice"
+    assert not client.closed
+    assert harness.counted(mechanism, "success") == 1
+
+
+@pytest.mark.parametrize("mechanism", sasl.SCRAM_MECHANISMS)
+def test_scramWrongPasswordIsError58(harness, mechanism):
+    client = harness.connect()
+    final, _ = scramLogIn(client, mechanism, password="wrong")
+    assert final.errorCode == 58
+    assert final.errorMessage == f"Authentication failed during authentication due to invalid credentials with SASL mechanism {mechanism}"
+    assert client.closed and client.gateway.principal == sasl.ANONYMOUS
+    assert harness.counted(mechanism, "failure") == 1
+
+
+def test_unknownScramUserLooksLikeAWrongPassword(harness):
+    """An unknown user gets a salt and an iteration count too, and fails only at the proof."""
+    client = harness.connect()
+    scram = ScramClient(["SCRAM-SHA-256"], "mallory", "s3cret")
+    client.handshake("SCRAM-SHA-256")
+    first = client.authenticate(scram.get_client_first().encode())
+    assert first.errorCode == 0 and ",i=4096" in first.authBytes.decode()
+    scram.set_server_first(first.authBytes.decode())
+    assert client.authenticate(scram.get_client_final().encode()).errorCode == 58
+
+
+@pytest.mark.parametrize(
+    "token, why",
+    [
+        (b"alice\0s3cret", "Invalid SASL/PLAIN token"),
+        (b"\0\0s3cret", "empty user name"),
+        (b"bob\0alice\0s3cret", "authorization id that is different"),
+        (b"\0alice\0\xff", "Invalid SASL/PLAIN token"),
+        (plainToken("nobody", "s3cret"), "invalid credentials"),
+    ],
+)
+def test_badPlainTokens(harness, token, why):
+    client = harness.connect()
+    client.handshake("PLAIN")
+    response = client.authenticate(token)
+    assert response.errorCode == 58 and why in response.errorMessage
+    assert client.closed
+
+
+def test_malformedScramFirstMessage(harness):
+    client = harness.connect()
+    client.handshake("SCRAM-SHA-256")
+    response = client.authenticate(b"n,,x=alice")
+    assert response.errorCode == 58 and response.errorMessage.startswith("Invalid SCRAM-SHA-256 message")
+    assert client.closed
+
+
+def test_authenticatingAsSomeoneElseFails(harness):
+    """A PLAIN token for alice asking to act as admin is refused: no identity switch."""
+    client = harness.connect()
+    client.handshake("PLAIN")
+    assert client.authenticate(plainToken("alice", "s3cret", authorizationId="admin")).errorCode == 58
+
+
+def test_onlyApiVersionsAndSaslBeforeAuthentication(harness):
+    client = harness.connect()
+    assert client.call(API_VERSIONS, 2, {}).errorCode == 0
+    client.send(METADATA, 1, {"topics": []})
+    assert client.rawResponses() == []
+    assert client.closed
+
+
+def test_unsupportedMechanismIsError33AndCloses(harness):
+    client = harness.connect()
+    response = client.handshake("GSSAPI")
+    assert (response.errorCode, response.mechanisms) == (33, ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+    assert client.closed
+
+
+@pytest.mark.parametrize("first", ["authenticate", "second handshake"])
+def test_wrongOrderIsError34AndCloses(harness, first):
+    client = harness.connect()
+    if first == "authenticate":
+        response = client.authenticate(plainToken("alice", "s3cret"))
+    else:
+        client.handshake("PLAIN")
+        response = client.handshake("PLAIN")
+    assert response.errorCode == 34
+    assert client.closed and client.gateway.principal == sasl.ANONYMOUS
+
+
+def test_saslOnceAuthenticatedIsError34AndKeepsTheConnection(harness):
+    client = harness.connect()
+    client.handshake("PLAIN")
+    client.authenticate(plainToken("alice", "s3cret"))
+    assert client.handshake("PLAIN").errorCode == 34
+    assert client.authenticate(b"x").errorCode == 34
+    assert not client.closed and client.gateway.principal == "User:alice"
+
+
+def test_anEndpointWithoutSaslAnswers34AndServesAnyone(harness):
+    client = harness.connect(authenticate=False)
+    assert client.handshake("PLAIN").errorCode == 34
+    assert client.call(METADATA, 1, {"topics": []}).brokers[0].nodeId == 7
+    assert client.gateway.principal == sasl.ANONYMOUS and not client.closed
+
+
+def test_framesAreSmallUntilAuthenticated(harness):
+    client = harness.connect()
+    client.protocol.dataReceived(struct.pack(">i", sasl.MAX_UNAUTHENTICATED_REQUEST_BYTES + 1))
+    assert client.closed
+    other = harness.connect()
+    other.handshake("PLAIN")
+    other.authenticate(plainToken("alice", "s3cret"))
+    other.send(METADATA, 1, {"topics": ["x" * 30000, "y" * 30000, "z" * 10000]})  # > 64 KB, after authentication
+    assert not other.closed
+
+
+# --- slowing down guesses ----------------------------------------------------
+
+
+def guessWrong(harness, host):
+    client = harness.connect(host)
+    client.handshake("PLAIN")
+    client.send(SASL_AUTHENTICATE, 1, {"authBytes": plainToken("alice", "guess")})
+    return client
+
+
+def test_guessesFromOneHostTakeAtLeastTheSumOfDelays():
+    harness = Harness(firstDelay=0.1, maxDelay=3.2)
+    guesses = 20
+    start = harness.clock.seconds()
+    answered = 0
+    while answered < guesses:
+        client = guessWrong(harness, "10.0.0.66")
+        while not client.responses():
+            harness.clock.advance(0.01)
+        answered += 1
+    minimum = harness.throttle.minimumSeconds(guesses)
+    assert minimum == pytest.approx(0.1 + 0.2 + 0.4 + 0.8 + 1.6 + 3.2 * 14)
+    assert harness.clock.seconds() - start >= minimum - 1e-6
+    assert harness.counted("PLAIN", "failure") == guesses
+
+
+def test_parallelGuessesAreCheckedOneAfterAnother():
+    """Many connections at once from one host gain nothing: each waits for the one before."""
+    harness = Harness(firstDelay=0.1, maxDelay=3.2)
+    guessWrong(harness, "10.0.0.66").responses()  # a first failure
+    clients = [guessWrong(harness, "10.0.0.66") for _ in range(5)]
+    assert [c.responses() for c in clients] == [[]] * 5
+    harness.clock.advance(0.1 + 0.2 + 0.4 + 0.8 + 1.6 - 0.01)
+    assert sum(bool(c.responses()) for c in clients) == 4
+    harness.clock.advance(0.02)
+    assert all(c.closed for c in clients)
+
+
+def test_anotherHostIsServedAtOnceMeanwhile():
+    harness = Harness(firstDelay=0.1, maxDelay=3.2)
+    for _ in range(6):
+        guessWrong(harness, "10.0.0.66")
+        harness.clock.advance(10)
+    waiting = guessWrong(harness, "10.0.0.66")  # waits 3.2 s before its check
+    honest = harness.connect("10.0.0.2")
+    honest.handshake("PLAIN")
+    assert honest.authenticate(plainToken("alice", "s3cret")).errorCode == 0  # no clock advance needed
+    assert honest.call(METADATA, 1, {"topics": []}).brokers[0].nodeId == 7
+    assert waiting.responses() == []
+    harness.clock.advance(3.2)
+    assert waiting.responses()[0].errorCode == 58
+
+
+def test_theRightPasswordAlsoWaitsAfterFailures():
+    """Otherwise a guesser would not need to wait for its failures to learn the answer."""
+    harness = Harness(firstDelay=0.1, maxDelay=3.2)
+    guessWrong(harness, "10.0.0.66")
+    client = harness.connect("10.0.0.66")
+    client.handshake("PLAIN")
+    client.send(SASL_AUTHENTICATE, 1, {"authBytes": plainToken("alice", "s3cret")})
+    assert client.responses() == []
+    harness.clock.advance(0.1)
+    assert client.responses()[0].errorCode == 0
+
+
+def test_aWaitBeyondMaxWaitIsRefusedUnchecked():
+    harness = Harness(firstDelay=1.0, maxDelay=4.0, maxWait=10.0)
+    guessWrong(harness, "10.0.0.66").responses()
+    clients = [guessWrong(harness, "10.0.0.66") for _ in range(4)]  # wait 1, 1+2, 3+4, 7+4 > 10
+    refused = clients[-1].responses()
+    assert refused[0].errorCode == 58 and "Too many failed authentication attempts" in refused[0].errorMessage
+    assert clients[-1].closed
+    assert harness.counted("PLAIN", "failure") == 1  # the refused one was not checked
+
+
+def test_failuresAreForgottenAfterAQuietPeriod():
+    harness = Harness(firstDelay=0.1, maxDelay=3.2, forgetAfter=600)
+    guessWrong(harness, "10.0.0.66")
+    harness.clock.advance(601)
+    assert harness.throttle.admit("10.0.0.66") == 0.0
+
+
+def test_theHostTableIsBounded():
+    throttle = sasl.FailureThrottle(task.Clock(), maxHosts=3)
+    for number in range(10):
+        host = f"10.0.0.{number}"
+        throttle.admit(host)
+        throttle.finished(host, False)
+    assert len(throttle) == 3
+
+
+def test_aConnectionLostWhileWaitingFreesItsTurn(harness):
+    guessWrong(harness, "10.0.0.66").responses()
+    client = guessWrong(harness, "10.0.0.66")  # waiting 0.1 s
+    client.lose()
+    assert harness.counted("PLAIN", "failure") == 1
+    harness.clock.advance(1)  # its timer was cancelled: nothing runs for it
+    assert harness.counted("PLAIN", "failure") == 1
+    assert harness.throttle.admit("10.0.0.66") == pytest.approx(0.1)  # one failure, no attempt under way
