@@ -11,12 +11,12 @@ answered the same way (L{SaslSession.expectsRawToken}).
 Credentials are SCRAM salted keys from an L{ICredentialStore}, never
 passwords. PLAIN derives the stored key from the password it is given with
 the stored salt and iteration count and compares in constant time; the
-derivation (PBKDF2, ~ms) runs off the reactor. The SCRAM exchange (message
-grammar, nonces, proof check with C{hmac.compare_digest}) is C{scramp}'s;
-keys are derived here with C{hashlib.pbkdf2_hmac} from the password's UTF-8
-bytes, as Kafka's ScramFormatter does (C{scramp} would SASLprep them first,
-which differs from Kafka for some non-ASCII passwords), so one function
-serves C{kafkaw users add} and PLAIN.
+derivation (PBKDF2, ~ms) runs off the reactor. Everything is the stdlib's
+(C{hashlib.pbkdf2_hmac}, C{hmac.compare_digest}), not a SCRAM library:
+keys come from the password's UTF-8 bytes, as Kafka's ScramFormatter makes
+them (scramp would SASLprep them first, which differs for some non-ASCII
+passwords), and the exchange must accept librdkafka's nonce quirk as Kafka
+does (L{_ScramExchange}); scramp's client is the tests' independent oracle.
 
 Guessing is slowed per client host (L{FailureThrottle}): once a host has
 failed, each of its next attempts waits, before its password is even looked
@@ -26,12 +26,13 @@ host take at least the sum of those delays however many connections they use,
 while other hosts and authenticated connections are served meanwhile.
 """
 
+import base64
 import collections
 import hashlib
 import hmac
 import os
+import secrets
 
-from scramp import ScramException, ScramMechanism
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -217,40 +218,120 @@ class _PlainExchange:
         return self.authenticator.offReactor(passwordMatches, password, mechanism, credential).addCallback(checked)
 
 
+class _RefusedMessage(ValueError):
+    """A SCRAM message that breaks RFC 5802's grammar (or Kafka's use of it)."""
+
+
+def _attributes(text, what):
+    """RFC 5802 attributes ("a=value" joined by commas) -> [(name, value)]."""
+    pairs = []
+    for part in text.split(","):
+        if len(part) < 2 or part[1] != "=" or not ("a" <= part[0] <= "z" or "A" <= part[0] <= "Z"):
+            raise _RefusedMessage(f"malformed {what}: attribute {part[:20]!r}")
+        pairs.append((part[0], part[2:]))
+    return pairs
+
+
+def _saslName(value):
+    """Undo RFC 5802's escaping of ',' (=2C) and '=' (=3D) in a user name."""
+    if value.replace("=2C", "").replace("=3D", "").count("="):
+        raise _RefusedMessage("malformed user name: '=' not followed by 2C or 3D")
+    return value.replace("=2C", ",").replace("=3D", "=")
+
+
 class _ScramExchange:
-    """RFC 5802: client-first -> server-first, client-final -> server-final."""
+    """RFC 5802: client-first -> server-first, client-final -> server-final.
+
+    Written on the stdlib rather than a SCRAM library: it must accept what
+    Kafka accepts. librdkafka before 2.6.1 (kcat 1.7.1 on Debian has 2.0.2)
+    sends its own nonce again in front of the combined one in client-final;
+    Kafka 2.3.0 did not check that nonce at all, and Kafka since 3.8.1 checks
+    that it *ends with* the combined nonce, which is what is done here (a
+    replayed exchange still fails: the server part is new each time). The
+    proof is checked over the message as the client sent it, in constant time.
+    Channel binding (SCRAM-...-PLUS, gs2 flag p) is refused, as Kafka does;
+    so is Kafka's delegation-token extension (C{tokenauth=true}: not a
+    one-letter attribute).
+    """
 
     def __init__(self, authenticator, mechanism):
         self.authenticator = authenticator
         self.mechanism = mechanism
+        self.hashName = _HASHES[mechanism]
         self.user = None
         self.known = False
-        self._server = ScramMechanism(mechanism).make_server(self._lookUp)
-
-    def _lookUp(self, user):
-        self.user = user
-        credential, self.known = self.authenticator.credentialFor(user, self.mechanism)
-        return credential.salt, credential.storedKey, credential.serverKey, credential.iterations
+        self.refusal = None  # why the client-final message was refused: for the broker's log, not the client
+        self._credential = None
+        self._gs2Header = None
+        self._clientFirstBare = None
+        self._serverFirst = None
+        self._nonce = None
 
     def step(self, token):
-        server = self._server
-        first = self.user is None
         try:
             message = bytes(token).decode("utf-8")
-            if first:
-                server.set_client_first(message)
-                return defer.succeed((server.get_server_first().encode("utf-8"), None))
-            server.set_client_final(message)
-            final = server.get_server_final().encode("utf-8")
         except UnicodeDecodeError:
             return defer.fail(AuthenticationFailed(f"Invalid {self.mechanism} message: not UTF-8"))
-        except ScramException as e:
-            if first:
+        if self._serverFirst is None:
+            try:
+                return defer.succeed((self._clientFirst(message).encode("utf-8"), None))
+            except _RefusedMessage as e:
                 return defer.fail(AuthenticationFailed(f"Invalid {self.mechanism} message: {e}"))
+        try:
+            serverFinal = self._clientFinal(message)
+        except _RefusedMessage as e:
+            self.refusal = str(e)
             return defer.fail(invalidCredentials(self.mechanism))
         if not self.known:  # a made-up credential is matched only by a 2**-256 chance
             return defer.fail(invalidCredentials(self.mechanism))
-        return defer.succeed((final, self.user))
+        return defer.succeed((serverFinal.encode("utf-8"), self.user))
+
+    def _clientFirst(self, message):
+        """client-first-message -> server-first-message (r=nonce,s=salt,i=iterations)."""
+        flag, authorizationId, bare = (message.split(",", 2) + ["", ""])[:3]
+        if flag not in ("n", "y"):
+            raise _RefusedMessage("channel binding is not supported" if flag.startswith("p=") else f"bad gs2 flag {flag[:10]!r}")
+        attributes = _attributes(bare, "client-first-message")
+        if len(attributes) < 2 or attributes[0][0] != "n" or attributes[1][0] != "r":
+            raise _RefusedMessage("client-first-message must start with n=user,r=nonce")
+        user, nonce = _saslName(attributes[0][1]), attributes[1][1]
+        if not user or not nonce or any(not 0x21 <= ord(c) <= 0x7E for c in nonce):
+            raise _RefusedMessage("empty user name, or a nonce that is empty or not printable ASCII")
+        if authorizationId and authorizationId != "a=" + attributes[0][1]:
+            raise _RefusedMessage("an authorization id that is not the user name")
+        self.user = user
+        self._credential, self.known = self.authenticator.credentialFor(user, self.mechanism)
+        self._gs2Header = f"{flag},{authorizationId},"
+        self._clientFirstBare = bare
+        self._nonce = nonce + secrets.token_hex(16)
+        salt = base64.b64encode(self._credential.salt).decode("ascii")
+        self._serverFirst = f"r={self._nonce},s={salt},i={self._credential.iterations}"
+        return self._serverFirst
+
+    def _clientFinal(self, message):
+        """client-final-message (c=binding,r=nonce,p=proof) -> server-final-message (v=signature)."""
+        withoutProof, separator, proof = message.rpartition(",p=")
+        attributes = _attributes(withoutProof, "client-final-message") if separator else []
+        if len(attributes) < 2 or attributes[0][0] != "c" or attributes[1][0] != "r":
+            raise _RefusedMessage("client-final-message must be c=...,r=...,p=...")
+        if attributes[0][1] != base64.b64encode(self._gs2Header.encode("utf-8")).decode("ascii"):
+            raise _RefusedMessage("channel binding does not repeat the gs2 header")
+        if not attributes[1][1].endswith(self._nonce):
+            raise _RefusedMessage("the nonce is not the server's")
+        try:
+            proof = base64.b64decode(proof, validate=True)
+        except ValueError:
+            raise _RefusedMessage("the proof is not base64") from None
+        storedKey, name = self._credential.storedKey, self.hashName
+        if len(proof) != len(storedKey):
+            raise _RefusedMessage("the proof has the wrong length")
+        authMessage = f"{self._clientFirstBare},{self._serverFirst},{withoutProof}".encode("utf-8")
+        clientSignature = hmac.digest(storedKey, authMessage, name)
+        clientKey = bytes(a ^ b for a, b in zip(proof, clientSignature))
+        if not hmac.compare_digest(hashlib.new(name, clientKey).digest(), storedKey):
+            raise _RefusedMessage("wrong proof (password)")
+        serverSignature = hmac.digest(self._credential.serverKey, authMessage, name)
+        return "v=" + base64.b64encode(serverSignature).decode("ascii")
 
 
 # Session states
@@ -377,9 +458,10 @@ class SaslSession:
     def _failed(self, reason):
         reason.trap(AuthenticationFailed)
         self.gateway.log.warn(
-            "SASL {mechanism} authentication failed for {peer} (user {user!r}): {why}",
+            "SASL {mechanism} authentication failed for {peer} (user {user!r}): {why}{detail}",
             mechanism=self.mechanism, peer=self.gateway.connection.peer,
             user=getattr(self._exchange, "user", None), why=str(reason.value),
+            detail=f" ({self._exchange.refusal})" if getattr(self._exchange, "refusal", None) else "",
         )
         self._decided(False)
         self._fail()

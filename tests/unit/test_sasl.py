@@ -461,3 +461,81 @@ def test_aConnectionLostWhileWaitingFreesItsTurn(harness):
     harness.clock.advance(1)  # its timer was cancelled: nothing runs for it
     assert harness.counted("PLAIN", "failure") == 1
     assert harness.throttle.admit("10.0.0.66") == pytest.approx(0.1)  # one failure, no attempt under way
+
+
+# --- what clients send that scramp's client does not ---------------------------
+
+
+def test_librdkafkasRepeatedClientNonceIsAcceptedAsKafkaDoes(harness):
+    """librdkafka < 2.6.1 sends r=<client nonce><client nonce + server nonce>
+    in client-final (kcat 1.7.1 on Debian: librdkafka 2.0.2); Kafka >= 3.8.1
+    accepts a nonce that ends with the combined one, and so does kafkaw.
+    The proof is over the message as sent; built here by hand."""
+    import hashlib
+    import hmac
+
+    client = harness.connect()
+    client.handshake("SCRAM-SHA-256")
+    bare = "n=alice,r=clientnonce"
+    serverFirst = client.authenticate(f"n,,{bare}".encode()).authBytes.decode()
+    attributes = dict(part.split("=", 1) for part in serverFirst.split(","))
+    assert attributes["r"].startswith("clientnonce") and len(attributes["r"]) > len("clientnonce")
+    withoutProof = f"c=biws,r=clientnonce{attributes['r']}"
+    salted = hashlib.pbkdf2_hmac("sha256", b"s3cret", base64.b64decode(attributes["s"]), int(attributes["i"]))
+    clientKey = hmac.digest(salted, b"Client Key", "sha256")
+    authMessage = f"{bare},{serverFirst},{withoutProof}".encode()
+    signature = hmac.digest(hashlib.sha256(clientKey).digest(), authMessage, "sha256")
+    proof = base64.b64encode(bytes(a ^ b for a, b in zip(clientKey, signature))).decode()
+    final = client.authenticate(f"{withoutProof},p={proof}".encode())
+    assert final.errorCode == 0 and client.gateway.principal == "User:alice"
+    serverKey = hmac.digest(salted, b"Server Key", "sha256")
+    assert final.authBytes == b"v=" + base64.b64encode(hmac.digest(serverKey, authMessage, "sha256"))
+
+
+@pytest.mark.parametrize(
+    "clientFinal",
+    [
+        "c=biws,r=someoneelsesnonce,p=AAAA",  # not the server's nonce: a replay
+        "c=eSws,r={nonce},p={proof}",  # binding says y,, but the header was n,,
+        "r={nonce},c=biws,p={proof}",  # out of order
+        "c=biws,r={nonce}",  # no proof
+        "c=biws,r={nonce},p=!!!",  # proof not base64
+        "c=biws,r={nonce},p=AAAA",  # proof of the wrong length
+    ],
+)
+def test_badClientFinalMessagesFail(harness, clientFinal):
+    client = harness.connect()
+    scram = ScramClient(["SCRAM-SHA-256"], "alice", "s3cret")
+    client.handshake("SCRAM-SHA-256")
+    first = client.authenticate(scram.get_client_first().encode())
+    scram.set_server_first(first.authBytes.decode())
+    good = dict(part.split("=", 1) for part in scram.get_client_final().split(","))
+    response = client.authenticate(clientFinal.format(nonce=good["r"], proof=good["p"]).encode())
+    assert response.errorCode == 58 and "invalid credentials" in response.errorMessage
+    assert client.closed
+
+
+@pytest.mark.parametrize(
+    "clientFirst, why",
+    [
+        ("p=tls-unique,,n=alice,r=abc", "channel binding is not supported"),
+        ("n,a=bob,n=alice,r=abc", "authorization id"),
+        ("n,,n=alice,r=abc,tokenauth=true", "malformed client-first-message"),
+        ("n,,r=abc,n=alice", "must start with n=user,r=nonce"),
+        ("n,,n=al=ice,r=abc", "'=' not followed by 2C or 3D"),
+        ("n,,n=alice,r=a\x01c", "not printable ASCII"),
+    ],
+)
+def test_badClientFirstMessagesFail(harness, clientFirst, why):
+    client = harness.connect()
+    client.handshake("SCRAM-SHA-256")
+    response = client.authenticate(clientFirst.encode())
+    assert response.errorCode == 58 and why in response.errorMessage
+    assert client.closed
+
+
+def test_anEscapedUserName(harness):
+    harness.store.setScramCredential("a,b=c", "SCRAM-SHA-512", sasl.makeCredential("pw", "SCRAM-SHA-512"))
+    client = harness.connect()
+    final, scram = scramLogIn(client, "SCRAM-SHA-512", user="a,b=c", password="pw")
+    assert final.errorCode == 0 and client.gateway.principal == "User:a,b=c"
