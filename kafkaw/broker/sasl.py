@@ -95,7 +95,7 @@ class FailureThrottle:
     C{maxHosts} of them (the oldest is forgotten).
     """
 
-    def __init__(self, clock, firstDelay=0.1, maxDelay=5.0, forgetAfter=600.0, maxWait=60.0, maxHosts=10000):
+    def __init__(self, clock, firstDelay=0.1, maxDelay=3.2, forgetAfter=600.0, maxWait=60.0, maxHosts=10000):
         self.clock = clock
         self.firstDelay = firstDelay
         self.maxDelay = maxDelay
