@@ -217,6 +217,7 @@ def _brokerService(options, store, reactor):
         maxExpandedBytes=options["max-request-bytes"],
         offReactor=lambda f, *args: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args),
         authenticator=authenticator,
+        credentials=store if ICredentialStore.providedBy(store) else None,
     )
     if authenticator is not None:
         authenticator.metrics = broker.metrics

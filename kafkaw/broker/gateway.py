@@ -13,7 +13,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface
 
-from kafkaw.broker import admin, data, groups, sasl
+from kafkaw.broker import admin, data, groups, sasl, scramusers
 from kafkaw.metrics import NO_METRICS
 from kafkaw.protocol import api, apiversions, schema
 from kafkaw.protocol.api import ApiKey
@@ -70,6 +70,7 @@ class Broker:
         maxExpandedBytes=100 * 1024 * 1024,
         offReactor=defer.maybeDeferred,
         authenticator=None,
+        credentials=None,
     ):
         self.cluster = cluster
         self.coordinator = coordinator  # the IGroupCoordinator of every group; None: groups not served
@@ -91,6 +92,9 @@ class Broker:
         self.offReactor = offReactor
         # The SASL L{sasl.Authenticator} of the endpoints served with --sasl (None: no SASL).
         self.authenticator = authenticator
+        # The ICredentialStore that DescribeUserScramCredentials / AlterUserScramCredentials
+        # read and change (None: they answer an error).
+        self.credentials = credentials
         self.handlers = servedHandlers(strict08, groupsServed=coordinator is not None)
         # Handlers for every version of a key, consulted before C{handlers}:
         # ApiVersions must answer even the versions it does not serve (error 35).
@@ -139,6 +143,9 @@ _SERVED = [
     (admin.CREATE_PARTITIONS, 0, 1, admin.createPartitions),
     (sasl.SASL_HANDSHAKE.key, 0, 1, sasl.saslHandshake),
     (sasl.SASL_AUTHENTICATE.key, 0, 1, sasl.saslAuthenticate),
+    # Kafka 2.7's, flexible (the codec encodes them: kafkaw.protocol.schema).
+    (scramusers.DESCRIBE_USER_SCRAM_CREDENTIALS.key, 0, 0, scramusers.describeUserScramCredentials),
+    (scramusers.ALTER_USER_SCRAM_CREDENTIALS.key, 0, 0, scramusers.alterUserScramCredentials),
 ]
 # The consumer-group APIs, served when the broker has a group coordinator.
 _GROUP_APIS = [

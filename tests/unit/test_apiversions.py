@@ -201,7 +201,7 @@ def test_listEqualsTheDispatchTable():
     # Kafka 2.3.0's versions of every API served (clients infer the release from them):
     assert {v.apiKey: (v.minVersion, v.maxVersion) for v in served} == {
         0: (0, 7), 1: (0, 11), 2: (0, 5), 3: (0, 8), 17: (0, 1), 18: (0, 2), 19: (0, 3), 20: (0, 3), 22: (0, 1), 32: (0, 2),
-        36: (0, 1), 37: (0, 1),
+        36: (0, 1), 37: (0, 1), 50: (0, 0), 51: (0, 0),
     }
 
 
