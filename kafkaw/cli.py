@@ -11,9 +11,9 @@
     kafkaw [--bootstrap HOST:PORT] groups delete GROUP [GROUP...]
     kafkaw [--bootstrap HOST:PORT] groups reset-offsets GROUP --topic TOPIC
         (--to-earliest | --to-latest | --to-offset N) [--dry-run]
-    kafkaw users add NAME --data-dir DIR [--iterations N]    (password from a prompt or stdin)
-    kafkaw users remove NAME --data-dir DIR
-    kafkaw users list --data-dir DIR
+    kafkaw [--bootstrap HOST:PORT] users add NAME [--data-dir DIR] [--iterations N]   (password: prompt or stdin)
+    kafkaw [--bootstrap HOST:PORT] users remove NAME [--data-dir DIR]
+    kafkaw [--bootstrap HOST:PORT] users list [--data-dir DIR]
 
 A small blocking client: one plain socket, the generic codec of
 L{kafkaw.protocol.schema} at the versions in L{CALLS} (Kafka 2.1's admin
@@ -21,8 +21,8 @@ and group APIs). A command that fails prints one line on stderr (one per
 topic, group or partition the broker refused) and exits with status 1; bad
 usage exits with 2.
 
-The C{users} commands work on a stopped broker's store (L{kafkaw.users}),
-without a connection.
+The C{users} commands (L{kafkaw.users}) work on a running broker, or with
+C{--data-dir} on a stopped broker's store, without a connection.
 
 Topics are looked up with Metadata v4 naming them and
 C{allowAutoTopicCreation} false, so asking about an unknown topic never
@@ -652,20 +652,19 @@ def main(argv=None, out=None, err=None, stdin=None):
     err = sys.stderr if err is None else err
     stdin = sys.stdin if stdin is None else stdin
     arguments = parser().parse_args(argv)
-    if getattr(arguments, "offline", None) is not None:  # users --data-dir: no broker to connect to
-        try:
-            arguments.offline(arguments, out, stdin)
-        except users.UsersError as e:
-            print(f"kafkaw: {e}", file=err)
-            return 1
-        return 0
     try:
+        if getattr(arguments, "data_dir", None) is not None:  # users --data-dir: no broker to connect to
+            arguments.offline(arguments, out, stdin)
+            return 0
         client = connect(arguments.bootstrap, arguments.timeout)
         try:
-            arguments.run(client, arguments, out)
+            if getattr(arguments, "online", None) is not None:
+                arguments.online(client, arguments, out, stdin)
+            else:
+                arguments.run(client, arguments, out)
         finally:
             client.close()
-    except CommandError as e:
+    except (CommandError, users.UsersError) as e:
         for line in str(e).splitlines():
             print(f"kafkaw: {line}", file=err)
         return 1

@@ -67,12 +67,17 @@ def invalidCredentials(mechanism):
     )
 
 
+def saltedPassword(password, mechanism, salt, iterations):
+    """RFC 5802's SaltedPassword: PBKDF2 of C{password}'s UTF-8 bytes (as Kafka's ScramFormatter)."""
+    return hashlib.pbkdf2_hmac(_HASHES[mechanism], password.encode("utf-8"), salt, iterations)
+
+
 def makeCredential(password, mechanism, iterations=DEFAULT_ITERATIONS, salt=None):
     """The L{ScramCredential} of C{password} (a C{str}) for a SCRAM C{mechanism}."""
     if salt is None:
         salt = os.urandom(SALT_BYTES)
     name = _HASHES[mechanism]
-    salted = hashlib.pbkdf2_hmac(name, password.encode("utf-8"), salt, iterations)
+    salted = saltedPassword(password, mechanism, salt, iterations)
     storedKey = hashlib.new(name, hmac.digest(salted, b"Client Key", name)).digest()
     return ScramCredential(salt, storedKey, hmac.digest(salted, b"Server Key", name), iterations)
 

@@ -589,7 +589,13 @@ def _requestDecoder(apiKey, version):
     body = api.request.decoder(version, flexible)
     if flexible:  # request header v2: the header's tagged fields come first
         def decode(data, pos):
-            return body(data, skipTaggedFields(data, pos))
+            value, pos = body(data, skipTaggedFields(data, pos))
+            # librdkafka (2.16, AlterUserScramCredentials) ends its request with a
+            # second empty tagged-fields section, which Kafka (no check for
+            # trailing bytes) accepts: so are empty sections here, nothing else.
+            while pos < len(data) and data[pos] == 0:
+                pos += 1
+            return value, pos
     else:
         decode = body
     _REQUEST_DECODERS[apiKey, version] = decode

@@ -254,3 +254,54 @@ def test_guessesFromOneHostAreSlowedWhileOthersAreServed(guardedBroker):
     started = time.monotonic()
     assert plainAttempt(guardedBroker.bootstrap, PASSWORD) == 0
     assert time.monotonic() - started >= 3.2
+
+
+# --- users on a running broker: AlterUserScramCredentials / DescribeUserScramCredentials v0 ----
+
+
+def cli(*args, password=None):
+    return subprocess.run(
+        [sys.executable, "-m", "kafkaw.cli", *args], input=password, capture_output=True, text=True, timeout=30, cwd=ROOT,
+    )
+
+
+def test_kafkawUsersOnARunningBroker(saslBroker):
+    """`kafkaw users --bootstrap` (through the exempt endpoint) adds a user who can log in at once."""
+    bootstrap = f"127.0.0.1:{saslBroker.openPort}"
+    added = cli("--bootstrap", bootstrap, "users", "add", "carol", password="carol-pass\n")
+    assert (added.returncode, added.stdout, added.stderr) == (0, "set the password of user carol (SCRAM-SHA-256, SCRAM-SHA-512)\n", "")
+    listed = cli("--bootstrap", bootstrap, "users", "list").stdout.splitlines()
+    assert "carol\tSCRAM-SHA-256 (4096 iterations), SCRAM-SHA-512 (4096 iterations)" in listed
+    conf = {**rdSasl("SCRAM-SHA-512", "carol-pass"), "sasl.username": "carol"}
+    roundTrip(saslBroker.bootstrap, "carol-topic", **conf)
+    assert cli("--bootstrap", bootstrap, "users", "remove", "carol").stdout == "removed user carol\n"
+    gone = cli("--bootstrap", bootstrap, "users", "remove", "carol")
+    assert (gone.returncode, gone.stderr) == (1, "kafkaw: no user carol\n")
+    refused = cli("--bootstrap", saslBroker.bootstrap, "users", "list")  # the SASL endpoint: the CLI does not authenticate
+    assert refused.returncode == 1 and "closed the connection on DescribeUserScramCredentials" in refused.stderr
+
+
+def test_confluentKafkaAdminClientManagesUsers(saslBroker):
+    from confluent_kafka.admin import (
+        AdminClient,
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialDeletion,
+        UserScramCredentialUpsertion,
+    )
+
+    admin = AdminClient({**MODERN, "bootstrap.servers": f"127.0.0.1:{saslBroker.openPort}"})
+    upsert = UserScramCredentialUpsertion("dave", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 8192), b"dave-pass")
+    for future in admin.alter_user_scram_credentials([upsert]).values():
+        assert future.result(10) is None
+    described = admin.describe_user_scram_credentials(["dave"])["dave"].result(10)  # users named: a future each
+    infos = described.scram_credential_infos
+    assert [(info.mechanism, info.iterations) for info in infos] == [(ScramMechanism.SCRAM_SHA_256, 8192)]
+    roundTrip(saslBroker.bootstrap, "dave-topic", **{**rdSasl("SCRAM-SHA-256", "dave-pass"), "sasl.username": "dave"})
+    everyone = admin.describe_user_scram_credentials().result(10)  # None: one future of every user
+    assert {"alice", "dave"} <= set(everyone)
+    deletion = UserScramCredentialDeletion("dave", ScramMechanism.SCRAM_SHA_256)
+    for future in admin.alter_user_scram_credentials([deletion]).values():
+        assert future.result(10) is None
+    with pytest.raises(KafkaException, match="does not exist"):
+        admin.describe_user_scram_credentials(["dave"])["dave"].result(10)

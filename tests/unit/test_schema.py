@@ -1187,3 +1187,13 @@ def test_compactLengthsAreChecked():
     frame = header(50, 0) + NO_TAGS + uvarint(1 + 1) + b"\x00" + NO_TAGS + NO_TAGS  # a null name where not nullable
     with pytest.raises(CodecError):
         decodeRequestBody(50, 0, Reader(frame, len(header(50, 0))))
+
+
+def test_emptyTaggedFieldSectionsAfterAFlexibleRequestAreIgnored():
+    """librdkafka 2.16 ends AlterUserScramCredentials with an extra empty
+    tagged-fields section (Kafka does not check for trailing bytes); anything
+    else left over is still an error."""
+    frame = flexibleHeader(50, 0) + b"\x00" + NO_TAGS + NO_TAGS  # users null, tags, an extra empty section
+    assert decodeRequestBody(50, 0, Reader(frame, len(header(50, 0)))).users is None
+    with pytest.raises(CodecError):
+        decodeRequestBody(50, 0, Reader(frame + b"\x01", len(header(50, 0))))
