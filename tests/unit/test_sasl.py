@@ -625,3 +625,95 @@ def test_userApisBeforeAuthenticationClose(harness):
     client = harness.connect()
     client.send(DESCRIBE_USERS, 0, {"users": None})
     assert client.rawResponses() == [] and client.closed
+
+
+# --- twistd kafkaw options ---------------------------------------------------------
+
+
+def parsed(*argv):
+    from kafkaw import tap
+
+    options = tap.Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+def test_saslOptions():
+    options = parsed("--sasl", "--listen", "tcp:1", "--listen", "unix:/tmp/k", "--sasl-exempt", "unix:/tmp/k", "--sasl-failure-delay-ms", "50")
+    assert (options["sasl"], options["sasl-exempt"], options["sasl-failure-delay-ms"]) == (True, ["unix:/tmp/k"], 50)
+    assert not parsed()["sasl"]
+
+
+@pytest.mark.parametrize(
+    "argv, why",
+    [
+        (["--sasl-exempt", "tcp:1"], "--sasl-exempt needs --sasl"),
+        (["--sasl", "--listen", "tcp:1", "--sasl-exempt", "tcp:2"], "names no --listen or --websocket endpoint: tcp:2"),
+        (["--sasl", "--strict-0.8"], "Kafka 0.8.0 had no SASL"),
+        (["--sasl", "--sasl-failure-delay-ms", "0"], "sasl-failure-delay-ms"),
+    ],
+)
+def test_badSaslOptions(argv, why):
+    from twisted.python import usage
+
+    with pytest.raises(usage.UsageError, match=why):
+        parsed(*argv)
+
+
+def test_theServiceRequiresSaslOnEveryEndpointButTheExemptOnes(tmp_path):
+    from twisted.internet.testing import MemoryReactorClock
+
+    from kafkaw import tap
+
+    options = parsed(
+        "--storage", "memory", "--sasl", "--listen", "tcp:19001", "--listen", "tcp:19002",
+        "--websocket", "tcp:19003", "--sasl-exempt", "tcp:19002", "--data-dir", str(tmp_path),
+    )
+    service = tap.makeService(options, reactor=MemoryReactorClock())
+    factories = {}
+    for child in service:
+        factory = getattr(child, "factory", None)
+        if factory is not None and hasattr(factory, "authenticate"):
+            factories[child.endpoint._port] = factory.authenticate
+    assert factories == {19001: True, 19002: False, 19003: True}
+    assert {type(f).__name__ for f in (c.factory for c in service if hasattr(getattr(c, "factory", None), "authenticate"))} == {"KafkaFactory", "KafkaWebSocketFactory"}
+
+
+# --- over WebSocket ------------------------------------------------------------------
+
+
+def webSocketSasl():
+    from twisted.internet.testing import MemoryReactorClock
+
+    from tests.unit.test_websocket import WebSocketPair
+
+    clock = MemoryReactorClock()
+    store = MemoryStore()
+    store.setScramCredential("alice", "SCRAM-SHA-256", sasl.makeCredential("s3cret", "SCRAM-SHA-256"))
+    broker = Broker(ClusterService(store, clock), clock, authenticator=sasl.Authenticator(store, clock))
+    return WebSocketPair(broker=broker, clock=clock, authenticate=True)
+
+
+def wsCall(pair, apiKey, version, value, correlationId=1):
+    (message,) = pair.exchange(frame(schema.encodeRequest(apiKey, version, correlationId, "ws", value)))
+    return schema.decodeResponse(apiKey, version, message[4:])[1]
+
+
+def test_saslOverWebSocket():
+    pair = webSocketSasl()
+    assert wsCall(pair, SASL_HANDSHAKE, 1, {"mechanism": "PLAIN"}).errorCode == 0
+    assert wsCall(pair, SASL_AUTHENTICATE, 1, {"authBytes": plainToken("alice", "s3cret")}).errorCode == 0
+    assert pair.server.gateway.principal == "User:alice"
+    big = ["x" * 40000, "y" * 40000]  # a request above 64 KB, fine once authenticated
+    assert wsCall(pair, METADATA, 1, {"topics": big}).brokers[0].host == "10.0.0.5"
+
+
+def test_webSocketBeforeAuthentication():
+    pair = webSocketSasl()
+    assert pair.exchange(frame(schema.encodeRequest(METADATA, 1, 1, "ws", {"topics": []}))) == []
+    pair.closeAfter()
+    assert pair.client.closed[1] == 1008  # a request before authentication: rejected
+    pair = webSocketSasl()
+    pair.exchange(frame(schema.encodeRequest(SASL_AUTHENTICATE, 1, 1, "ws", {"authBytes": b"x" * 70000})))
+    pair.closeAfter()
+    assert pair.client.closed[1] == 1009  # a message above 64 KB before authentication
