@@ -7,7 +7,8 @@ SCRAM-SHA-256 and SCRAM-SHA-512, one connection after another.
 Prints, per way in, the median and p99 wall time of a set-up and the broker's
 CPU time (user + system, all threads) per set-up. The client side is raw
 sockets and scramp's client (its PBKDF2 is the client's share, in the wall
-time, not in the broker's CPU). Compare rows of one run.
+time, not in the broker's CPU). Then the same ways in with confluent-kafka:
+a new Producer until its first Metadata answer. Compare rows of one run.
 """
 
 import os
@@ -125,9 +126,33 @@ def main(count=300):
                 cpu = (cpuSeconds(broker.pid) - cpuBefore) / count
                 times.sort()
                 print(f"| {name} | {statistics.median(times) * 1000:.2f} | {times[int(len(times) * 0.99) - 1] * 1000:.2f} | {cpu * 1000:.2f} |")
+            librdkafka(saslPort, openPort, max(count // 10, 10))
         finally:
             broker.terminate()
             broker.wait(20)
+
+
+def librdkafka(saslPort, openPort, count):
+    """The same with a real client: a new confluent-kafka Producer until its first Metadata answer."""
+    from confluent_kafka import Producer
+
+    print(f"\nconfluent-kafka: {count} new producers each, from creation to the first Metadata answer (list_topics)")
+    print("| way in | median ms | max ms |")
+    print("|---|---:|---:|")
+    for name, port, mechanism in [
+        ("no SASL", openPort, None), ("PLAIN", saslPort, "PLAIN"),
+        ("SCRAM-SHA-256", saslPort, "SCRAM-SHA-256"), ("SCRAM-SHA-512", saslPort, "SCRAM-SHA-512"),
+    ]:
+        conf = {"bootstrap.servers": f"127.0.0.1:{port}"}
+        if mechanism:
+            conf.update({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": mechanism,
+                         "sasl.username": "bench", "sasl.password": PASSWORD})
+        times = []
+        for _ in range(count):
+            started = time.perf_counter()
+            Producer(conf).list_topics(timeout=10)
+            times.append(time.perf_counter() - started)
+        print(f"| {name} | {statistics.median(times) * 1000:.1f} | {max(times) * 1000:.1f} |")
 
 
 if __name__ == "__main__":
