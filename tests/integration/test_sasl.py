@@ -305,3 +305,23 @@ def test_confluentKafkaAdminClientManagesUsers(saslBroker):
         assert future.result(10) is None
     with pytest.raises(KafkaException, match="does not exist"):
         admin.describe_user_scram_credentials(["dave"])["dave"].result(10)
+
+
+def test_kafkaPythonAdminClientManagesUsers(saslBroker):
+    """kafka-python's own flexible-version codec against ours."""
+    from kafka.admin import KafkaAdminClient
+    from kafka.admin._users import ScramMechanism, UserScramCredentialDeletion, UserScramCredentialUpsertion
+
+    admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{saslBroker.openPort}")
+    try:
+        upsert = UserScramCredentialUpsertion("erin", ScramMechanism.SCRAM_SHA_512, "erin-pass")
+        assert admin.alter_user_scram_credentials([upsert]) == {"erin": None}
+        described = admin.describe_user_scram_credentials(["erin", "nobody"])
+        assert described["erin"] == {"error": None, "credential_infos": [{"mechanism": ScramMechanism.SCRAM_SHA_512, "iterations": 4096}]}
+        assert "does not exist" in described["nobody"]["error"]
+        roundTrip(saslBroker.bootstrap, "erin-topic", **{**rdSasl("SCRAM-SHA-512", "erin-pass"), "sasl.username": "erin"})
+        deletion = UserScramCredentialDeletion("erin", ScramMechanism.SCRAM_SHA_512)
+        assert admin.alter_user_scram_credentials([deletion]) == {"erin": None}
+        assert "does not exist" in admin.alter_user_scram_credentials([deletion])["erin"]
+    finally:
+        admin.close()
