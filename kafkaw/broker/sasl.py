@@ -52,6 +52,7 @@ PRE_AUTHENTICATION_APIS = frozenset({18, SASL_HANDSHAKE.key, SASL_AUTHENTICATE.k
 # is 512 KB): ApiVersions and SASL tokens are a few hundred bytes.
 MAX_UNAUTHENTICATED_REQUEST_BYTES = 64 * 1024
 DEFAULT_ITERATIONS = 4096  # Kafka's minimum for SCRAM-SHA-256/512
+CLOSE_DELAY_AFTER_FAILURE = 0.1  # seconds; Kafka's connection.failed.authentication.delay.ms is 100
 SALT_BYTES = 32
 _HASHES = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
 _PLAIN_CREDENTIAL = "SCRAM-SHA-256"  # PLAIN checks this one (else SCRAM-SHA-512)
@@ -361,6 +362,7 @@ class SaslSession:
         self._exchange = None
         self._admitted = False  # True: the throttle let this exchange through and finished() is owed; None: decided
         self._pending = None  # the timer of an attempt the throttle holds back
+        self._closeTimer = None  # the delayed close after a failure
 
     @property
     def authenticated(self):
@@ -480,13 +482,23 @@ class SaslSession:
                 self.authenticator.counted(self.mechanism, succeeded)
 
     def _fail(self):
+        """Close once the answer is sent, C{CLOSE_DELAY_AFTER_FAILURE} later (as
+        Kafka's connection.failed.authentication.delay.ms): a client that reads
+        the answer and the close together may drop the answer (kafka-python
+        3.0.12 does), and would see a bare disconnect instead of error 58."""
         self.state = _FAILED
-        self.gateway.closeWhenAnswered()
+        connection, clock = self.gateway.connection, self.authenticator.clock
+
+        def closeSoon():
+            self._closeTimer = clock.callLater(CLOSE_DELAY_AFTER_FAILURE, connection.close)
+
+        self.gateway.closeWhenAnswered(closeSoon)
 
     def connectionLost(self):
         """The connection went while an attempt may be waiting or under way."""
-        if self._pending is not None and self._pending.active():
-            self._pending.cancel()
+        for timer in (self._pending, self._closeTimer):
+            if timer is not None and timer.active():
+                timer.cancel()
         self._decided(None)
 
 

@@ -42,7 +42,7 @@ class Harness:
         self.metrics = self.broker.metrics = self.authenticator.metrics = PrometheusMetrics(self.cluster)
 
     def connect(self, host="10.0.0.1", authenticate=True):
-        return Client(self.broker, host, authenticate)
+        return Client(self.broker, host, authenticate, self.clock)
 
     def counted(self, mechanism, outcome):
         return self.metrics.registry.get_sample_value(
@@ -51,7 +51,8 @@ class Harness:
 
 
 class Client:
-    def __init__(self, broker, host, authenticate):
+    def __init__(self, broker, host, authenticate, clock):
+        self.clock = clock
         self.transport = StringTransport(peerAddress=IPv4Address("TCP", host, 40000))
         self.protocol = KafkaProtocol(broker, MAX_REQUEST, authenticate)
         self.protocol.makeConnection(self.transport)
@@ -64,6 +65,8 @@ class Client:
 
     @property
     def closed(self):
+        """Whether the broker closed the connection, once the close delay after a failure has passed."""
+        self.clock.advance(sasl.CLOSE_DELAY_AFTER_FAILURE)
         return self.transport.disconnecting
 
     def send(self, apiKey, version, value):
@@ -717,3 +720,25 @@ def test_webSocketBeforeAuthentication():
     pair.exchange(frame(schema.encodeRequest(SASL_AUTHENTICATE, 1, 1, "ws", {"authBytes": b"x" * 70000})))
     pair.closeAfter()
     assert pair.client.closed[1] == 1009  # a message above 64 KB before authentication
+
+
+def test_theCloseAfterAFailureWaitsALittle(harness):
+    """The answer goes at once, the close 100 ms later (Kafka's
+    connection.failed.authentication.delay.ms), so a client reading both at
+    once does not lose the answer."""
+    client = harness.connect()
+    client.handshake("PLAIN")
+    assert client.authenticate(plainToken("alice", "wrong")).errorCode == 58
+    assert not client.transport.disconnecting
+    harness.clock.advance(0.099)
+    assert not client.transport.disconnecting
+    harness.clock.advance(0.001)
+    assert client.transport.disconnecting
+
+
+def test_aConnectionLostBeforeTheDelayedClose(harness):
+    client = harness.connect()
+    client.handshake("GSSAPI")  # error 33: closing in 100 ms
+    assert len(harness.clock.getDelayedCalls()) == 2  # that close, and the gateway's idle timer
+    client.lose()
+    assert harness.clock.getDelayedCalls() == []  # both cancelled
