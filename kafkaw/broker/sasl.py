@@ -203,6 +203,7 @@ class _PlainExchange:
 
     def __init__(self, authenticator):
         self.authenticator = authenticator
+        self.user = None  # for the broker's log
 
     def step(self, token):
         try:
@@ -213,6 +214,7 @@ class _PlainExchange:
             return defer.fail(AuthenticationFailed("Invalid SASL/PLAIN token: empty user name or password"))
         if authorizationId and authorizationId != user:
             return defer.fail(AuthenticationFailed("Authentication failed: Client requested an authorization id that is different from username"))
+        self.user = user
         mechanism, credential, known = self.authenticator.plainCredential(user)
 
         def checked(matches):

@@ -742,3 +742,14 @@ def test_aConnectionLostBeforeTheDelayedClose(harness):
     assert len(harness.clock.getDelayedCalls()) == 2  # that close, and the gateway's idle timer
     client.lose()
     assert harness.clock.getDelayedCalls() == []  # both cancelled
+
+
+def test_failuresAreLoggedWithThePeerAndTheUser(harness):
+    from twisted.logger import capturedLogs, formatEvent
+
+    with capturedLogs() as events:
+        client = harness.connect("10.0.0.77")
+        client.handshake("PLAIN")
+        client.authenticate(plainToken("alice", "wrong"))
+    lines = [formatEvent(event) for event in events]
+    assert any("SASL PLAIN authentication failed for" in line and "10.0.0.77" in line and "'alice'" in line for line in lines)
