@@ -753,3 +753,26 @@ def test_failuresAreLoggedWithThePeerAndTheUser(harness):
         client.authenticate(plainToken("alice", "wrong"))
     lines = [formatEvent(event) for event in events]
     assert any("SASL PLAIN authentication failed for" in line and "10.0.0.77" in line and "'alice'" in line for line in lines)
+
+
+def test_aThousandGuessesTakeTheDocumentedMinimum():
+    """docs/security.md: with the defaults (100 ms doubling up to 3.2 s), 1,000
+    wrong passwords from one host take at least 3,184 s; meanwhile another
+    host authenticates without waiting."""
+    harness = Harness(firstDelay=0.1, maxDelay=3.2)
+    start = harness.clock.seconds()
+    for number in range(1000):
+        client = guessWrong(harness, "10.0.0.66")
+        while not client.responses():
+            pending = [call.getTime() for call in harness.clock.getDelayedCalls()]
+            harness.clock.advance(min(pending) - harness.clock.seconds())  # straight to the next timer
+        client.lose()
+        if number == 500:
+            honest = harness.connect("10.0.0.2")
+            before = harness.clock.seconds()
+            final, _ = scramLogIn(honest, "SCRAM-SHA-256")
+            assert final.errorCode == 0 and harness.clock.seconds() == before  # no clock advance needed
+    elapsed = harness.clock.seconds() - start
+    assert harness.throttle.minimumSeconds(1000) == pytest.approx(3183.9)
+    assert elapsed >= 3183.9 - 1e-6
+    assert harness.counted("PLAIN", "failure") == 1000
