@@ -17,12 +17,18 @@
     kafkaw [--bootstrap HOST:PORT] acls remove RESOURCE... [(--allow-principal P | --deny-principal P)...]
         [--operation OP]... [--allow-host H]... [--deny-host H]... [--resource-pattern-type TYPE]
         (RESOURCE: --topic NAME, --group NAME, --transactional-id NAME, --cluster; each repeatable)
+    kafkaw [--bootstrap HOST:PORT] users add NAME [--data-dir DIR] [--iterations N]   (password: prompt or stdin)
+    kafkaw [--bootstrap HOST:PORT] users remove NAME [--data-dir DIR]
+    kafkaw [--bootstrap HOST:PORT] users list [--data-dir DIR]
 
 A small blocking client: one plain socket, the generic codec of
 L{kafkaw.protocol.schema} at the versions in L{CALLS} (Kafka 2.1's admin
 and group APIs). A command that fails prints one line on stderr (one per
 topic, group or partition the broker refused) and exits with status 1; bad
 usage exits with 2.
+
+The C{users} commands (L{kafkaw.users}) work on a running broker, or with
+C{--data-dir} on a stopped broker's store, without a connection.
 
 Topics are looked up with Metadata v4 naming them and
 C{allowAutoTopicCreation} false, so asking about an unknown topic never
@@ -41,6 +47,7 @@ from kafkaw.protocol.errors import CodecError, ErrorCode
 from kafkaw.protocol.framing import Framer, FrameTooLarge, frame
 from kafkaw.protocol.primitives import Reader
 from kafkaw.storage.interfaces import AclBinding
+from kafkaw import users
 
 CLIENT_ID = "kafkaw-cli"
 
@@ -876,24 +883,32 @@ def parser():
     )
     _aclOptions(remove, True, True, tuple(PatternType)[1:], PatternType.LITERAL)
     remove.set_defaults(run=aclsRemove)
+    users.addParsers(commands)  # SASL users (issue 15)
     return top
 
 
-def main(argv=None, out=None, err=None):
+def main(argv=None, out=None, err=None, stdin=None):
     """Run one command; return the exit status (bad usage exits with 2)."""
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
+    stdin = sys.stdin if stdin is None else stdin
     commandLine = parser()
     arguments = commandLine.parse_args(argv)
     if getattr(arguments, "resourcesRequired", False) and not _resources(arguments):
         commandLine.error("name a resource: --topic, --group, --transactional-id or --cluster")
     try:
+        if getattr(arguments, "data_dir", None) is not None:  # users --data-dir: no broker to connect to
+            arguments.offline(arguments, out, stdin)
+            return 0
         client = connect(arguments.bootstrap, arguments.timeout)
         try:
-            arguments.run(client, arguments, out)
+            if getattr(arguments, "online", None) is not None:
+                arguments.online(client, arguments, out, stdin)
+            else:
+                arguments.run(client, arguments, out)
         finally:
             client.close()
-    except CommandError as e:
+    except (CommandError, users.UsersError) as e:
         for line in str(e).splitlines():
             print(f"kafkaw: {line}", file=err)
         return 1

@@ -57,6 +57,11 @@ class IBrokerMetrics(Interface):
     def authorizationDenied(operation):
         """The ACLs denied a request C{operation} (a Kafka ACL operation code) on a resource."""
 
+    # --- SASL ---
+
+    def authenticationDone(mechanism, succeeded):
+        """A SASL authentication with C{mechanism} (one the broker serves) succeeded or failed."""
+
 
 @implementer(IBrokerMetrics)
 class NoMetrics:
@@ -81,6 +86,9 @@ class NoMetrics:
         pass
 
     def authorizationDenied(self, operation):
+        pass
+
+    def authenticationDone(self, mechanism, succeeded):
         pass
 
 
@@ -140,6 +148,12 @@ class PrometheusMetrics:
             ["operation"],
             registry=self.registry,
         )
+        self.authentications = Counter(
+            "kafkaw_sasl_authentications",
+            "SASL authentications decided, by mechanism and outcome (success or failure)",
+            ["mechanism", "outcome"],
+            registry=self.registry,
+        )
         self.partitions = PartitionCollector(cluster)
         self.registry.register(self.partitions)
         self.groups = GroupCollector(coordinator, cluster)
@@ -197,6 +211,9 @@ class PrometheusMetrics:
         except ValueError:
             name = str(operation)
         self.authorizationDenials.labels(name).inc()
+
+    def authenticationDone(self, mechanism, succeeded):
+        self.authentications.labels(mechanism, "success" if succeeded else "failure").inc()
 
 
 class PartitionCollector:

@@ -13,10 +13,11 @@ from twisted.python import usage
 from kafkaw.broker.authorizer import AclAuthorizer
 from kafkaw.broker.coordinator import GroupCoordinator, OffsetExpiryService
 from kafkaw.broker.gateway import Broker
+from kafkaw.broker.sasl import Authenticator, FailureThrottle
 from kafkaw.broker.services import ClusterService, RetentionService
 from kafkaw.config import ConfigFileOptions, atLeast, positive
 from kafkaw.metrics import NO_METRICS, PrometheusMetrics, metricsSite
-from kafkaw.storage.interfaces import IAclStore, IStorageFactory, StorageError
+from kafkaw.storage.interfaces import IAclStore, ICredentialStore, IStorageFactory, StorageError
 from kafkaw.transport.tcp import KafkaFactory
 from kafkaw.transport.websocket import KafkaWebSocketFactory
 
@@ -53,9 +54,10 @@ class Options(ConfigFileOptions):
         ["sync", None, "fsync every append before acknowledging it (survives power loss, slower)"],
         ["no-auto-create-topics", None, "answer UnknownTopicOrPartition for unknown topics instead of creating them"],
         ["no-websocket", None, "serve no WebSocket endpoint (overrides --websocket)"],
+        ["sasl", None, "require SASL authentication (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512; users: `kafkaw users add`) on every --listen and --websocket endpoint but those named by --sasl-exempt"],
         ["strict-0.8", None, "behave exactly as Kafka 0.8.0: serve v0 of Produce, Fetch, ListOffsets and Metadata only, and close the connection on anything else (ApiVersions included)"],
         # ACLs
-        ["acls", None, "enforce ACLs (Kafka's SimpleAclAuthorizer rules); a connection that did not authenticate is User:ANONYMOUS"],
+        ["acls", None, "enforce ACLs (Kafka's SimpleAclAuthorizer rules; on with --sasl); a connection that did not authenticate is User:ANONYMOUS"],
         ["allow-everyone-if-no-acl", None, "with --acls, allow a resource without any ACL to everyone (Kafka's allow.everyone.if.no.acl.found) instead of to super users only"],
     ]
     optParameters = [
@@ -79,6 +81,7 @@ class Options(ConfigFileOptions):
         ["group-min-session-timeout-ms", None, 6000, "shortest session timeout a group member may ask for", positive("group-min-session-timeout-ms")],
         ["group-max-session-timeout-ms", None, 1800000, "longest session timeout a group member may ask for", positive("group-max-session-timeout-ms")],
         ["offsets-retention-minutes", None, 10080, "committed offsets of a group are deleted this long after it became empty (7 days, as Kafka)", positive("offsets-retention-minutes")],
+        ["sasl-failure-delay-ms", None, 100, "with --sasl: after a failed authentication, how long the next attempt from the same host waits; doubles per recent failure up to 32 times this", positive("sasl-failure-delay-ms")],
         ["metrics", None, None, "serve Prometheus metrics at /metrics on this strports endpoint, e.g. tcp:9308:interface=127.0.0.1 (default: off)"],
     ]
 
@@ -88,6 +91,7 @@ class Options(ConfigFileOptions):
         self["websocket"] = []
         self["websocket-allowed-origin"] = []
         self["super-user"] = []
+        self["sasl-exempt"] = []
 
     def opt_listen(self, description):
         """Kafka (TCP) endpoint, as a strports string; repeatable [default: tcp:9092:interface=127.0.0.1]."""
@@ -102,10 +106,13 @@ class Options(ConfigFileOptions):
         self["websocket-allowed-origin"].append(pattern)
 
     def opt_super_user(self, principal):
-        """With --acls, a principal allowed everything whatever the ACLs say, e.g. User:admin; repeatable (default: none)."""
+        """With --acls or --sasl, a principal allowed everything whatever the ACLs say, e.g. User:admin; repeatable (default: none)."""
         if not principal.startswith("User:") or len(principal) == len("User:"):
             raise usage.UsageError(f"--super-user takes a principal User:NAME, not {principal!r}")
         self["super-user"].append(principal)
+    def opt_sasl_exempt(self, description):
+        """With --sasl: an endpoint, exactly as given to --listen or --websocket, that serves clients without authentication (e.g. a unix: socket for local tools); repeatable."""
+        self["sasl-exempt"].append(description)
 
     def postOptions(self):
         if not self["listen"]:
@@ -114,13 +121,22 @@ class Options(ConfigFileOptions):
             self["websocket"] = []
         elif not self["websocket"]:
             self["websocket"].append(DEFAULT_WEBSOCKET)
+        if self["sasl-exempt"] and not self["sasl"]:
+            raise usage.UsageError("--sasl-exempt needs --sasl")
+        unknown = set(self["sasl-exempt"]) - set(self["listen"]) - set(self["websocket"])
+        if unknown:
+            raise usage.UsageError(f"--sasl-exempt names no --listen or --websocket endpoint: {', '.join(sorted(unknown))}")
+        if self["sasl"] and self["strict-0.8"]:
+            raise usage.UsageError("--sasl and --strict-0.8 exclude each other: Kafka 0.8.0 had no SASL")
         backends = storageBackends()
         if self["storage"] not in backends:
             raise usage.UsageError(
                 f"unknown storage {self['storage']!r}; available: {', '.join(sorted(backends))}"
             )
+        if self["sasl"]:
+            self["acls"] = True  # who authenticated is only worth knowing if it decides what they may do
         if (self["super-user"] or self["allow-everyone-if-no-acl"]) and not self["acls"]:
-            raise usage.UsageError("--super-user and --allow-everyone-if-no-acl need --acls")
+            raise usage.UsageError("--super-user and --allow-everyone-if-no-acl need --acls (or --sasl)")
 
 
 class BrokerService(service.MultiService):
@@ -191,6 +207,15 @@ def _brokerService(options, store, reactor):
         retentionMs=-1 if options["retention-hours"] == -1 else options["retention-hours"] * 3600 * 1000,
         retentionBytes=options["retention-bytes"],
     )
+    authenticator = None
+    if options["sasl"]:
+        if not ICredentialStore.providedBy(store):
+            raise ValueError(f"storage {options['storage']!r} cannot store SASL credentials")
+        delay = options["sasl-failure-delay-ms"] / 1000.0
+        authenticator = Authenticator(
+            store, reactor, FailureThrottle(reactor, firstDelay=delay, maxDelay=32 * delay),
+            offReactor=lambda f, *args: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args),
+        )
     coordinator = GroupCoordinator(
         reactor,
         store,
@@ -215,7 +240,11 @@ def _brokerService(options, store, reactor):
         maxExpandedBytes=options["max-request-bytes"],
         offReactor=lambda f, *args: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args),
         authorizer=_authorizer(options, store),
+        authenticator=authenticator,
+        credentials=store if ICredentialStore.providedBy(store) else None,
     )
+    if authenticator is not None:
+        authenticator.metrics = broker.metrics
     # What start-up loaded (every topic's services) lives as long as the
     # process: out of the collector's sight, a full collection stays short
     # however many topics there are (measured: 43-56 ms at 10,000 topics).
@@ -223,13 +252,16 @@ def _brokerService(options, store, reactor):
     top = BrokerService(store)
     RetentionService(cluster, options["retention-check-interval-ms"] / 1000.0, reactor).setServiceParent(top)
     OffsetExpiryService(coordinator, reactor).setServiceParent(top)
-    kafka = KafkaFactory(broker, options["max-request-bytes"])
     for description in options["listen"]:
+        authenticate = options["sasl"] and description not in options["sasl-exempt"]
+        kafka = KafkaFactory(broker, options["max-request-bytes"], authenticate)
         strports.service(description, kafka, reactor=reactor).setServiceParent(top)
-    websocket = KafkaWebSocketFactory(
-        broker, options["max-request-bytes"], reactor=reactor, allowedOrigins=options["websocket-allowed-origin"]
-    )
     for description in options["websocket"]:
+        authenticate = options["sasl"] and description not in options["sasl-exempt"]
+        websocket = KafkaWebSocketFactory(
+            broker, options["max-request-bytes"], reactor=reactor, allowedOrigins=options["websocket-allowed-origin"],
+            authenticate=authenticate,
+        )
         strports.service(description, websocket, reactor=reactor).setServiceParent(top)
     if options["metrics"]:
         strports.service(options["metrics"], metricsSite(broker.metrics), reactor=reactor).setServiceParent(top)

@@ -13,7 +13,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface
 
-from kafkaw.broker import acls, admin, data, groups
+from kafkaw.broker import acls, admin, data, groups, sasl, scramusers
 from kafkaw.broker.authorizer import ANONYMOUS, Operation, ResourceType
 from kafkaw.metrics import NO_METRICS
 from kafkaw.protocol import api, apiversions, schema
@@ -32,6 +32,7 @@ class IKafkaConnection(Interface):
     """What a transport offers the gateway for one client connection."""
 
     peer = Attribute("The client's address, for logs.")
+    peerHost = Attribute("The client's host (no port), by which failed SASL authentications are slowed down.")
 
     def localAddress():
         """(host, port) the client reached, to advertise in Metadata."""
@@ -72,6 +73,8 @@ class Broker:
         maxExpandedBytes=100 * 1024 * 1024,
         offReactor=defer.maybeDeferred,
         authorizer=None,
+        authenticator=None,
+        credentials=None,
     ):
         self.cluster = cluster
         # The IAuthorizer deciding every request (--acls); None: everything is allowed.
@@ -93,6 +96,11 @@ class Broker:
         # pool, so the reactor serves other connections meanwhile; the
         # default runs it at once (tests).
         self.offReactor = offReactor
+        # The SASL L{sasl.Authenticator} of the endpoints served with --sasl (None: no SASL).
+        self.authenticator = authenticator
+        # The ICredentialStore that DescribeUserScramCredentials / AlterUserScramCredentials
+        # read and change (None: they answer an error).
+        self.credentials = credentials
         self.handlers = servedHandlers(strict08, groupsServed=coordinator is not None)
         # Handlers for every version of a key, consulted before C{handlers}:
         # ApiVersions must answer even the versions it does not serve (error 35).
@@ -101,16 +109,18 @@ class Broker:
         if not strict08:
             self.anyVersionHandlers[apiversions.API_VERSIONS] = (apiversions.decodeRequest, apiVersions)
 
-    def openGateway(self, connection):
+    def openGateway(self, connection, authenticate=False):
         """A L{Gateway} for a new connection, or None (logged) when
-        C{maxConnections} are open already: the transport then closes it."""
+        C{maxConnections} are open already: the transport then closes it.
+        With C{authenticate} (an endpoint served with --sasl) the connection
+        must authenticate with SASL before anything but ApiVersions is served."""
         if self.connections >= self.maxConnections:
             log.warn(
                 "refusing connection from {peer}: {count} connections open (--max-connections)",
                 peer=connection.peer, count=self.connections,
             )
             return None
-        return Gateway(self, connection)
+        return Gateway(self, connection, authenticate)
 
 
 def apiVersions(header, request, gateway):
@@ -137,6 +147,11 @@ _SERVED = [
     (admin.INIT_PRODUCER_ID, 0, 1, admin.initProducerId),
     (admin.DESCRIBE_CONFIGS, 0, 2, admin.describeConfigs),
     (admin.CREATE_PARTITIONS, 0, 1, admin.createPartitions),
+    (sasl.SASL_HANDSHAKE.key, 0, 1, sasl.saslHandshake),
+    (sasl.SASL_AUTHENTICATE.key, 0, 1, sasl.saslAuthenticate),
+    # Kafka 2.7's, flexible (the codec encodes them: kafkaw.protocol.schema).
+    (scramusers.DESCRIBE_USER_SCRAM_CREDENTIALS.key, 0, 0, scramusers.describeUserScramCredentials),
+    (scramusers.ALTER_USER_SCRAM_CREDENTIALS.key, 0, 0, scramusers.alterUserScramCredentials),
 ]
 # The consumer-group APIs, served when the broker has a group coordinator.
 _GROUP_APIS = [
@@ -205,12 +220,18 @@ class Gateway:
 
     log = Logger()
 
-    def __init__(self, broker, connection):
+    def __init__(self, broker, connection, authenticate=False):
         self.broker = broker
         self.connection = connection
         self.principal = ANONYMOUS  # "User:NAME" once the connection authenticated (SASL)
         self.host = groups.peerHost(connection.peer) or ""  # the client's IP address, as ACLs name hosts ("": a unix socket)
         self._denialsLogged = set()  # (operation, resource type, name) denied and logged
+        # The SASL state of a connection to an endpoint served with --sasl; None: no SASL here.
+        self.authentication = None
+        if authenticate:
+            if broker.authenticator is None:
+                raise ValueError("an endpoint with SASL needs a broker with an authenticator")
+            self.authentication = sasl.SaslSession(broker.authenticator, self)
         self.parked = set()  # unanswered fetches, cancelled when the connection goes
         self._slots = collections.deque()  # [response chunks or None, api key, time received], in request order
         self._inFlight = 0
@@ -260,6 +281,8 @@ class Gateway:
 
     def _handle(self, frame, receivedAt):
         self.requests += 1
+        if self.authentication is not None and self.authentication.expectsRawToken:
+            return self._handleRawToken(frame, receivedAt)
         try:
             header, reader = api.decodeHeader(frame)
         except CodecError as e:
@@ -277,6 +300,12 @@ class Gateway:
                 apiName=apiversions.apiName(header.apiKey),
                 apiVersion=header.apiVersion,
                 clientId=header.clientId,
+            )
+        if self.authentication is not None and not self.authentication.authenticated and header.apiKey not in sasl.PRE_AUTHENTICATION_APIS:
+            return self._drop(
+                header.apiKey,
+                "{apiName} request before SASL authentication (client {clientId})",
+                apiName=apiversions.apiName(header.apiKey), clientId=header.clientId,
             )
         decode, handle = entry
         try:
@@ -323,6 +352,37 @@ class Gateway:
                 for d in ready:
                     d.callback(None)
         return result
+    def _handleRawToken(self, token, receivedAt):
+        """A bare SASL token (after a SaslHandshake v0), answered in order
+        like a request; when authentication fails, the connection closes unanswered."""
+        self.broker.metrics.requestReceived(sasl.SASL_AUTHENTICATE.key, 4 + len(token))
+        slot = [None, sasl.SASL_AUTHENTICATE.key, receivedAt]
+        self._slots.append(slot)
+        self._inFlight += 1
+
+        def stepped(chunks):
+            if chunks is not None:
+                return self._answered(chunks, slot, True)
+            self._inFlight -= 1
+            self.broker.metrics.requestRefused(sasl.SASL_AUTHENTICATE.key)
+            self._close()
+
+        self.authentication.rawToken(token).addCallbacks(stepped, self._failed, errbackArgs=(sasl.SASL_AUTHENTICATE.key,))
+
+    def authenticated(self, principal):
+        """SASL authenticated the client as C{principal} ("User:NAME")."""
+        self.principal = principal
+
+    def requestBytesLimit(self, limit):
+        """The largest request frame to read now: C{limit}, or less until SASL authentication."""
+        if self.authentication is not None and not self.authentication.authenticated:
+            return min(limit, sasl.MAX_UNAUTHENTICATED_REQUEST_BYTES)
+        return limit
+
+    @property
+    def closed(self):
+        return self._closed
+
 
     def _answered(self, chunks, slot, owed):
         self._inFlight -= 1
@@ -486,6 +546,8 @@ class Gateway:
     def connectionLost(self):
         """The connection is gone (may be called more than once)."""
         self._closed = True
+        if self.authentication is not None:
+            self.authentication.connectionLost()
         self._cancelParked()
         self._slots.clear()
         self._backlog.clear()

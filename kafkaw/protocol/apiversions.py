@@ -60,6 +60,8 @@ API_NAMES = {
     36: "SaslAuthenticate",
     37: "CreatePartitions",
     42: "DeleteGroups",
+    50: "DescribeUserScramCredentials",
+    51: "AlterUserScramCredentials",
     60: "DescribeCluster",
 }
 

@@ -900,6 +900,67 @@ DELETE_GROUPS = Api(
     ),
 )
 
+# --- SCRAM users on a running broker (issue 15): Kafka 2.7.0's v0, a flexible version ---
+
+DESCRIBE_USER_SCRAM_CREDENTIALS = Api(
+    50,
+    "DescribeUserScramCredentials",
+    0,
+    0,
+    Struct("DescribeUserScramCredentialsRequest", [F("Users", "[]UserName", nullable="0+", fields=[F("Name", "string")])]),
+    Struct(
+        "DescribeUserScramCredentialsResponse",
+        [
+            F(THROTTLE, "int32"),
+            F("ErrorCode", "int16"),
+            F("ErrorMessage", "string", nullable="0+"),
+            F(
+                "Results",
+                "[]DescribeUserScramCredentialsResult",
+                fields=[
+                    F("User", "string"),
+                    F("ErrorCode", "int16"),
+                    F("ErrorMessage", "string", nullable="0+"),
+                    F("CredentialInfos", "[]CredentialInfo", fields=[F("Mechanism", "int8"), F("Iterations", "int32")]),
+                ],
+            ),
+        ],
+    ),
+    flexibleVersions="0+",
+)
+
+ALTER_USER_SCRAM_CREDENTIALS = Api(
+    51,
+    "AlterUserScramCredentials",
+    0,
+    0,
+    Struct(
+        "AlterUserScramCredentialsRequest",
+        [
+            F("Deletions", "[]ScramCredentialDeletion", fields=[F("Name", "string"), F("Mechanism", "int8")]),
+            F(
+                "Upsertions",
+                "[]ScramCredentialUpsertion",
+                fields=[F("Name", "string"), F("Mechanism", "int8"), F("Iterations", "int32"), F("Salt", "bytes"), F("SaltedPassword", "bytes")],
+            ),
+        ],
+    ),
+    Struct(
+        "AlterUserScramCredentialsResponse",
+        [
+            F(THROTTLE, "int32"),
+            F(
+                "Results",
+                "[]AlterUserScramCredentialsResult",
+                fields=[F("User", "string"), F("ErrorCode", "int16"), F("ErrorMessage", "string", nullable="0+")],
+            ),
+        ],
+    ),
+    flexibleVersions="0+",
+)
+
+# --- end of SCRAM users ---
+
 APIS = {
     api.key: api
     for api in (
@@ -929,5 +990,7 @@ APIS = {
         DESCRIBE_ACLS,
         CREATE_ACLS,
         DELETE_ACLS,
+        DESCRIBE_USER_SCRAM_CREDENTIALS,
+        ALTER_USER_SCRAM_CREDENTIALS,
     )
 }

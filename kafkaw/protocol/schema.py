@@ -8,9 +8,18 @@ encoder from it: straight-line generated code with no schema lookups at run
 time, so that one reader and one writer serve ~22 APIs x all their versions at
 the speed of hand-written code.
 
-Only the classic (non-flexible) encodings exist up to Kafka 2.3.0: int8,
-int16, int32, int64, bool, string (int16 length, -1 null), bytes (int32
-length, -1 null) and arrays (int32 count, -1 null) of structs or primitives.
+The classic encodings (all of Kafka 2.3.0): int8, int16, int32, int64,
+bool, string (int16 length, -1 null), bytes (int32 length, -1 null) and
+arrays (int32 count, -1 null) of structs or primitives.
+
+Flexible versions (KIP-482, an API's C{flexibleVersions}, from Kafka 2.4):
+strings, bytes and arrays are compact (an unsigned varint of length + 1, 0
+null) and every struct ends with a tagged-fields section (an unsigned varint
+count, then per field an unsigned varint tag and size and its bytes). Tagged
+fields read are skipped (none of the definitions declares one), and none are
+written (a count of 0). The request header is v2 (header v1, then a tagged
+fields section) and the response header v1 (correlation id, then a tagged
+fields section) for a flexible version.
 
 Values
 ======
@@ -39,6 +48,7 @@ _FIXED = {"int8": ("b", 1), "int16": ("h", 2), "int32": ("i", 4), "int64": ("q",
 _PRIMITIVES = set(_FIXED) | {"string", "bytes"}
 # What each type costs at least on the wire: arrays check their count against it.
 _MIN_SIZE = {**{name: width for name, (_, width) in _FIXED.items()}, "string": 2, "bytes": 4}
+_MIN_COMPACT_SIZE = {**_MIN_SIZE, "string": 1, "bytes": 1}
 _MISSING = object()
 
 
@@ -154,22 +164,25 @@ class Struct:
             raise KeyError(f"{self.name}.{fieldName} is not an array of structs")
         return struct
 
-    def minSize(self, version):
+    def minSize(self, version, flexible=False):
         """The fewest bytes a value of this struct takes at C{version}."""
+        if flexible:  # compact lengths of 1 byte, and the tagged fields' count
+            return 1 + sum(_MIN_COMPACT_SIZE.get(f.type, 1) for f in self.fields if version in f.versions)
         return sum(_MIN_SIZE.get(f.type, 4) for f in self.fields if version in f.versions)
 
-    def decoder(self, version):
-        """decode(data: bytes, position) -> (value, position); compiled once."""
-        decode = self._decoders.get(version)
+    def decoder(self, version, flexible=False):
+        """decode(data: bytes, position) -> (value, position); compiled once.
+        C{flexible}: the version's compact encodings and tagged fields."""
+        decode = self._decoders.get((version, flexible))
         if decode is None:
-            decode = self._decoders[version] = _compileDecoder(self, version)
+            decode = self._decoders[version, flexible] = _compileDecoder(self, version, flexible)
         return decode
 
-    def encoder(self, version):
+    def encoder(self, version, flexible=False):
         """encode(value, out, chunks); compiled once. See L{encodeStruct}."""
-        encode = self._encoders.get(version)
+        encode = self._encoders.get((version, flexible))
         if encode is None:
-            encode = self._encoders[version] = _compileEncoder(self, version)
+            encode = self._encoders[version, flexible] = _compileEncoder(self, version, flexible)
         return encode
 
     def __repr__(self):
@@ -179,16 +192,21 @@ class Struct:
 class Api:
     """One API: its key, name, version range and request / response Structs."""
 
-    def __init__(self, key, name, minVersion, maxVersion, request, response):
+    def __init__(self, key, name, minVersion, maxVersion, request, response, flexibleVersions=None):
         self.key = key
         self.name = name
         self.minVersion = minVersion
         self.maxVersion = maxVersion
         self.request = request
         self.response = response
+        self.flexibleVersions = Versions(flexibleVersions)  # Kafka's "flexibleVersions"; None: none
 
     def hasVersion(self, version):
         return self.minVersion <= version <= self.maxVersion
+
+    def isFlexible(self, version):
+        """Whether C{version} uses compact encodings, tagged fields and the flexible headers."""
+        return version in self.flexibleVersions
 
     def __repr__(self):
         return f"Api({self.key}, {self.name!r}, {self.minVersion}-{self.maxVersion})"
@@ -202,7 +220,10 @@ class _Source:
 
     def __init__(self):
         self.lines = []
-        self.namespace = {"_CodecError": CodecError, "_new": tuple.__new__, "_unpack": _struct.unpack_from}
+        self.namespace = {
+            "_CodecError": CodecError, "_new": tuple.__new__, "_unpack": _struct.unpack_from,
+            "_uvarint": readUvarint, "_skipTags": skipTaggedFields, "_varint": uvarint,
+        }
         self.count = 0
 
     def var(self, prefix="v"):
@@ -231,11 +252,11 @@ def _defaultExpression(source, field):
     return source.const(field.default)
 
 
-def _compileDecoder(struct, version):
+def _compileDecoder(struct, version, flexible):
     source = _Source()
     source.emit(0, "def decode(data, pos):")
     source.emit(1, "size = len(data)")
-    result = _decodeStruct(source, struct, version, 1, struct.name)
+    result = _decodeStruct(source, struct, version, flexible, 1, struct.name)
     source.emit(1, f"return {result}, pos")
     return source.compile("decode")
 
@@ -252,7 +273,19 @@ def _flushReads(source, run, indent):
     run.clear()
 
 
-def _decodeStruct(source, struct, version, indent, path):
+def _readLength(source, run, indent, length, code, flexible):
+    """Emit the read of a length or count into C{length}: classic (struct C{code},
+    batched into C{run}) or compact (an unsigned varint of length + 1)."""
+    if not flexible:
+        run.append((length, code))
+        _flushReads(source, run, indent)
+        return
+    _flushReads(source, run, indent)
+    source.emit(indent, f"{length}, pos = _uvarint(data, pos)")
+    source.emit(indent, f"{length} -= 1")
+
+
+def _decodeStruct(source, struct, version, flexible, indent, path):
     """Emit code reading one value of C{struct}; return the variable holding it."""
     values = []
     run = []
@@ -267,15 +300,16 @@ def _decodeStruct(source, struct, version, indent, path):
             run.append((var, _FIXED[field.type][0]))
             continue
         length = source.var("n")
-        run.append((length, "h" if field.type == "string" else "i"))
-        _flushReads(source, run, indent)
+        _readLength(source, run, indent, length, "h" if field.type == "string" else "i", flexible)
         _decodeNull(source, field, version, var, length, indent, where)
         source.emit(indent, "else:")
         if field.isArray:
-            _decodeArray(source, field, version, var, length, indent + 1, where)
+            _decodeArray(source, field, version, flexible, var, length, indent + 1, where)
         else:
             _decodeBlob(source, field.type, var, length, indent + 1, where)
     _flushReads(source, run, indent)
+    if flexible:
+        source.emit(indent, "pos = _skipTags(data, pos)")
     result = source.var("t")
     cls = source.const(struct.type, "T")
     items = "".join(f"{value}, " for value in values)
@@ -316,9 +350,12 @@ def _decodeBlob(source, type, var, length, indent, where):
     source.emit(indent, f"pos = {end}")
 
 
-def _decodeArray(source, field, version, var, count, indent, where):
+def _decodeArray(source, field, version, flexible, var, count, indent, where):
     element = field.element
-    minSize = field.struct.minSize(version) if field.struct else _MIN_SIZE[element]
+    if field.struct:
+        minSize = field.struct.minSize(version, flexible)
+    else:
+        minSize = (_MIN_COMPACT_SIZE if flexible else _MIN_SIZE)[element]
     if minSize <= 0:
         raise ValueError(f"{where}: array items of no size at version {version}")
     source.emit(indent, f"if {count} * {minSize} > size - pos:")
@@ -334,23 +371,22 @@ def _decodeArray(source, field, version, var, count, indent, where):
     source.emit(indent, f"{append} = {var}.append")
     source.emit(indent, f"for _ in range({count}):")
     if field.struct is not None:
-        item = _decodeStruct(source, field.struct, version, indent + 1, where + "[]")
+        item = _decodeStruct(source, field.struct, version, flexible, indent + 1, where + "[]")
     else:
         item = source.var()
         length = source.var("n")
-        run = [(length, "h" if element == "string" else "i")]
-        _flushReads(source, run, indent + 1)
+        _readLength(source, [], indent + 1, length, "h" if element == "string" else "i", flexible)
         negative = source.const(f"{where}[]: negative length %d")
         _rejectNegative(source, length, indent + 1, where + "[]", negative)
         _decodeBlob(source, element, item, length, indent + 1, where + "[]")
     source.emit(indent + 1, f"{append}({item})")
 
 
-def _compileEncoder(struct, version):
+def _compileEncoder(struct, version, flexible):
     source = _Source()
     source.namespace.update(_pack=_struct.pack, _blob=_blobSize, _text=_textBytes, _join=b"".join)
     source.emit(0, "def encode(value, out, chunks):")
-    _encodeStruct(source, struct, version, 1, "value", struct.name)
+    _encodeStruct(source, struct, version, flexible, 1, "value", struct.name)
     source.emit(1, "return None")
     return source.compile("encode")
 
@@ -364,10 +400,12 @@ def _flushWrites(source, run, indent):
     run.clear()
 
 
-def _encodeStruct(source, struct, version, indent, value, path):
+def _encodeStruct(source, struct, version, flexible, indent, value, path):
     """Emit code writing the struct value held in variable C{value}."""
     present = [f for f in struct.fields if version in f.versions]
     if not present:
+        if flexible:
+            source.emit(indent, "out.append(b'\\x00')  # no tagged fields")
         return
     names = {f.name: source.var() for f in present}
     defaults = {f.name: _defaultExpression(source, f) for f in present}
@@ -393,31 +431,35 @@ def _encodeStruct(source, struct, version, indent, value, path):
         nullable = field.nullableIn(version)
         length = source.var("n")
         notNull = source.const(f"{where} is None, which version {version} does not allow")
+        code = "q" if flexible else None  # compact: an unsigned varint, written by _encodeLength
         if field.isArray:
-            _encodeLength(source, run, indent, var, length, "i", nullable, notNull, f"{length} = len({var})")
-            _encodeItems(source, field, version, indent + 1, var, length, where)
+            _encodeLength(source, run, indent, var, length, code or "i", nullable, notNull, f"{length} = len({var})")
+            _encodeItems(source, field, version, flexible, indent + 1, var, length, where)
         elif field.type == "string":
             body = source.var("b")
             _encodeLength(
-                source, run, indent, var, length, "h", nullable, notNull,
+                source, run, indent, var, length, code or "h", nullable, notNull,
                 f"{body} = {var}.encode('utf-8') if type({var}) is str else _text({var})",
                 f"{length} = len({body})",
             )
             source.emit(indent + 1, f"out.append({body})")
         else:  # bytes: its own chunk, never copied
             _encodeLength(
-                source, run, indent, var, length, "i", nullable, notNull,
+                source, run, indent, var, length, code or "i", nullable, notNull,
                 f"{length} = len({var}) if type({var}) is bytes else _blob({var})",
             )
             source.emit(indent + 1, "chunks.append(_join(out))")
             source.emit(indent + 1, "out.clear()")
             source.emit(indent + 1, f"chunks.append({var})")
     _flushWrites(source, run, indent)
+    if flexible:
+        source.emit(indent, "out.append(b'\\x00')  # no tagged fields")
 
 
 def _encodeLength(source, run, indent, var, length, code, nullable, notNull, *measure):
     """Emit the length of array, string or bytes C{var} into C{length} (written as
-    struct C{code}), then C{if length > 0:} for the caller to emit the contents under.
+    struct C{code}; "q" here: compact, an unsigned varint of length + 1), then
+    C{if length > 0:} for the caller to emit the contents under.
 
     C{None} is length -1 if C{nullable}, else raises ValueError(C{notNull});
     other values are measured by the C{measure} lines."""
@@ -429,12 +471,16 @@ def _encodeLength(source, run, indent, var, length, code, nullable, notNull, *me
     source.emit(indent, "else:")
     for line in measure:
         source.emit(indent + 1, line)
-    run.append((length, code))
-    _flushWrites(source, run, indent)
+    if code == "q":
+        _flushWrites(source, run, indent)
+        source.emit(indent, f"out.append(_varint({length} + 1))")
+    else:
+        run.append((length, code))
+        _flushWrites(source, run, indent)
     source.emit(indent, f"if {length} > 0:")
 
 
-def _encodeItems(source, field, version, indent, items, count, where):
+def _encodeItems(source, field, version, flexible, indent, items, count, where):
     element = field.element
     if element in _FIXED:
         fmt = _FIXED[element][0]
@@ -443,7 +489,7 @@ def _encodeItems(source, field, version, indent, items, count, where):
     item = source.var("i")
     source.emit(indent, f"for {item} in {items}:")
     if field.struct is not None:
-        _encodeStruct(source, field.struct, version, indent + 1, item, where + "[]")
+        _encodeStruct(source, field.struct, version, flexible, indent + 1, item, where + "[]")
         return
     body = source.var("b")
     notNull = source.const(f"{where}[] is None, which is not allowed")
@@ -451,12 +497,18 @@ def _encodeItems(source, field, version, indent, items, count, where):
     source.emit(indent + 2, f"raise ValueError({notNull})")
     if element == "string":
         source.emit(indent + 1, f"{body} = {item}.encode('utf-8') if type({item}) is str else _text({item})")
-        codec = source.const(INT16, "S")
-        source.emit(indent + 1, f"out.append({codec}.pack(len({body})))")
+        if flexible:
+            source.emit(indent + 1, f"out.append(_varint(len({body}) + 1))")
+        else:
+            codec = source.const(INT16, "S")
+            source.emit(indent + 1, f"out.append({codec}.pack(len({body})))")
         source.emit(indent + 1, f"out.append({body})")
     else:
-        codec = source.const(INT32, "S")
-        source.emit(indent + 1, f"out.append({codec}.pack(_blob({item})))")
+        if flexible:
+            source.emit(indent + 1, f"out.append(_varint(_blob({item}) + 1))")
+        else:
+            codec = source.const(INT32, "S")
+            source.emit(indent + 1, f"out.append({codec}.pack(_blob({item})))")
         source.emit(indent + 1, f"out.append({item})")
 
 
@@ -470,6 +522,48 @@ def _textBytes(value):
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
     raise TypeError(f"a string field needs str, not {type(value).__name__}")
+
+
+def uvarint(value):
+    """Kafka's unsigned varint of C{value} (0 <= value < 2**32): 7 bits a byte, low bits first."""
+    if not 0 <= value < 1 << 32:
+        raise ValueError(f"{value} does not fit an unsigned varint")
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def readUvarint(data, pos):
+    """(value, position after it) of the unsigned varint at C{pos}; at most 5 bytes."""
+    value = 0
+    for shift in range(0, 35, 7):
+        if pos >= len(data):
+            raise CodecError("truncated unsigned varint")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            if value >= 1 << 32:
+                raise CodecError("unsigned varint above 2**32")
+            return value, pos
+    raise CodecError("unsigned varint longer than 5 bytes")
+
+
+def skipTaggedFields(data, pos):
+    """The position after the tagged-fields section at C{pos} (its fields skipped)."""
+    count, pos = readUvarint(data, pos)
+    if count * 2 > len(data) - pos:
+        raise CodecError(f"{count} tagged fields cannot fit in {len(data) - pos} bytes")
+    for _ in range(count):
+        _, pos = readUvarint(data, pos)  # tag
+        size, pos = readUvarint(data, pos)
+        pos += size
+        if pos > len(data):
+            raise CodecError(f"truncated tagged field of {size} bytes")
+    return pos
 
 
 # --- entry points -------------------------------------------------------------
@@ -490,7 +584,21 @@ def _api(apiKey, version, error):
 
 
 def _requestDecoder(apiKey, version):
-    decode = _REQUEST_DECODERS[apiKey, version] = _api(apiKey, version, CodecError).request.decoder(version)
+    api = _api(apiKey, version, CodecError)
+    flexible = api.isFlexible(version)
+    body = api.request.decoder(version, flexible)
+    if flexible:  # request header v2: the header's tagged fields come first
+        def decode(data, pos):
+            value, pos = body(data, skipTaggedFields(data, pos))
+            # librdkafka (2.16, AlterUserScramCredentials) ends its request with a
+            # second empty tagged-fields section, which Kafka (no check for
+            # trailing bytes) accepts: so are empty sections here, nothing else.
+            while pos < len(data) and data[pos] == 0:
+                pos += 1
+            return value, pos
+    else:
+        decode = body
+    _REQUEST_DECODERS[apiKey, version] = decode
     return decode
 
 
@@ -527,12 +635,15 @@ def decodeResponse(apiKey, version, frame):
     """
     decode = _RESPONSE_DECODERS.get((apiKey, version))
     if decode is None:
-        decode = _RESPONSE_DECODERS[apiKey, version] = _api(apiKey, version, CodecError).response.decoder(version)
+        api = _api(apiKey, version, CodecError)
+        decode = _RESPONSE_DECODERS[apiKey, version] = (api.response.decoder(version, api.isFlexible(version)), api.isFlexible(version))
+    decode, flexible = decode
     data = frame if type(frame) is bytes else bytes(frame)
     if len(data) < 4:
         raise CodecError("response: truncated correlation id")
     (correlationId,) = INT32.unpack_from(data, 0)
-    value, position = _decode(decode, data, 4, "response")
+    start = skipTaggedFields(data, 4) if flexible else 4  # response header v1
+    value, position = _decode(decode, data, start, "response")
     if position != len(data):
         raise CodecError(f"{len(data) - position} unexpected bytes after the response body")
     return correlationId, value
@@ -558,8 +669,14 @@ def encodeResponse(apiKey, version, correlationId, value):
     """
     encode = _RESPONSE_ENCODERS.get((apiKey, version))
     if encode is None:
-        encode = _RESPONSE_ENCODERS[apiKey, version] = _api(apiKey, version, ValueError).response.encoder(version)
-    return _encode(encode, value, [INT32.pack(correlationId)], "response")
+        api = _api(apiKey, version, ValueError)
+        flexible = api.isFlexible(version)
+        encode = _RESPONSE_ENCODERS[apiKey, version] = (api.response.encoder(version, flexible), _FLEXIBLE_RESPONSE_HEADER_END if flexible else b"")
+    encode, headerEnd = encode
+    return _encode(encode, value, [INT32.pack(correlationId) + headerEnd], "response")
+
+
+_FLEXIBLE_RESPONSE_HEADER_END = b"\x00"  # response header v1: no tagged fields
 
 
 def encodeRequestHeader(apiKey, version, correlationId, clientId):
@@ -579,6 +696,9 @@ def encodeRequest(apiKey, version, correlationId, clientId, value):
     """A whole request (header v1 + body) as bytes, without size prefix: for clients."""
     encode = _REQUEST_ENCODERS.get((apiKey, version))
     if encode is None:
-        encode = _REQUEST_ENCODERS[apiKey, version] = _api(apiKey, version, ValueError).request.encoder(version)
-    header = encodeRequestHeader(apiKey, version, correlationId, clientId)
+        api = _api(apiKey, version, ValueError)
+        flexible = api.isFlexible(version)
+        encode = _REQUEST_ENCODERS[apiKey, version] = (api.request.encoder(version, flexible), b"\x00" if flexible else b"")
+    encode, headerEnd = encode
+    header = encodeRequestHeader(apiKey, version, correlationId, clientId) + headerEnd  # v2: no tagged fields
     return b"".join(_encode(encode, value, [header], "request"))

@@ -487,3 +487,83 @@ class IAclStore(Interface):
 
 
 # --- end of ACLs ---------------------------------------------------------------
+
+
+# --- credentials (SASL/SCRAM): issue 15 ------------------------------------
+
+# The SCRAM mechanisms credentials are stored for (RFC 5802 / RFC 7677).
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+MAX_USER_NAME_BYTES = 1024
+MAX_SCRAM_ITERATIONS = 1 << 20  # far above Kafka's 4096: a bound on the work a stored credential costs
+
+
+class ScramCredential(NamedTuple):
+    """One user's salted SCRAM keys for one mechanism (never the password)."""
+
+    salt: bytes
+    storedKey: bytes  # H(HMAC(SaltedPassword, "Client Key"))
+    serverKey: bytes  # HMAC(SaltedPassword, "Server Key")
+    iterations: int
+
+
+def checkScramCredential(user, mechanism, credential):
+    """The credential as a L{ScramCredential} of bytes, or ValueError when a part is out of range."""
+    checkUser(user)
+    if mechanism not in SCRAM_MECHANISMS:
+        raise ValueError(f"unknown SCRAM mechanism {mechanism!r}; known: {', '.join(SCRAM_MECHANISMS)}")
+    salt, storedKey, serverKey, iterations = credential
+    if not isinstance(iterations, int) or not 1 <= iterations <= MAX_SCRAM_ITERATIONS:
+        raise ValueError(f"iterations must be 1 to {MAX_SCRAM_ITERATIONS}")
+    parts = [bytes(salt), bytes(storedKey), bytes(serverKey)]
+    if not all(0 < len(part) <= 255 for part in parts):
+        raise ValueError("salt and keys are 1 to 255 bytes")
+    return ScramCredential(*parts, iterations)
+
+
+def checkUser(user):
+    """C{user}, or ValueError unless it is a name of 1 to 1024 UTF-8 bytes."""
+    if not isinstance(user, str) or not user or len(user.encode("utf-8")) > MAX_USER_NAME_BYTES:
+        raise ValueError(f"a user name is 1 to {MAX_USER_NAME_BYTES} UTF-8 bytes")
+    return user
+
+
+class ICredentialStore(Interface):
+    """The SASL users of a broker: salted SCRAM keys per user and mechanism.
+
+    Every credential is loaded when the store is opened and read from memory
+    (an authentication never waits for a disk); changes return Deferreds.
+    """
+
+    def scramCredential(user, mechanism):
+        """The stored L{ScramCredential} of C{user} for C{mechanism} (e.g.
+        C{"SCRAM-SHA-256"}), or C{None} when there is none (in memory)."""
+
+    def scramCredentials():
+        """A copy of every credential: C{dict} of user to C{dict} of mechanism
+        to L{ScramCredential}; a user without credentials is not in it."""
+
+    def setScramCredential(user, mechanism, credential):
+        """Store (or replace) C{user}'s credential for C{mechanism}.
+
+        @param credential: a L{ScramCredential} (or a 4-tuple of salt, stored
+            key, server key: 1 to 255 bytes each, and iterations 1 to 2**20).
+        @return: Deferred firing with C{None} once stored (synced, with
+            C{sync}); L{scramCredential} shows it from then on, not before.
+        @raise ValueError: (in the Deferred) a user name of 0 or more than
+            1024 UTF-8 bytes, an unknown mechanism, a part out of range;
+            nothing is stored.
+        @raise StorageError: (in the Deferred) the write failed or the store
+            is closing; nothing changes.
+        """
+
+    def deleteScramCredentials(user, mechanisms=None):
+        """Delete C{user}'s credentials for C{mechanisms} (C{None}: all of them).
+
+        @return: Deferred firing with the sorted list of mechanisms deleted
+            (empty: the user had none of them) once the deletion is stored.
+        @raise StorageError: (in the Deferred) the write failed or the store
+            is closing; nothing changes.
+        """
+
+
+# --- end of credentials ----------------------------------------------------

@@ -20,6 +20,9 @@ Key layout (all integers big-endian, so key order is log order):
                                                commit timestamp int64, metadata (int16 length, -1: null, UTF-8)
     A <resource type int8><pattern type int8><resource name string><principal string><host string>
       <operation int8><permission int8>     -> (empty) one ACL; strings as int16 length and UTF-8
+    U <user length int16><user UTF-8><mechanism ASCII>
+                                            -> a SCRAM credential: iterations int32, then salt,
+                                               stored key and server key (each int16 length + bytes)
 
 Each append writes its message set (or, for a big one, first to a segment
 file, then its pointer: see L{kafkaw.storage.segments}), its time-index
@@ -96,11 +99,14 @@ from kafkaw.storage import segments
 from kafkaw.storage.interfaces import (
     AclBinding,
     IAclStore,
+    ICredentialStore,
     IPartitionLog,
     IStorageFactory,
     IStore,
+    ScramCredential,
     StorageError,
     checkAclBindings,
+    checkScramCredential,
     checkOffsetCommit,
     checkPartitions,
     forgetTopicOffsets,
@@ -699,8 +705,81 @@ class _WriterThread:
                 self._thread.join()
 
 
-@implementer(IStore, IAclStore)
-class LevelDBStore:
+# --- credentials (SASL/SCRAM): issue 15 ------------------------------------
+
+
+def _credentialKey(user, mechanism):
+    return b"U" + encodeString(user) + mechanism.encode("ascii")
+
+
+def _encodeCredential(credential):
+    return INT32.pack(credential.iterations) + b"".join(encodeString(part) for part in credential[:3])
+
+
+def _readScramCredentials(db):
+    """Every stored SCRAM credential: user -> {mechanism: ScramCredential} (at start-up)."""
+    credentials = {}
+    for key, value in db.iterator(prefix=b"U"):
+        reader = Reader(key, 1)
+        user = reader.string()
+        mechanism = key[reader.position :].decode("ascii")
+        reader = Reader(value)
+        iterations = reader.int32()
+        salt, storedKey, serverKey = (bytes(reader.raw(reader.int16())) for _ in range(3))
+        credentials.setdefault(user, {})[mechanism] = ScramCredential(salt, storedKey, serverKey, iterations)
+    return credentials
+
+
+class LevelDBCredentials:
+    """L{ICredentialStore} on LevelDB C{U} keys (mixed into L{LevelDBStore});
+    read once at open, kept in memory, changed through the writer thread."""
+
+    def scramCredential(self, user, mechanism):
+        return self._scramCredentials.get(user, {}).get(mechanism)
+
+    def scramCredentials(self):
+        return {user: dict(credentials) for user, credentials in self._scramCredentials.items()}
+
+    def setScramCredential(self, user, mechanism, credential):
+        try:
+            credential = checkScramCredential(user, mechanism, credential)
+        except (TypeError, ValueError) as e:
+            return defer.fail(ValueError(str(e)))
+        key, value, sync = _credentialKey(user, mechanism), _encodeCredential(credential), self.sync
+
+        def stored(_):
+            self._scramCredentials.setdefault(user, {})[mechanism] = credential
+
+        return self.write(lambda: self.db.put(key, value, sync=sync)).addCallback(stored)
+
+    def deleteScramCredentials(self, user, mechanisms=None):
+        deleted = sorted(m for m in self._scramCredentials.get(user, {}) if mechanisms is None or m in mechanisms)
+        if not deleted:
+            return defer.succeed([])
+        keys, sync = [_credentialKey(user, mechanism) for mechanism in deleted], self.sync
+
+        def write():
+            batch = self.db.write_batch(sync=sync)
+            for key in keys:
+                batch.delete(key)
+            batch.write()
+
+        def stored(_):
+            credentials = self._scramCredentials.get(user, {})
+            for mechanism in deleted:
+                credentials.pop(mechanism, None)
+            if not credentials:
+                self._scramCredentials.pop(user, None)
+            return deleted
+
+        return self.write(write).addCallback(stored)
+
+
+# --- end of credentials ----------------------------------------------------
+
+
+@implementer(IStore, IAclStore, ICredentialStore)
+class LevelDBStore(LevelDBCredentials):
     """A LevelDB database holding every topic of one broker."""
 
     _log = Logger()
@@ -745,6 +824,7 @@ class LevelDBStore:
             self._removeOrphanSegments()
             self._offsets, self._offsetKeys = _readCommittedOffsets(self.db)
             self._acls = _readAcls(self.db)
+            self._scramCredentials = _readScramCredentials(self.db)  # user -> {mechanism: ScramCredential}
             storedTopicId = self.db.get(_NEXT_TOPIC_ID_KEY)
             storedProducerId = self.db.get(_NEXT_PRODUCER_ID_KEY)
         except plyvel.Error as e:

@@ -8,11 +8,13 @@ from zope.interface import implementer
 
 from kafkaw.storage.interfaces import (
     IAclStore,
+    ICredentialStore,
     IPartitionLog,
     IStorageFactory,
     IStore,
     StorageError,
     checkAclBindings,
+    checkScramCredential,
     checkOffsetCommit,
     checkPartitions,
     forgetTopicOffsets,
@@ -111,9 +113,43 @@ class MemoryPartitionLog:
         self.sizeBytes = 0
 
 
-@implementer(IStore, IAclStore)
-class MemoryStore:
+# --- credentials (SASL/SCRAM): issue 15 ------------------------------------
+
+
+class MemoryCredentials:
+    """L{ICredentialStore} in memory (mixed into L{MemoryStore})."""
+
+    def scramCredential(self, user, mechanism):
+        return self._scramCredentials.get(user, {}).get(mechanism)
+
+    def scramCredentials(self):
+        return {user: dict(credentials) for user, credentials in self._scramCredentials.items()}
+
+    def setScramCredential(self, user, mechanism, credential):
+        try:
+            credential = checkScramCredential(user, mechanism, credential)
+        except (TypeError, ValueError) as e:
+            return fail(ValueError(str(e)))
+        self._scramCredentials.setdefault(user, {})[mechanism] = credential
+        return succeed(None)
+
+    def deleteScramCredentials(self, user, mechanisms=None):
+        credentials = self._scramCredentials.get(user, {})
+        deleted = sorted(m for m in credentials if mechanisms is None or m in mechanisms)
+        for mechanism in deleted:
+            del credentials[mechanism]
+        if not credentials:
+            self._scramCredentials.pop(user, None)
+        return succeed(deleted)
+
+
+# --- end of credentials ----------------------------------------------------
+
+
+@implementer(IStore, IAclStore, ICredentialStore)
+class MemoryStore(MemoryCredentials):
     def __init__(self):
+        self._scramCredentials = {}  # user -> {mechanism: ScramCredential}
         self._topics = {}
         self._configs = {}
         self._clusterId = newClusterId()

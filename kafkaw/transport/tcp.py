@@ -48,16 +48,21 @@ class KafkaProtocol(protocol.Protocol):
 
     log = Logger()
 
-    def __init__(self, broker, maxRequestBytes):
+    def __init__(self, broker, maxRequestBytes, authenticate=False):
         self._broker = broker
+        self._maxRequestBytes = maxRequestBytes
+        self._authenticate = authenticate  # an endpoint served with --sasl
         self._framer = Framer(maxRequestBytes)
         self._badFrame = False  # a bad size prefix was read: closing, the rest is not read
         self.gateway = None
         self.peer = None
+        self.peerHost = None
 
     def connectionMade(self):
-        self.peer = str(self.transport.getPeer())
-        self.gateway = self._broker.openGateway(self)
+        address = self.transport.getPeer()
+        self.peer = str(address)
+        self.peerHost = getattr(address, "host", None) or self.peer  # UNIX sockets: no host
+        self.gateway = self._broker.openGateway(self, self._authenticate)
         if self.gateway is None:
             self.transport.loseConnection()
             return
@@ -70,6 +75,7 @@ class KafkaProtocol(protocol.Protocol):
     def dataReceived(self, data):
         if self.gateway is None or self._badFrame:
             return  # refused (--max-connections), or after a bad size prefix; closing
+        self._framer.maxFrameSize = self.gateway.requestBytesLimit(self._maxRequestBytes)
         try:
             frames = self._framer.feed(data)
         except FrameTooLarge as e:
@@ -114,9 +120,10 @@ class KafkaProtocol(protocol.Protocol):
 
 
 class KafkaFactory(protocol.Factory):
-    def __init__(self, broker, maxRequestBytes):
+    def __init__(self, broker, maxRequestBytes, authenticate=False):
         self.broker = broker
         self.maxRequestBytes = maxRequestBytes
+        self.authenticate = authenticate  # connections must authenticate with SASL (--sasl)
 
     def buildProtocol(self, addr):
-        return KafkaProtocol(self.broker, self.maxRequestBytes)
+        return KafkaProtocol(self.broker, self.maxRequestBytes, self.authenticate)

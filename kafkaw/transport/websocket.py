@@ -54,13 +54,16 @@ class KafkaWebSocketProtocol(WebSocketServerProtocol):
     requests; the gateway pauses reading through the same transport.
     """
 
-    def __init__(self, broker, maxRequestBytes):
+    def __init__(self, broker, maxRequestBytes, authenticate=False):
         super().__init__()
         self._broker = broker
+        self._maxRequestBytes = maxRequestBytes
+        self._authenticate = authenticate  # an endpoint served with --sasl
         self._framer = Framer(maxRequestBytes)
         self._kafkaClosing = False
         self._badFrame = False  # a bad size prefix was read: the rest is not read
         self.gateway = None
+        self.peerHost = None
 
     def dataReceived(self, data):
         # Autobahn keeps what it has not parsed yet in one bytes object and
@@ -91,7 +94,8 @@ class KafkaWebSocketProtocol(WebSocketServerProtocol):
     def onOpen(self):
         if hasattr(self.transport, "setTcpNoDelay"):  # TCP and TLS; not UNIX sockets
             self.transport.setTcpNoDelay(True)  # a small response must not wait for a delayed ACK
-        self.gateway = self._broker.openGateway(self)
+        self.peerHost = getattr(self.transport.getPeer(), "host", None) or self.peer  # by which SASL failures are slowed
+        self.gateway = self._broker.openGateway(self, self._authenticate)
         if self.gateway is None:
             self._closeWith(CLOSE_TRY_AGAIN_LATER, "too many connections; try again later")
             return
@@ -109,11 +113,14 @@ class KafkaWebSocketProtocol(WebSocketServerProtocol):
         # Called with each frame's announced length, before its payload is
         # buffered: a message above the limit is refused before it is read.
         super().onMessageFrameBegin(length)
-        if not self._kafkaClosing and self.message_data_total_length > self.factory.maxMessageBytes:
+        maximum = self.factory.maxMessageBytes
+        if self.gateway is not None:  # smaller until SASL authentication
+            maximum = self.gateway.requestBytesLimit(self._maxRequestBytes) + 4
+        if not self._kafkaClosing and self.message_data_total_length > maximum:
             self._kafkaClosing = True
             log.warn(
                 "WebSocket message from {peer} too large ({size:,d} > {maximum:,d} bytes); closing with {code}",
-                peer=self.peer, size=self.message_data_total_length, maximum=self.factory.maxMessageBytes, code=CLOSE_MESSAGE_TOO_BIG,
+                peer=self.peer, size=self.message_data_total_length, maximum=maximum, code=CLOSE_MESSAGE_TOO_BIG,
             )
             self._broker.metrics.requestRefused(None)
             self._closeWith(CLOSE_MESSAGE_TOO_BIG, "message larger than --max-request-bytes")
@@ -121,6 +128,7 @@ class KafkaWebSocketProtocol(WebSocketServerProtocol):
     def onMessage(self, payload, isBinary):
         if self._kafkaClosing or self._badFrame:
             return
+        self._framer.maxFrameSize = self.gateway.requestBytesLimit(self._maxRequestBytes)
         try:
             frames = self._framer.feed(payload)
         except FrameTooLarge as e:
@@ -199,9 +207,10 @@ class KafkaWebSocketProtocol(WebSocketServerProtocol):
 class KafkaWebSocketFactory(WebSocketServerFactory):
     """Serves one L{kafkaw.broker.gateway.Broker} to WebSocket clients."""
 
-    def __init__(self, broker, maxRequestBytes, reactor=None, allowedOrigins=()):
+    def __init__(self, broker, maxRequestBytes, reactor=None, allowedOrigins=(), authenticate=False):
         super().__init__(reactor=reactor)
         self.broker = broker
+        self.authenticate = authenticate  # connections must authenticate with SASL (--sasl)
         self.maxRequestBytes = maxRequestBytes
         # A message holds at most one largest request with its size prefix.
         # Autobahn's maxMessagePayloadSize would also refuse to *send* larger
@@ -218,6 +227,6 @@ class KafkaWebSocketFactory(WebSocketServerFactory):
         return any(fnmatch.fnmatchcase(origin, pattern) for pattern in self.browserOrigins)
 
     def buildProtocol(self, addr):
-        protocol = KafkaWebSocketProtocol(self.broker, self.maxRequestBytes)
+        protocol = KafkaWebSocketProtocol(self.broker, self.maxRequestBytes, self.authenticate)
         protocol.factory = self
         return protocol

@@ -458,9 +458,11 @@ class Connection:
     """One TCP connection sending requests of any API and version, encoded with
     the broker's schema codec (kafkaw.protocol.schema); a context manager."""
 
-    def __init__(self, bootstrap, timeout=10.0):
+    def __init__(self, bootstrap, timeout=10.0, sourceHost=None):
         host, port = bootstrap.split(":")
-        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+        # sourceHost (e.g. 127.0.0.2, still loopback) makes the broker see another client host.
+        source = None if sourceHost is None else (sourceHost, 0)
+        self.sock = socket.create_connection((host, int(port)), timeout=timeout, source_address=source)
         self.correlationId = 0
 
     def close(self):

@@ -14,6 +14,8 @@ import re
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -626,3 +628,127 @@ def test_fetchRepeatingAPartitionIsNotAmplified(brokerFactory):
         body += struct.pack(">iqi", 0, 0, 1 << 20) * repeats
         response = client.receive(client.send(1, body))
     assert len(response) < 2 * len(stored), f"a {len(body)}-byte Fetch got a {len(response):,d}-byte answer"
+
+
+# --- SASL frames (issue 15) ------------------------------------------------------------
+
+SASL_FRAMES = 1500
+SASL_MECHANISMS = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "", "plain", "SCRAM-SHA-256-PLUS"]
+
+
+def _string(text):
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    return struct.pack(">h", len(data)) + data
+
+
+def saslToken(rng):
+    """A SASL token: right, wrong, almost right, or garbage."""
+    kind = rng.randrange(6)
+    if kind == 0:
+        return b"\0alice\0" + rng.choice([b"fuzz-pass", b"wrong", b"", b"\xff\xfe"])  # PLAIN
+    if kind == 1:
+        return rng.choice([b"n,,n=alice,r=", b"y,,n=alice,r=", b"p=tls-unique,,n=alice,r=", b"n,a=x,n=alice,r="]) + rng.randbytes(8).hex().encode()
+    if kind == 2:
+        return b"c=biws,r=" + rng.randbytes(20).hex().encode() + b",p=" + rng.choice([b"AAAA", b"!!", b"", b"=" * 44])
+    if kind == 3:
+        return mutateBytes(rng, rng.choice([b"\0alice\0fuzz-pass", b"n,,n=alice,r=abcdef", b"c=biws,r=abc,p=AAAA"]))
+    if kind == 4:
+        return rng.randbytes(rng.choice([0, 1, 100, 5000]))
+    return b"x" * rng.choice([65 * 1024, 200 * 1024])  # above the 64 KB allowed before authentication
+
+
+def saslWire(rng, cid):
+    """Size-prefixed frames of a SASL exchange in random order, truncated, oversized or mutated."""
+    handshake = lambda version, mechanism: requestHeader(17, cid, apiVersion=version) + _string(mechanism)  # noqa: E731
+    authenticate = lambda version, token: requestHeader(36, cid, apiVersion=version) + struct.pack(">i", len(token)) + token  # noqa: E731
+    frames = []
+    for _ in range(rng.randrange(1, 5)):
+        step = rng.randrange(8)
+        if step == 0:
+            frames.append(handshake(rng.choice([0, 1, 1, 2, -1]), rng.choice(SASL_MECHANISMS)))
+        elif step == 1:
+            frames.append(authenticate(rng.choice([0, 1, 1, 2]), saslToken(rng)))
+        elif step == 2:
+            frames.append(saslToken(rng))  # a bare token, as after a handshake v0 (or out of place)
+        elif step == 3:
+            frames.append(requestHeader(3, cid) + metadataBody([]))  # before authentication: closes
+        elif step == 4:
+            frames.append(mutateBytes(rng, handshake(1, rng.choice(SASL_MECHANISMS))))
+        elif step == 5:
+            frames.append(mutateBytes(rng, authenticate(1, saslToken(rng))))
+        elif step == 6:
+            frames.append(requestHeader(18, cid, apiVersion=rng.choice([0, 1, 2, 3])) + (b"\x00\x05fuzz\x061.0.0\x00" if rng.random() < 0.5 else b""))
+        else:
+            frames.append(validRequest(rng, cid))
+    wire = b"".join(SIZE.pack(len(f)) + f for f in frames)
+    cut = rng.random()
+    if cut < 0.1:
+        wire = wire[: rng.randrange(len(wire))]  # truncated
+    elif cut < 0.15:
+        wire = SIZE.pack(rng.choice([-1, 1 << 30, 64 * 1024 + 1])) + wire  # a size the broker refuses
+    return wire
+
+
+def saslAuthenticated(broker, password):
+    """A raw connection that authenticated with SaslHandshake v1 + SaslAuthenticate v1 PLAIN."""
+    sock = socket.create_connection(("127.0.0.1", broker.port), timeout=15)
+    token = b"\0alice\0" + password
+    for payload in (requestHeader(17, 1, apiVersion=1) + _string("PLAIN"), requestHeader(36, 2, apiVersion=1) + struct.pack(">i", len(token)) + token):
+        sock.sendall(SIZE.pack(len(payload)) + payload)
+        response, _ = readFrame(sock, b"")
+        assert response is not None and response[4:6] == b"\x00\x00", "authentication failed"
+    return sock
+
+
+def test_fuzzedSaslFramesLeaveTheBrokerServing(tmp_path):
+    """SASL frames truncated, oversized, mutated and in the wrong order, from
+    rotating client hosts (127.0.0.2-.250, loopback all; failures slow each down),
+    while an authenticated connection from 127.0.0.1 is served throughout."""
+    from tests.integration.conftest import BrokerProcess
+
+    rng = random.Random(SEED + 15)
+    dataDir = tmp_path / "data"
+    dataDir.mkdir()
+    added = subprocess.run(
+        [sys.executable, "-m", "kafkaw.cli", "users", "add", "alice", "--data-dir", str(dataDir)],
+        input="fuzz-pass\n", capture_output=True, text=True, timeout=30, cwd=ROOT,
+    )
+    assert added.returncode == 0, added.stderr
+    broker = BrokerProcess(dataDir, ["--sasl", "--sasl-failure-delay-ms", "1"]).start()
+    try:
+        pid = broker.process.pid
+        bystander = saslAuthenticated(broker, b"fuzz-pass")
+        baseline = memory(pid)
+        tally = Tally()
+        for number in range(SASL_FRAMES):
+            wire = saslWire(rng, number)
+            tally.sent(wire)
+            host = f"127.0.0.{2 + number % 249}"
+            with socket.create_connection(("127.0.0.1", broker.port), timeout=15, source_address=(host, 0)) as sock:
+                tally.connections += 1
+                try:
+                    sock.sendall(wire)
+                    sock.shutdown(socket.SHUT_WR)
+                    while sock.recv(1 << 20):
+                        pass
+                except TimeoutError as e:
+                    raise AssertionError(f"the broker neither answered nor closed: {wire[:200].hex()}") from e
+                except OSError:  # reset, broken pipe, not connected: the broker closed first
+                    pass
+            if number % 100 == 0:
+                assert broker.process.poll() is None, "the broker died"
+                payload = requestHeader(3, PROBE_ID) + metadataBody([])
+                bystander.sendall(SIZE.pack(len(payload)) + payload)
+                response, _ = readFrame(bystander, b"")
+                assert response is not None and SIZE.unpack_from(response)[0] == PROBE_ID
+        bystander.close()
+        after = memory(pid)
+        print(f"SASL fuzz: {tally.frames} wires on {tally.connections} connections; RSS {baseline['VmRSS']:.0f} -> {after['VmRSS']:.0f} MB")
+        assert after["VmRSS"] - baseline["VmRSS"] < 100
+        assert saslAuthenticated(broker, b"fuzz-pass").close() is None  # still authenticates
+        log = broker.logText()
+        unexpected = [line for line in log.splitlines() if re.search(r"Traceback|Unhandled|CRITICAL|#critical|#error\]", line)]
+        assert not unexpected, "unexpected errors in the broker log:\n" + "\n".join(unexpected[:20])
+        assert "authentication failed for" in log and "request before SASL authentication" in log
+    finally:
+        broker.stop()

@@ -785,8 +785,10 @@ def test_table():
     assert versions == {
         0: (0, 7), 1: (0, 11), 2: (0, 5), 3: (0, 8), 8: (0, 7), 9: (0, 5), 10: (0, 2), 11: (0, 5),
         12: (0, 3), 13: (0, 2), 14: (0, 3), 15: (0, 3), 16: (0, 2), 17: (0, 1), 18: (0, 2), 19: (0, 3),
-        20: (0, 3), 22: (0, 1), 29: (0, 1), 30: (0, 1), 31: (0, 1), 32: (0, 2), 36: (0, 1), 37: (0, 1), 42: (0, 1),
+        20: (0, 3), 22: (0, 1), 29: (0, 1), 30: (0, 1), 31: (0, 1), 32: (0, 2), 36: (0, 1), 37: (0, 1), 42: (0, 1), 50: (0, 0), 51: (0, 0),
     }  # fmt: skip
+    # Only Kafka 2.7's SCRAM user APIs are flexible: every other version is classic.
+    assert {(key, v) for key, api in d.APIS.items() for v in range(api.minVersion, api.maxVersion + 1) if api.isFlexible(v)} == {(50, 0), (51, 0)}
     assert d.PRODUCE.response["responses"]["partitions"].type._fields == (
         "partitionIndex", "errorCode", "baseOffset", "logAppendTimeMs", "logStartOffset",
     )  # fmt: skip
@@ -1053,3 +1055,145 @@ def test_clientFrames(path):
         pytest.skip("flexible ApiVersions: kafkaw.protocol.apiversions reads it")
     value = decodeRequestBody(apiKey, version, reader)
     assert encodeRequest(apiKey, version, correlationId, clientId, value) == frame
+
+
+# --- flexible versions (KIP-482): compact encodings and tagged fields ---------------
+
+
+def uvarint(value):
+    """Kafka's unsigned varint, written out by hand for the golden frames."""
+    out = b""
+    while value >= 0x80:
+        out += bytes([value & 0x7F | 0x80])
+        value >>= 7
+    return out + bytes([value])
+
+
+def compact(value):
+    """A compact string (or bytes): uvarint(length + 1), then the bytes; None: 0."""
+    if value is None:
+        return b"\x00"
+    data = value.encode() if isinstance(value, str) else value
+    return uvarint(len(data) + 1) + data
+
+
+NO_TAGS = b"\x00"  # a tagged-fields section with no field
+
+
+def flexibleHeader(apiKey, version):
+    return header(apiKey, version) + NO_TAGS  # request header v2: header v1 + tagged fields
+
+
+def test_uvarintGolden():
+    from kafkaw.protocol.schema import readUvarint, uvarint as encodeUvarint
+
+    for value, wire in [(0, b"\x00"), (1, b"\x01"), (127, b"\x7f"), (128, b"\x80\x01"), (300, b"\xac\x02"), (2**32 - 1, b"\xff\xff\xff\xff\x0f")]:
+        assert encodeUvarint(value) == wire == uvarint(value)
+        assert readUvarint(wire + b"tail", 0) == (value, len(wire))
+    for bad in [b"\x80", b"\xff\xff\xff\xff\xff\x01", b"\xff\xff\xff\xff\x1f"]:
+        with pytest.raises(CodecError):
+            readUvarint(bad, 0)
+
+
+def test_alterUserScramCredentialsRequestV0():
+    body = (
+        uvarint(1 + 1)  # deletions: compact array of 1
+        + compact("bob")  # name
+        + i8(1)  # mechanism SCRAM-SHA-256
+        + NO_TAGS  # deletion's tagged fields
+        + uvarint(1 + 1)  # upsertions: compact array of 1
+        + compact("alice")  # name
+        + i8(2)  # mechanism SCRAM-SHA-512
+        + i32(8192)  # iterations
+        + compact(b"salt")  # salt: compact bytes
+        + compact(b"p" * 64)  # salted password
+        + NO_TAGS  # upsertion's tagged fields
+        + NO_TAGS  # request's tagged fields
+    )
+    frame = flexibleHeader(51, 0) + body
+    Deletion = T(d.ALTER_USER_SCRAM_CREDENTIALS, "request", "deletions")
+    Upsertion = T(d.ALTER_USER_SCRAM_CREDENTIALS, "request", "upsertions")
+    expected = d.ALTER_USER_SCRAM_CREDENTIALS.request.type([Deletion("bob", 1)], [Upsertion("alice", 2, 8192, b"salt", b"p" * 64)])
+    assert decodeRequestBody(51, 0, Reader(frame, len(header(51, 0)))) == expected
+    assert encodeRequest(51, 0, CORRELATION, CLIENT, expected) == frame
+
+
+def test_describeUserScramCredentialsRequestV0NullAndEmpty():
+    for users, wire in [(None, b"\x00"), ([], b"\x01")]:  # compact null array: 0; empty: 1
+        frame = flexibleHeader(50, 0) + wire + NO_TAGS
+        expected = d.DESCRIBE_USER_SCRAM_CREDENTIALS.request.type(users)
+        assert decodeRequestBody(50, 0, Reader(frame, len(header(50, 0)))) == expected
+        assert encodeRequest(50, 0, CORRELATION, CLIENT, expected) == frame
+
+
+def test_describeUserScramCredentialsResponseV0():
+    body = (
+        NO_TAGS  # response header v1: tagged fields after the correlation id
+        + i32(0)  # throttle time
+        + i16(0)  # error code
+        + compact(None)  # error message: null
+        + uvarint(2 + 1)  # results: 2
+        + compact("alice") + i16(0) + compact(None)
+        + uvarint(1 + 1) + i8(1) + i32(4096) + NO_TAGS  # one credential info
+        + NO_TAGS
+        + compact("nobody") + i16(91) + compact("no such user")
+        + uvarint(0 + 1)  # no credential infos
+        + NO_TAGS
+        + NO_TAGS  # response's tagged fields
+    )
+    Result = T(d.DESCRIBE_USER_SCRAM_CREDENTIALS, "response", "results")
+    Info = T(d.DESCRIBE_USER_SCRAM_CREDENTIALS, "response", "results", "credentialInfos")
+    expected = d.DESCRIBE_USER_SCRAM_CREDENTIALS.response.type(
+        0, 0, None, [Result("alice", 0, None, [Info(1, 4096)]), Result("nobody", 91, "no such user", [])]
+    )
+    checkResponse(d.DESCRIBE_USER_SCRAM_CREDENTIALS, 0, body, expected)
+
+
+def test_unknownTaggedFieldsAreSkipped():
+    """A newer client may send tagged fields this broker does not know: in the
+    header, in a nested struct and at the end; they are skipped."""
+    tags = uvarint(2) + uvarint(0) + uvarint(3) + b"abc" + uvarint(7) + uvarint(0)  # two fields: tag 0 (3 bytes), tag 7 (empty)
+    frame = (
+        header(51, 0) + tags  # header tagged fields
+        + uvarint(1 + 1) + compact("bob") + i8(1) + tags  # a deletion with tagged fields
+        + uvarint(0 + 1)  # no upsertions
+        + tags
+    )
+    decoded = decodeRequestBody(51, 0, Reader(frame, len(header(51, 0))))
+    assert [(x.name, x.mechanism) for x in decoded.deletions] == [("bob", 1)] and decoded.upsertions == []
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        uvarint(1) + uvarint(0) + uvarint(50) + b"short",  # a tagged field longer than the frame
+        uvarint(1000),  # more tagged fields than bytes left
+        b"\x80",  # a truncated varint
+    ],
+)
+def test_badTaggedFieldsAreCodecErrors(wire):
+    frame = header(50, 0) + NO_TAGS + b"\x01" + wire
+    with pytest.raises(CodecError):
+        decodeRequestBody(50, 0, Reader(frame, len(header(50, 0))))
+
+
+def test_compactLengthsAreChecked():
+    frame = header(50, 0) + NO_TAGS + uvarint(1 + 1) + uvarint(100 + 1) + b"short" + NO_TAGS + NO_TAGS
+    with pytest.raises(CodecError):
+        decodeRequestBody(50, 0, Reader(frame, len(header(50, 0))))
+    frame = header(50, 0) + NO_TAGS + uvarint(1_000_000 + 1) + NO_TAGS  # a million users in 1 byte
+    with pytest.raises(CodecError):
+        decodeRequestBody(50, 0, Reader(frame, len(header(50, 0))))
+    frame = header(50, 0) + NO_TAGS + uvarint(1 + 1) + b"\x00" + NO_TAGS + NO_TAGS  # a null name where not nullable
+    with pytest.raises(CodecError):
+        decodeRequestBody(50, 0, Reader(frame, len(header(50, 0))))
+
+
+def test_emptyTaggedFieldSectionsAfterAFlexibleRequestAreIgnored():
+    """librdkafka 2.16 ends AlterUserScramCredentials with an extra empty
+    tagged-fields section (Kafka does not check for trailing bytes); anything
+    else left over is still an error."""
+    frame = flexibleHeader(50, 0) + b"\x00" + NO_TAGS + NO_TAGS  # users null, tags, an extra empty section
+    assert decodeRequestBody(50, 0, Reader(frame, len(header(50, 0)))).users is None
+    with pytest.raises(CodecError):
+        decodeRequestBody(50, 0, Reader(frame + b"\x01", len(header(50, 0))))

@@ -121,10 +121,12 @@ def connectPair(clientProtocol, serverProtocol, clock, serverTransportClass=iosi
 class WebSocketPair:
     """A memory-store broker served over WebSocket to a real Autobahn client."""
 
-    def __init__(self, maxRequestBytes=1 << 20, url="ws://10.0.0.5:9093/", broker=None, serverTransportClass=iosim.FakeTransport, origin=None, allowedOrigins=()):
-        self.clock = MemoryReactorClock()
+    def __init__(self, maxRequestBytes=1 << 20, url="ws://10.0.0.5:9093/", broker=None, serverTransportClass=iosim.FakeTransport, origin=None, allowedOrigins=(), clock=None, authenticate=False):
+        self.clock = clock or MemoryReactorClock()
         self.broker = broker or makeBroker(self.clock)
-        self.serverFactory = KafkaWebSocketFactory(self.broker, maxRequestBytes, reactor=self.clock, allowedOrigins=allowedOrigins)
+        self.serverFactory = KafkaWebSocketFactory(
+            self.broker, maxRequestBytes, reactor=self.clock, allowedOrigins=allowedOrigins, authenticate=authenticate
+        )
         self.server = self.serverFactory.buildProtocol(CLIENT)
         clientFactory = WebSocketClientFactory(url, reactor=self.clock, origin=origin)
         clientFactory.protocol = RecordingClient

@@ -15,6 +15,9 @@
 //     createPartitions (to 5), describeConfigs of the topic, deleteTopics;
 //     prints {"ok": true, "steps": {name: ms}, "partitions", "configs": {name: value}}.
 //
+// With KAFKAW_SASL set (JSON: {"mechanism": "scram-sha-256", "username", "password"}),
+// every mode authenticates with it (kafkajs's `sasl` option).
+//
 // Exit code 0 when the line was printed; the test reads the JSON.
 const { CompressionTypes, Kafka, logLevel, Partitioners } = require('kafkajs')
 
@@ -26,6 +29,7 @@ const kafka = new Kafka({
   connectionTimeout: 3000,
   requestTimeout: 5000,
   retry: { retries: 2, initialRetryTime: 100, maxRetryTime: 1000 },
+  sasl: process.env.KAFKAW_SASL ? JSON.parse(process.env.KAFKAW_SASL) : undefined,
 })
 
 const PADDING = '-kafkaw'.repeat(30) // as in test_client_matrix.py
