@@ -56,7 +56,7 @@ class Options(ConfigFileOptions):
     ]
     optParameters = [
         ["data-dir", "d", "kafkaw-data", "directory for stored data"],
-        ["storage", None, "leveldb", "storage backend (a plugin): leveldb or memory"],
+        ["storage", None, "leveldb", "storage backend (a plugin) as TYPE or TYPE:ARGS: leveldb, memory, or postgresql:DSN (a cluster of brokers sharing one PostgreSQL; DSN empty: $KAFKAW_POSTGRESQL_DSN)"],
         ["num-partitions", None, 1, "partitions of an auto-created topic", positive("num-partitions")],
         ["message-max-bytes", None, 1000000, "largest message accepted (Produce error 10 above it)", positive("message-max-bytes")],
         ["max-request-bytes", None, 104857600, "largest request frame; a bigger one closes the connection", positive("max-request-bytes")],
@@ -104,10 +104,10 @@ class Options(ConfigFileOptions):
         elif not self["websocket"]:
             self["websocket"].append(DEFAULT_WEBSOCKET)
         backends = storageBackends()
-        if self["storage"] not in backends:
-            raise usage.UsageError(
-                f"unknown storage {self['storage']!r}; available: {', '.join(sorted(backends))}"
-            )
+        kind, _, arguments = self["storage"].partition(":")
+        if kind not in backends:
+            raise usage.UsageError(f"unknown storage {kind!r}; available: {', '.join(sorted(backends))}")
+        self["storage-type"], self["storage-arguments"] = kind, arguments or None
 
 
 class BrokerService(service.MultiService):
@@ -141,9 +141,9 @@ class BrokerService(service.MultiService):
 def makeService(options, reactor=None):
     if reactor is None:
         from twisted.internet import reactor
-    factory = storageBackends()[options["storage"]]
+    factory = storageBackends()[options["storage-type"]]
     try:
-        store = factory.openStore(os.path.abspath(options["data-dir"]), options["sync"])
+        store = factory.openStore(os.path.abspath(options["data-dir"]), options["sync"], options["storage-arguments"])
     except StorageError as e:
         raise SystemExit(f"kafkaw: {e}")
     # The store's threads would keep a failed start-up from exiting: close it.

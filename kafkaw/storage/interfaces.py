@@ -42,6 +42,12 @@ def _checkString(what, value):
         raise ValueError(f"{what} must be a str of at most {_INT16_MAX} UTF-8 bytes: {value!r:.80}")
 
 
+def refuseArguments(name, arguments):
+    """Raise L{StorageError} if a backend that takes no C{TYPE:ARGS} arguments got some."""
+    if arguments:
+        raise StorageError(f"storage {name!r} takes no arguments (got {name}:{arguments})")
+
+
 def checkOffsetCommit(group, offsets):
     """Check the arguments of L{IStore.commitOffsets}; return C{offsets} as a new C{dict}.
 
@@ -130,8 +136,12 @@ class IStorageFactory(Interface):
     name = Attribute("The C{--storage} value that selects this backend, e.g. C{'leveldb'}.")
     description = Attribute("One line for C{--help}.")
 
-    def openStore(dataDir, sync):
+    def openStore(dataDir, sync, arguments=None):
         """Open (creating if needed) the store kept under C{dataDir}.
+
+        @param arguments: what follows the colon of C{--storage TYPE:ARGS}
+            (e.g. a database's connection string), or C{None}; a backend
+            that takes none raises L{StorageError} when given some.
 
         @param sync: when true, each append is flushed to stable storage
             (fsync) before its Deferred fires.
