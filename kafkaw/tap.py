@@ -2,6 +2,8 @@
 
 import gc
 import os
+import re
+import socket
 
 from twisted.application import service, strports
 from twisted.internet import threads
@@ -21,6 +23,7 @@ from kafkaw.transport.websocket import KafkaWebSocketFactory
 
 DEFAULT_LISTEN = "tcp:9092:interface=127.0.0.1"
 DEFAULT_WEBSOCKET = "tcp:9093:interface=127.0.0.1"
+_LISTEN_ADDRESS = re.compile(r"^tcp:(?:port=)?(?P<port>\d+)(?::.*?interface=(?P<interface>[^:]+))?")
 
 
 def storageBackends():
@@ -63,7 +66,8 @@ class Options(ConfigFileOptions):
         ["max-fetch-wait-ms", None, 30000, "cap on how long a Fetch may be parked", positive("max-fetch-wait-ms")],
         ["advertised-host", None, None, "host put in Metadata (default: the address the client connected to)"],
         ["advertised-port", None, None, "port put in Metadata (default: the port the client connected to)", int],
-        ["broker-id", None, 0, "this broker's node id in Metadata", int],
+        ["broker-id", None, 0, "this broker's node id in Metadata (unique within a cluster sharing one PostgreSQL)", int],
+        ["lease-ms", None, 10000, "with --storage postgresql: a broker's lease on its partitions; a broker not heard from for this long loses them to the live ones", atLeast("lease-ms", 500)],
         ["retention-hours", None, 168, "delete stored batches older than this (topics may set retention.ms)", _limit("retention-hours", 1)],
         ["retention-bytes", None, -1, "per partition, delete the oldest batches while what stays is at least this (topics may set retention.bytes)", _limit("retention-bytes", 0)],
         ["retention-check-interval-ms", None, 300000, "how often retention runs", positive("retention-check-interval-ms")],
@@ -177,6 +181,7 @@ def _brokerService(options, store, reactor):
         initialRebalanceDelayMs=options["group-initial-rebalance-delay-ms"],
         offsetsRetentionMs=options["offsets-retention-minutes"] * 60 * 1000,
     )
+    membership = _clusterMembership(options, store, cluster, coordinator, reactor)
     broker = Broker(
         cluster,
         reactor,
@@ -192,6 +197,7 @@ def _brokerService(options, store, reactor):
         metrics=PrometheusMetrics(cluster, coordinator) if options["metrics"] else NO_METRICS,
         maxExpandedBytes=options["max-request-bytes"],
         offReactor=lambda f, *args: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args),
+        membership=membership,
     )
     # What start-up loaded (every topic's services) lives as long as the
     # process: out of the collector's sight, a full collection stays short
@@ -210,5 +216,24 @@ def _brokerService(options, store, reactor):
         strports.service(description, websocket, reactor=reactor).setServiceParent(top)
     if options["metrics"]:
         strports.service(options["metrics"], metricsSite(broker.metrics), reactor=reactor).setServiceParent(top)
+    if membership is not None:
+        membership.setServiceParent(top)  # started after the listeners, stopped (handing over) before the store closes
     return top
+
+
+def _clusterMembership(options, store, cluster, coordinator, reactor):
+    """Leases on the shared database when the store is one brokers share (PostgreSQL), else None."""
+    if options["storage-type"] != "postgresql":
+        return None
+    from kafkaw.broker.leases import PostgreSQLMembership
+
+    host, port = options["advertised-host"], options["advertised-port"]
+    listen = _LISTEN_ADDRESS.match(options["listen"][0])
+    if host is None:
+        host = (listen and listen.group("interface")) or socket.getfqdn()
+    if port is None:
+        if not listen:
+            raise ValueError("a cluster member needs --advertised-port when its first --listen is not tcp:PORT")
+        port = int(listen.group("port"))
+    return PostgreSQLMembership(store, cluster, options["broker-id"], host, port, options["lease-ms"], reactor, coordinator)
 

@@ -13,6 +13,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface
 
+from kafkaw.broker.membership import LocalMembership
 from kafkaw.broker import admin, data, groups
 from kafkaw.metrics import NO_METRICS
 from kafkaw.protocol import api, apiversions, schema
@@ -68,8 +69,12 @@ class Broker:
         metrics=NO_METRICS,
         maxExpandedBytes=100 * 1024 * 1024,
         offReactor=defer.maybeDeferred,
+        membership=None,
     ):
         self.cluster = cluster
+        # Who leads which partition and coordinates which group (IMembership):
+        # a single broker leads everything.
+        self.membership = membership if membership is not None else LocalMembership(getattr(cluster, "brokerId", 0))
         self.coordinator = coordinator  # the IGroupCoordinator of every group; None: groups not served
         self.metrics = metrics  # an IBrokerMetrics
         self.clock = clock

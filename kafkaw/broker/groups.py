@@ -50,10 +50,16 @@ def findCoordinator(header, request, gateway):
             "nodeId": -1, "host": "", "port": -1,
         })
     host, port = gateway.connection.localAddress()
+    nodeId = broker.membership.coordinator(request.key)
+    for liveId, liveHost, livePort in broker.membership.brokers():
+        if liveId == nodeId:
+            return _encode(FIND_COORDINATOR, header, {
+                "errorCode": 0, "errorMessage": None, "nodeId": nodeId,
+                "host": liveHost if liveHost is not None else (broker.advertisedHost if broker.advertisedHost is not None else host),
+                "port": livePort if livePort is not None else (broker.advertisedPort if broker.advertisedPort is not None else port),
+            })
     return _encode(FIND_COORDINATOR, header, {
-        "errorCode": 0, "errorMessage": None, "nodeId": broker.cluster.brokerId,
-        "host": broker.advertisedHost if broker.advertisedHost is not None else host,
-        "port": broker.advertisedPort if broker.advertisedPort is not None else port,
+        "errorCode": ErrorCode.COORDINATOR_NOT_AVAILABLE, "errorMessage": "no live broker", "nodeId": -1, "host": "", "port": -1,
     })
 
 

@@ -19,6 +19,11 @@ class StorageError(Exception):
     """The store cannot be opened or cannot do what was asked."""
 
 
+class NotLeaderError(StorageError):
+    """A store shared by brokers refused a write: this broker does not (or no
+    longer) lead the partition. Nothing was stored."""
+
+
 def newClusterId():
     """A new cluster id as Kafka makes them: the URL-safe base64 of a random UUID, unpadded (22 characters)."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")

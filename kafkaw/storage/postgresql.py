@@ -56,6 +56,7 @@ from kafkaw.storage.interfaces import (
     IPartitionLog,
     IStorageFactory,
     IStore,
+    NotLeaderError,
     StorageError,
     checkOffsetCommit,
     checkPartitions,
@@ -74,6 +75,8 @@ _READ_ROWS = 2000
 # Connections: one writer, up to this many readers (plus the cluster's own).
 _READERS = 4
 _CONNECT_TIMEOUT = 10.0
+# A transaction left idle this long (its broker paused) is ended by the server.
+_IDLE_TRANSACTION_MS = 5000
 
 _SCHEMA = """
 CREATE TABLE kafkaw_settings (name text PRIMARY KEY, value text NOT NULL);
@@ -165,10 +168,6 @@ ON CONFLICT (group_id, topic, partition) DO UPDATE SET
     committed_offset = excluded.committed_offset, leader_epoch = excluded.leader_epoch,
     metadata = excluded.metadata, commit_timestamp = excluded.commit_timestamp
 """
-
-
-class NotLeaderError(StorageError):
-    """This broker does not (or no longer) hold the partition's leader epoch: nothing was stored."""
 
 
 def resolveDSN(arguments):
@@ -432,11 +431,12 @@ class PostgreSQLStore:
 
     _log = Logger()
 
-    def __init__(self, dsn, sync, reactor=None, readers=_READERS):
+    def __init__(self, dsn, sync, reactor=None, readers=_READERS, idleTransactionMs=_IDLE_TRANSACTION_MS):
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
         self.sync = bool(sync)
+        self.idleTransactionMs = idleTransactionMs
         try:
             self.dsn = conninfo.make_conninfo(dsn, application_name="kafkaw")
         except DatabaseError as e:
@@ -474,6 +474,9 @@ class PostgreSQLStore:
         connection.autocommit = True
         if not self.sync:
             connection.execute("SET synchronous_commit = off")
+        # A broker stopped (SIGSTOP, a long pause) inside a transaction must
+        # not hold the partition rows it locked: the server ends it.
+        connection.execute(f"SET idle_in_transaction_session_timeout = {int(self.idleTransactionMs)}")
 
     # -- opening ------------------------------------------------------------
 
@@ -687,6 +690,82 @@ class PostgreSQLStore:
         fence = getattr(self, "fenceNewLogs", None)
         for log in logs:
             log.fence = None if fence is None else fence(log)
+
+    # -- a cluster sharing the database (kafkaw/broker/leases.py) -------------
+
+    def refreshTopics(self, rows):
+        """Take the topics table as just read: C{[(id, name, partitions, configs)]}.
+
+        Called on the reactor with rows read in the writer thread, so a topic
+        this store created is either in C{rows} or not stored yet. Topics
+        other brokers made come with logs that refuse appends until
+        L{reloadLog} (this broker becomes their leader). Returns the names of
+        topics gone, made or grown.
+        """
+        changed = []
+        listed = set()
+        for topicId, name, partitions, configs in rows:
+            listed.add(name)
+            if name in self._creating:
+                continue
+            topic = self._topics.get(name)
+            if topic is not None and topic.id != topicId:  # deleted and made again by another broker
+                self._forget(topic)
+                topic = None
+            if topic is None:
+                logs = [PostgreSQLPartitionLog(self, topicId, p) for p in range(partitions)]
+                for log in logs:
+                    log.fence = NOT_LEADING
+                self._topics[name] = _Topic(name, topicId, logs, dict(configs))
+                changed.append(name)
+            elif partitions > len(topic.logs) and topic.partitions <= partitions:
+                new = [PostgreSQLPartitionLog(self, topicId, p) for p in range(len(topic.logs), partitions)]
+                for log in new:
+                    log.fence = NOT_LEADING
+                topic.logs.extend(new)
+                topic.partitions = partitions
+                changed.append(name)
+        for name in [name for name in self._topics if name not in listed]:
+            self._forget(self._topics[name])
+            changed.append(name)
+        return changed
+
+    def _forget(self, topic):
+        """Another broker deleted C{topic}: drop it here (its rows are gone already)."""
+        del self._topics[topic.name]
+        topic.deleted = True
+        for log in topic.logs:
+            log._delete(topic.name)
+        forgetTopicOffsets(self._offsets, topic.name)
+
+    def reloadLog(self, log, fence):
+        """Read C{log}'s bounds and producer states as stored, then fence its appends with C{fence}.
+
+        Run in the writer thread: after every append this store queued, so
+        what it reads is what the previous leader (or this broker) left.
+        """
+        key = (log.topicId, log.partition)
+
+        def read(connection):
+            bounds = connection.execute(
+                "SELECT start_offset, end_offset, size_bytes, last_timestamp FROM kafkaw_partitions"
+                " WHERE topic_id = %s AND partition = %s",
+                key,
+            ).fetchone()
+            states = connection.execute(
+                "SELECT producer_id, state FROM kafkaw_producer_states WHERE topic_id = %s AND partition = %s", key
+            ).fetchall()
+            return bounds, {producerId: bytes(state) for producerId, state in states}
+
+        def loaded(result):
+            bounds, states = result
+            if bounds is None or log._deleted is not None:
+                return False
+            log._load(bounds, states)
+            log.fence = fence
+            return True
+
+        return self.write(read).addCallback(loaded)
 
     def addPartitions(self, name, count):
         topic = self._topics.get(name)
