@@ -63,8 +63,21 @@ def findCoordinator(header, request, gateway):
     })
 
 
+def _notCoordinator(gateway, groupId):
+    """True when another broker of the cluster coordinates C{groupId}: the client asks FindCoordinator again."""
+    membership = gateway.broker.membership
+    return membership.coordinator(groupId) != membership.brokerId
+
+
+_NOT_COORDINATOR = {"errorCode": ErrorCode.NOT_COORDINATOR}
+
+
 def joinGroup(header, request, gateway):
     version = header.apiVersion
+    if _notCoordinator(gateway, request.groupId):
+        return _encode(JOIN_GROUP, header, dict(
+            _NOT_COORDINATOR, generationId=-1, protocolName="", leader="", memberId=request.memberId or "", members=[],
+        ))
     instanceId = request.groupInstanceId if version >= 5 else None
     d = gateway.broker.coordinator.joinGroup(
         request.groupId, request.memberId, instanceId, request.protocolType,
@@ -84,6 +97,8 @@ def joinGroup(header, request, gateway):
 
 
 def syncGroup(header, request, gateway):
+    if _notCoordinator(gateway, request.groupId):
+        return _encode(SYNC_GROUP, header, dict(_NOT_COORDINATOR, assignment=b""))
     instanceId = request.groupInstanceId if header.apiVersion >= 3 else None
     d = gateway.broker.coordinator.syncGroup(
         request.groupId, request.generationId, request.memberId, instanceId,
@@ -93,12 +108,16 @@ def syncGroup(header, request, gateway):
 
 
 def heartbeat(header, request, gateway):
+    if _notCoordinator(gateway, request.groupId):
+        return _encode(HEARTBEAT, header, _NOT_COORDINATOR)
     instanceId = request.groupInstanceId if header.apiVersion >= 3 else None
     error = gateway.broker.coordinator.heartbeat(request.groupId, request.generationId, request.memberId, instanceId)
     return _encode(HEARTBEAT, header, {"errorCode": error})
 
 
 def leaveGroup(header, request, gateway):
+    if _notCoordinator(gateway, request.groupId):
+        return _encode(LEAVE_GROUP, header, _NOT_COORDINATOR)
     error = gateway.broker.coordinator.leaveGroup(request.groupId, request.memberId)
     return _encode(LEAVE_GROUP, header, {"errorCode": error})
 
@@ -107,6 +126,13 @@ def offsetCommit(header, request, gateway):
     """Offsets of partitions that exist go to the coordinator in one commit;
     those of unknown topics or partitions get error 3, as Kafka answers."""
     version = header.apiVersion
+    if _notCoordinator(gateway, request.groupId):
+        return _encode(OFFSET_COMMIT, header, {"topics": [
+            {"name": topic.name, "partitions": [
+                {"partitionIndex": p.partitionIndex, "errorCode": ErrorCode.NOT_COORDINATOR} for p in topic.partitions
+            ]}
+            for topic in request.topics
+        ]})
     cluster = gateway.broker.cluster
     offsets, unknown = {}, set()
     for topic in request.topics:
@@ -142,6 +168,15 @@ def offsetCommit(header, request, gateway):
 
 
 def offsetFetch(header, request, gateway):
+    if _notCoordinator(gateway, request.groupId):
+        return _encode(OFFSET_FETCH, header, {"errorCode": ErrorCode.NOT_COORDINATOR, "topics": [
+            {"name": topic.name, "partitions": [
+                {"partitionIndex": index, "committedOffset": -1, "committedLeaderEpoch": -1, "metadata": "",
+                 "errorCode": ErrorCode.NOT_COORDINATOR}
+                for index in topic.partitionIndexes
+            ]}
+            for topic in request.topics or []
+        ]})
     partitions = None
     if request.topics is not None:
         partitions = [(topic.name, index) for topic in request.topics for index in topic.partitionIndexes]

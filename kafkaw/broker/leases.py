@@ -185,7 +185,9 @@ class PostgreSQLMembership(service.Service):
         if [row[0] for row in live] != self._liveIds:
             self._log.info("live brokers: {brokers}", brokers=", ".join(f"{i} ({h}:{p})" for i, h, p in live))
         self._live = list(live)
-        self._liveIds = [row[0] for row in live]
+        if [row[0] for row in live] != self._liveIds:
+            self._liveIds = [row[0] for row in live]
+            self._takeGroups()
         if moved:
             self._log.info("moved the leadership of {count} partitions", count=moved)
         if self._store.refreshTopics(topics):
@@ -206,6 +208,20 @@ class PostgreSQLMembership(service.Service):
         for key in [key for key in self._leading if key not in leaders]:
             self._stopLeading(key)
         self._leaders = leaders
+
+    def _takeGroups(self):
+        """The live brokers changed, so some groups' coordinator did: read their committed offsets afresh."""
+        if self._coordinator is None:
+            return
+        me = self.brokerId
+
+        def loaded(committed):
+            self._coordinator.takeStoredOffsets(committed, lambda groupId: self.coordinator(groupId) == me)
+
+        def failed(reason):
+            self._log.warn("reading committed offsets failed: {why}", why=reason.getErrorMessage())
+
+        self._store.reloadCommittedOffsets().addCallbacks(loaded, failed)
 
     def _startLeading(self, key, epoch):
         name, partition = key

@@ -244,3 +244,43 @@ def _messageSet(offset):
     from kafkaw.protocol.messages import encodeMessageSet
 
     return encodeMessageSet([(None, b"from-the-paused-broker")], offset)
+
+
+def test_consumerGroupKeepsConsumingThroughItsCoordinatorsDeath(cluster, schema):
+    from kafkaw.broker.membership import groupCoordinator
+
+    brokers = cluster(3)
+    createTopic(brokers[0].bootstrap)
+    group = "spread"
+    coordinator = groupCoordinator(group, [1, 2, 3])
+    survivor = next(b for i, b in enumerate(brokers, 1) if i != coordinator)
+    first = produce(survivor.bootstrap, 600)
+    consumer = Consumer({
+        "bootstrap.servers": survivor.bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+        "enable.auto.commit": False, "session.timeout.ms": 6000,
+    })
+    consumer.subscribe([TOPIC])
+    seen = set()
+
+    def consumeUntil(values, timeout):
+        deadline = time.monotonic() + timeout
+        while not values <= seen and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                seen.add(msg.value())
+                consumer.commit(msg, asynchronous=False)
+
+    try:
+        consumeUntil({v for _, _, v in first}, 30)
+        assert {v for _, _, v in first} <= seen
+        brokers[coordinator - 1].stop(signal.SIGKILL)
+        second = produce(survivor.bootstrap, 600, first=600)
+        consumeUntil({v for _, _, v in second}, 60)
+        assert {v for _, _, v in second} <= seen
+    finally:
+        consumer.close()
+    # the committed offsets are in the database, committed through the new coordinator too
+    committed = dict(schema.execute(
+        "SELECT partition, committed_offset FROM kafkaw_committed_offsets WHERE group_id = %s", (group.encode(),)
+    ))
+    assert committed == endOffsets(schema)
