@@ -284,3 +284,29 @@ def test_consumerGroupKeepsConsumingThroughItsCoordinatorsDeath(cluster, schema)
         "SELECT partition, committed_offset FROM kafkaw_committed_offsets WHERE group_id = %s", (group.encode(),)
     ))
     assert committed == endOffsets(schema)
+
+
+def test_cleanStopHandsPartitionsOverAtOnce(cluster, schema, tmp_path):
+    """SIGTERM: the broker hands its partitions over before it exits, so they
+    move at the others' next round (a fifth of the lease), not after the lease."""
+    slow = 10000  # a lease the handover must not wait for
+    brokers = [
+        BrokerProcess(tmp_path / f"slow{i}", ["--storage", "postgresql:", "--broker-id", str(i), "--lease-ms", str(slow), "--no-websocket"])
+        for i in (1, 2)
+    ]
+    try:
+        for broker in brokers:
+            broker.dataDir.mkdir()
+            broker.start()
+        createTopic(brokers[0].bootstrap, live=2)
+        acked = produce(brokers[0].bootstrap, 120)
+        stoppedAt = time.monotonic()
+        assert brokers[1].stop() in (0, -signal.SIGTERM)
+        waitUntil(lambda: set(leaders(brokers[0].bootstrap).values()) == {1}, timeout=slow / 1000 / 2, what="the handover")
+        handover = time.monotonic() - stoppedAt
+        acked += produce(brokers[0].bootstrap, 120, first=120)
+        assert sorted(consumeAll(brokers[0].bootstrap, endOffsets(schema))) == sorted(acked)
+        print(f"clean stop -> every partition led by the survivor: {handover:.2f} s (lease {slow / 1000:.0f} s)")
+    finally:
+        for broker in brokers:
+            broker.stop()
