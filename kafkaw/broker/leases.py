@@ -72,6 +72,7 @@ class PostgreSQLMembership(service.Service):
         self.rounds = 0
         # Nothing is appended until a round says this broker leads it.
         store.fenceNewLogs = lambda log: NOT_LEADING
+        store.topicMadeElsewhere = self._runRound
         for name, count in store.topics().items():
             for partition in range(count):
                 store.partitionLog(name, partition).fence = NOT_LEADING
@@ -108,7 +109,7 @@ class PostgreSQLMembership(service.Service):
         return d.addErrback(lambda reason: self._log.warn("handing partitions over failed: {why}", why=reason.getErrorMessage()))
 
     def _runRound(self):
-        if self._round is not None:
+        if not self.running or self._round is not None:
             return  # the last one is still under way (a slow database)
         self._round = self._roundTrip(leaving=False)
 

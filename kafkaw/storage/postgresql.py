@@ -170,6 +170,10 @@ ON CONFLICT (group_id, topic, partition) DO UPDATE SET
 """
 
 
+class _MadeElsewhere(StorageError):
+    """Another broker sharing the database made the topic first."""
+
+
 def resolveDSN(arguments):
     """The connection string of C{--storage postgresql:ARGS}: ARGS, else the environment's."""
     if arguments:
@@ -467,8 +471,10 @@ class PostgreSQLStore:
         self._readers.start()
         self._outstanding = set()
         self._closing = None
-        self._queued = []  # [(write, stored, Deferred)] of the next group write
+        self._queued = []  # [(write, stored, solo, Deferred)] of the next group write
         self._writing = False
+        # Called when a topic this store tried to make was made by another broker (kafkaw/broker/leases.py).
+        self.topicMadeElsewhere = None
 
     def _configure(self, connection):
         connection.autocommit = True
@@ -667,7 +673,7 @@ class PostgreSQLStore:
                 (name, partitions, json.dumps(configs)),
             ).fetchone()
             if row is None:
-                raise StorageError(f"topic {name!r} exists (made by another broker)")
+                raise _MadeElsewhere(f"topic {name!r} exists (made by another broker)")
             connection.execute(
                 "INSERT INTO kafkaw_partitions (topic_id, partition) SELECT %s, generate_series(0, %s - 1)",
                 (row[0], partitions),
@@ -681,6 +687,8 @@ class PostgreSQLStore:
 
         def finished(result):
             self._creating.discard(name)
+            if isinstance(result, Failure) and result.check(_MadeElsewhere) and self.topicMadeElsewhere is not None:
+                self.topicMadeElsewhere()  # take it now, not at the next round
             return result
 
         return self.write(write).addCallback(stored).addBoth(finished)
