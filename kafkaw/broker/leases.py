@@ -5,11 +5,12 @@ thread, serialized between brokers by an advisory lock) that:
 
   - renews its lease (C{kafkaw_brokers.lease_until}, the database's clock);
   - lists the live brokers (lease not over);
-  - gives each partition its wanted leader, the live broker
-    C{live[(topic id + partition) % len(live)]} (so a topic's partitions are
-    spread evenly), where the current leader is dead, missing, or this broker
-    (a leader hands over the partitions wanted elsewhere): the row gets the
-    new leader and leader epoch + 1;
+  - spreads each topic's partitions evenly over the live brokers, moving as
+    few as it can (L{wantedLeaders}): a dead broker's partitions go to the
+    least loaded live ones, and a broker that joins takes its share from
+    those above theirs. A moved partition's row gets the new leader and
+    leader epoch + 1 (its old leader, if live, is fenced at once and learns it
+    at its own next round);
   - reads the topics table, so topics made on any broker are seen by all.
 
 A broker serves a partition only once it has read the partition's log end
@@ -30,6 +31,10 @@ Groups are coordinated by the live broker the group id hashes to
 database, so a group's new coordinator reads them there.
 """
 
+import collections
+import threading
+
+import psycopg
 from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
@@ -37,13 +42,57 @@ from zope.interface import implementer
 
 from kafkaw.broker.membership import NO_LEADER, IMembership, groupCoordinator
 from kafkaw.storage.interfaces import StorageError
-from kafkaw.storage.postgresql import NOT_LEADING
+from kafkaw.storage.postgresql import CHANGED_CHANNEL, NOT_LEADING
 
 DEFAULT_LEASE_MS = 10000
 # Serializes the leadership rounds of all brokers.
 _ROUND_LOCK = 0x6B61666B6177 + 1
 # Rounds per lease.
 _ROUNDS_PER_LEASE = 5
+
+
+def wantedLeaders(partitions, live):
+    """The leader changes that spread C{partitions} evenly over the C{live} broker ids, moving as few as can be.
+
+    @param partitions: C{[(topic id, partition, current leader or None)]}.
+    @return: C{{(topic id, partition): new leader}}, for the partitions that move.
+
+    Each topic's partitions are spread evenly: every live broker gets
+    C{P // n} of them, and C{P % n} brokers one more (those holding the most
+    already, then those leading the fewest partitions of all topics, so small
+    topics spread over the cluster too). A partition stays with its leader
+    while that is live and within its share; the others (a dead or missing
+    leader, or one over its share when a broker joins) go to the brokers
+    below their share, the least loaded first.
+    """
+    if not live:
+        return {}
+    live = sorted(live)
+    alive = set(live)
+    byTopic = collections.defaultdict(list)
+    for topicId, partition, leader in partitions:
+        byTopic[topicId].append((partition, leader))
+    load = collections.Counter()  # partitions led, over the topics placed so far
+    moves = {}
+    for topicId in sorted(byTopic):
+        rows = sorted(byTopic[topicId])
+        held = collections.Counter(leader for _, leader in rows if leader in alive)
+        base, extra = divmod(len(rows), len(live))
+        ranked = sorted(live, key=lambda broker: (-held[broker], load[broker], broker))
+        share = {broker: base + (1 if rank < extra else 0) for rank, broker in enumerate(ranked)}
+        kept = collections.Counter()
+        orphans = []
+        for partition, leader in rows:
+            if leader in alive and kept[leader] < share[leader]:
+                kept[leader] += 1
+            else:
+                orphans.append(partition)
+        for partition in orphans:
+            target = min((b for b in live if kept[b] < share[b]), key=lambda broker: (load[broker] + kept[broker], broker))
+            kept[target] += 1
+            moves[topicId, partition] = target
+        load.update(kept)
+    return moves
 
 
 @implementer(IMembership)
@@ -69,6 +118,8 @@ class PostgreSQLMembership(service.Service):
         self._leaseUntil = 0.0  # reactor time when this broker's lease ends, as far as it knows
         self._loop = None
         self._round = None
+        self._again = False  # another round was asked for while one was under way
+        self._listening = None  # threading.Event set to stop the listener thread
         self.rounds = 0
         # Nothing is appended until a round says this broker leads it.
         store.fenceNewLogs = lambda log: NOT_LEADING
@@ -98,9 +149,28 @@ class PostgreSQLMembership(service.Service):
         self._loop = task.LoopingCall(self._runRound)
         self._loop.clock = self._reactor
         self._loop.start(self.leaseMs / 1000.0 / _ROUNDS_PER_LEASE, now=True)
+        self._listening = threading.Event()
+        threading.Thread(target=self._listen, args=(self._listening,), name="kafkaw-cluster-listener", daemon=True).start()
+
+    def _listen(self, stop):
+        """In a thread of its own: LISTEN for changes other brokers made (moved
+        leaders, topics) and run a round at once, rather than at the next tick."""
+        while not stop.is_set():
+            try:
+                with psycopg.connect(self._store.dsn, autocommit=True, connect_timeout=10) as connection:
+                    connection.execute(f"LISTEN {CHANGED_CHANNEL}")
+                    self._reactor.callFromThread(self._runRound)  # whatever changed while not listening
+                    while not stop.is_set():
+                        for _ in connection.notifies(timeout=1.0, stop_after=1):
+                            self._reactor.callFromThread(self._runRound)
+            except psycopg.Error as e:
+                self._reactor.callFromThread(self._log.warn, "listening for cluster changes failed: {why}", why=str(e).strip())
+                stop.wait(1.0)
 
     def stopService(self):
         super().stopService()
+        if self._listening is not None:
+            self._listening.set()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         waitFor = self._round if self._round is not None else defer.succeed(None)
@@ -109,12 +179,18 @@ class PostgreSQLMembership(service.Service):
         return d.addErrback(lambda reason: self._log.warn("handing partitions over failed: {why}", why=reason.getErrorMessage()))
 
     def _runRound(self):
-        if not self.running or self._round is not None:
-            return  # the last one is still under way (a slow database)
+        if not self.running:
+            return
+        if self._round is not None:
+            self._again = True  # once the one under way is over
+            return
         self._round = self._roundTrip(leaving=False)
 
         def done(_):
             self._round = None
+            if self._again:
+                self._again = False
+                self._runRound()
 
         self._round.addErrback(self._roundFailed).addBoth(done)
 
@@ -146,17 +222,17 @@ class PostgreSQLMembership(service.Service):
             ).fetchall()
             ids = [row[0] for row in live]
             assignment = {}
-            moves = []
             for topicId, partition, leader, epoch in connection.execute(
                 "SELECT p.topic_id, p.partition, p.leader, p.leader_epoch FROM kafkaw_partitions p"
                 " JOIN kafkaw_topics t ON t.id = p.topic_id AND p.partition < t.partitions"
             ):
                 assignment[topicId, partition] = (leader, epoch)
-                if not ids:
-                    continue
-                wanted = ids[(topicId + partition) % len(ids)]
-                if leader != wanted and (leader is None or leader == brokerId or leader not in ids):
-                    moves.append((topicId, partition, wanted))
+            moves = [
+                (topicId, partition, wanted)
+                for (topicId, partition), wanted in sorted(
+                    wantedLeaders([(t, p, leader) for (t, p), (leader, _) in assignment.items()], ids).items()
+                )
+            ]
             if moves:
                 for topicId, partition, leader, epoch in connection.execute(
                     "UPDATE kafkaw_partitions p SET leader = m.leader, leader_epoch = p.leader_epoch + 1"
@@ -166,6 +242,8 @@ class PostgreSQLMembership(service.Service):
                     ([m[0] for m in moves], [m[1] for m in moves], [m[2] for m in moves]),
                 ):
                     assignment[topicId, partition] = (leader, epoch)
+            if moves or leaving:
+                connection.execute(f"NOTIFY {CHANGED_CHANNEL}")  # the others take their partitions now
             topics = connection.execute("SELECT id, name, partitions, configs FROM kafkaw_topics ORDER BY id").fetchall()
             return live, assignment, topics, len(moves)
 

@@ -75,6 +75,9 @@ _READ_ROWS = 2000
 # Connections: one writer, up to this many readers (plus the cluster's own).
 _READERS = 4
 _CONNECT_TIMEOUT = 10.0
+# NOTIFY channel of the changes brokers sharing the database act on at once
+# (topics made, grown or deleted; leaders moved): kafkaw/broker/leases.py.
+CHANGED_CHANNEL = "kafkaw_changed"
 # A transaction left idle this long (its broker paused) is ended by the server.
 _IDLE_TRANSACTION_MS = 5000
 
@@ -678,6 +681,7 @@ class PostgreSQLStore:
                 "INSERT INTO kafkaw_partitions (topic_id, partition) SELECT %s, generate_series(0, %s - 1)",
                 (row[0], partitions),
             )
+            connection.execute(f"NOTIFY {CHANGED_CHANNEL}")
             return row[0]
 
         def stored(topicId):
@@ -792,6 +796,7 @@ class PostgreSQLStore:
                 " ON CONFLICT DO NOTHING",
                 (topic.id, old, count),
             )
+            connection.execute(f"NOTIFY {CHANGED_CHANNEL}")
 
         def stored(_):
             if not topic.deleted:
@@ -821,6 +826,7 @@ class PostgreSQLStore:
             deleted = connection.execute("DELETE FROM kafkaw_topics WHERE id = %s", (topicId,)).rowcount
             if deleted:
                 connection.execute("DELETE FROM kafkaw_committed_offsets WHERE topic = %s", (_utf8(name),))
+                connection.execute(f"NOTIFY {CHANGED_CHANNEL}")
             return deleted
 
         def stored(deleted):

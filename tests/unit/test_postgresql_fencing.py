@@ -139,3 +139,38 @@ def test_groupCoordinatorsAreSpreadAndStable():
     assert chosen == {1, 2, 3}
     assert groupCoordinator("g", ids) == groupCoordinator("g", list(ids))
     assert groupCoordinator("g", []) == -1
+
+
+def apply(partitions, moves):
+    return [(t, p, moves.get((t, p), leader)) for t, p, leader in partitions]
+
+
+def test_wantedLeadersSpreadEvenlyAndMoveOnlyWhatMust():
+    from collections import Counter
+
+    from kafkaw.broker.leases import wantedLeaders
+
+    topic = [(7, p, None) for p in range(6)]
+    placed = apply(topic, wantedLeaders(topic, [1, 2, 3]))
+    assert sorted(Counter(leader for *_, leader in placed).values()) == [2, 2, 2]
+    assert wantedLeaders(placed, [1, 2, 3]) == {}  # stable
+    # broker 2 dies: only its two partitions move, one to each survivor
+    moves = wantedLeaders(placed, [1, 3])
+    assert {key for key, _ in moves.items()} == {(t, p) for t, p, leader in placed if leader == 2}
+    after = apply(placed, moves)
+    assert sorted(Counter(leader for *_, leader in after).values()) == [3, 3]
+    # it comes back: it takes one from each
+    moves = wantedLeaders(after, [1, 2, 3])
+    assert sorted(moves.values()) == [2, 2]
+    assert sorted(Counter(leader for *_, leader in apply(after, moves)).values()) == [2, 2, 2]
+    assert wantedLeaders(after, []) == {}
+
+
+def test_wantedLeadersSpreadSmallTopicsOverTheCluster():
+    from collections import Counter
+
+    from kafkaw.broker.leases import wantedLeaders
+
+    topics = [(t, 0, None) for t in range(9)]
+    placed = apply(topics, wantedLeaders(topics, [1, 2, 3]))
+    assert Counter(leader for *_, leader in placed) == {1: 3, 2: 3, 3: 3}
