@@ -438,7 +438,8 @@ class PostgreSQLStore:
 
     _log = Logger()
 
-    def __init__(self, dsn, sync, reactor=None, readers=_READERS, idleTransactionMs=_IDLE_TRANSACTION_MS):
+    def __init__(self, dsn, sync, reactor=None, readers=_READERS, idleTransactionMs=_IDLE_TRANSACTION_MS,
+                 connectTimeout=_CONNECT_TIMEOUT):
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
@@ -457,7 +458,7 @@ class PostgreSQLStore:
             name="kafkaw",
         )
         try:
-            self.pool.open(wait=True, timeout=_CONNECT_TIMEOUT)
+            self.pool.open(wait=True, timeout=connectTimeout)
             with self.pool.connection() as connection:
                 self._createSchema(connection)
                 self._clusterId = self._loadClusterId(connection)

@@ -1,4 +1,4 @@
-"""Fencing on PostgreSQL storage: two stores on one schema stand for two
+"""PostgreSQL storage and its cluster: two stores on one schema stand for two
 brokers; an append commits only while its broker holds the partition's leader
 epoch and an unexpired lease (kafkaw/broker/leases.py moves them)."""
 
@@ -117,7 +117,7 @@ def test_schemaIsVersionedAndANewerOneIsRefused(two):
 
 def test_unreachableDatabaseIsAStorageError():
     with pytest.raises(StorageError):
-        PostgreSQLStore("host=127.0.0.1 port=1 connect_timeout=1", False, reactor=ThreadResults())
+        PostgreSQLStore("host=127.0.0.1 port=1 connect_timeout=1", False, reactor=ThreadResults(), connectTimeout=1.0)
 
 
 def test_dsnFromTheEnvironment(monkeypatch):
@@ -174,3 +174,40 @@ def test_wantedLeadersSpreadSmallTopicsOverTheCluster():
     topics = [(t, 0, None) for t in range(9)]
     placed = apply(topics, wantedLeaders(topics, [1, 2, 3]))
     assert Counter(leader for *_, leader in placed) == {1: 3, 2: 3, 3: 3}
+
+
+def test_storageOptionTakesTypeAndArguments(tmp_path):
+    from twisted.python import usage
+
+    from kafkaw.tap import Options, makeService
+
+    options = Options()
+    options.parseOptions(["--storage", "postgresql:host=db dbname=kafka"])
+    assert (options["storage-type"], options["storage-arguments"]) == ("postgresql", "host=db dbname=kafka")
+    options = Options()
+    options.parseOptions(["--storage", "leveldb"])
+    assert (options["storage-type"], options["storage-arguments"]) == ("leveldb", None)
+    with pytest.raises(usage.UsageError, match="unknown storage 'nosuch'"):
+        Options().parseOptions(["--storage", "nosuch:x"])
+    options = Options()
+    options.parseOptions(["--storage", "leveldb:x", "--data-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="takes no arguments"):
+        makeService(options)
+
+
+def test_postgresqlMembershipProvidesTheInterface(two):
+    from twisted.internet import task
+
+    from kafkaw.broker.leases import PostgreSQLMembership
+    from kafkaw.broker.services import ClusterService
+
+    schema, threads, (store, _) = two
+    threads.wait(store.createTopic("t", 2))
+    clock = task.Clock()
+    membership = PostgreSQLMembership(store, ClusterService(store, clock), 1, "h", 9092, 10000, clock)
+    assert verifyObject(IMembership, membership)
+    # nothing is led (nor appended) before a lease round says so
+    assert not membership.leads("t", 0) and membership.leader("t", 0) == (-1, -1)
+    assert store.partitionLog("t", 0).fence is NOT_LEADING
+    with pytest.raises(NotLeaderError):
+        append(threads, store.partitionLog("t", 0), b"early")
