@@ -131,7 +131,8 @@ class PostgreSQLMembership(service.Service):
     # -- IMembership
 
     def brokers(self):
-        return list(self._live)
+        # Before the first round (or after losing the database): at least this broker, so clients can ask again.
+        return list(self._live) or [(self.brokerId, self._host, self._port)]
 
     def leader(self, topic, partition):
         return self._leaders.get((topic, partition), NO_LEADER)

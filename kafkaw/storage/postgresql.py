@@ -274,8 +274,8 @@ class PostgreSQLPartitionLog:
             cursor.execute(_APPEND, arguments)
             return cursor
 
-        def stored(cursor):
-            (moved,) = cursor.fetchone()
+        def stored(row):
+            (moved,) = row
             if not moved:
                 raise NotLeaderError(
                     f"append to partition {self.partition} of topic id {self.topicId} refused: "
@@ -582,8 +582,9 @@ class PostgreSQLStore:
 
         C{write(cursor)} runs in the writer thread with every write queued
         meanwhile, in one pipeline and one transaction: if that transaction
-        fails, every write in it fails. C{stored(cursor)} then runs on the
-        reactor for each, in call order. A C{solo} write (C{solo(connection)})
+        fails, every write in it fails. C{stored(row)} then runs on the
+        reactor for each, in call order, with the first row its statement
+        returned (C{None} if none). A C{solo} write (C{solo(connection)})
         runs in a transaction of its own, after the ones queued before it.
         """
         if self._closing is not None:
@@ -613,7 +614,8 @@ class PostgreSQLStore:
                 with self.pool.connection(timeout=_CONNECT_TIMEOUT) as connection:
                     with connection.transaction(), connection.pipeline():
                         cursors = [write(connection.cursor()) for write in writes]
-                    return cursors
+                    # Each write's first row (if it returns any), read while the connection is this thread's.
+                    return [cursor.fetchone() if cursor.description else None for cursor in cursors]
 
         d = threads.deferToThreadPool(self._reactor, self._writer, work)
         self._outstanding.add(d)
