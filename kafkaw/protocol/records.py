@@ -763,6 +763,29 @@ def entrySize(data, position=0):
     return LOG_OVERHEAD + _ENTRY_HEAD.unpack_from(data, position)[1]
 
 
+def storedEntriesIntact(data):
+    """True if C{data} is whole stored entries, each with a valid CRC.
+
+    For storage recovery after a power loss (data written but not synced may
+    be missing or zeros): v2 batches are checked with their CRC-32C, v0/v1
+    messages (compressed wrappers included) with their CRC-32.
+    """
+    view = memoryview(data)
+    position, end = 0, len(data)
+    while position < end:
+        size = entrySize(data, position)
+        if size is None or size < LOG_OVERHEAD + 5 or position + size > end:
+            return False
+        entryEnd = position + size
+        if data[position + _MAGIC_AT] == 2:
+            if size < _ATTRIBUTES_AT or _UINT32.unpack_from(data, position + _CRC_AT)[0] != crc32c(view[position + _ATTRIBUTES_AT : entryEnd]):
+                return False
+        elif _UINT32.unpack_from(data, position + LOG_OVERHEAD)[0] != zlib.crc32(view[position + LOG_OVERHEAD + 4 : entryEnd]):
+            return False
+        position = entryEnd
+    return end > 0
+
+
 def skipBelow(data, offset):
     """Byte position of the first entry holding an offset >= C{offset} (see L{messages.skipBelow})."""
     return messages.skipBelow(data, offset)

@@ -8,16 +8,20 @@ Key layout (all integers big-endian, so key order is log order):
     T <topic name>                          -> topic id int32, partitions int32,
                                                configs (int32 count, [name string, value string])
     X <topic id>                            -> topic name: a deleted topic whose keys are being deleted
-    M <topic id><partition>                 -> log start int64, log end int64, bytes stored int64
-    D <topic id><partition><last offset>    -> one stored message set or record batch
+    M <topic id><partition>                 -> log start int64, log end int64, bytes stored int64,
+                                               current segment int64 (-1: none), bytes written to it
+                                               int64, synced end int64
+    D <topic id><partition><last offset>    -> one stored message set or record batch, or (4 KB
+                                               and more) a pointer to it in a segment file
     I <topic id><partition><time ms><base>  -> (empty) time index
     P <topic id><partition><producer id>    -> producer state (opaque bytes), int64 producer id
     O <group length int16><group UTF-8><topic length int16><topic UTF-8><partition int32>
                                             -> a committed offset: offset int64, leader epoch int32,
                                                commit timestamp int64, metadata (int16 length, -1: null, UTF-8)
 
-Each append writes its message set, its time-index entry, its producer
-states and the new log bounds in one C{WriteBatch}. Data is keyed by the
+Each append writes its message set (or, for a big one, first to a segment
+file, then its pointer: see L{kafkaw.storage.segments}), its time-index
+entry, its producer states and the new log bounds in one C{WriteBatch}. Data is keyed by the
 *last* offset of its message set, so one iterator seek to the wanted offset
 lands on the set that holds it; reads return stored bytes sliced, never
 decoded. Stored timestamps never go back, so the time index is in log order
@@ -62,8 +66,11 @@ id when first opened and work as they are
 offsets (no C{O} keys) open without any.
 """
 
+import contextlib
 import os
+import shutil
 import struct
+import time
 
 import plyvel
 from twisted.internet import defer, threads
@@ -73,6 +80,8 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from kafkaw.protocol.primitives import INT16, INT32, Reader, encodeString
+from kafkaw.protocol.records import storedEntriesIntact
+from kafkaw.storage import segments
 from kafkaw.storage.interfaces import (
     IPartitionLog,
     IStorageFactory,
@@ -89,7 +98,10 @@ from kafkaw.storage.interfaces import (
 
 _TOPIC_VALUE = struct.Struct(">ii")
 _PARTITION_KEY = struct.Struct(">ii")
-_BOUNDS = struct.Struct(">qqq")
+# log start, log end, bytes stored, current segment (-1: none), bytes written
+# to it, and the offset below which every batch in a segment is synced.
+_BOUNDS = struct.Struct(">qqqqqq")
+_BOUNDS_WITHOUT_SEGMENTS = struct.Struct(">qqq")
 _OLD_BOUNDS = struct.Struct(">qq")
 _OFFSET = struct.Struct(">q")
 _TIME_ENTRY = struct.Struct(">qq")
@@ -106,6 +118,14 @@ _TOPIC_KEY_KINDS = (b"M", b"D", b"I", b"P")
 
 # LevelDB's memtable and table file size (see _open).
 _BUFFER_BYTES = 64 << 20
+# Message sets of this size or more go to segment files (kafkaw/storage/segments.py).
+_INLINE_BYTES = 4096
+# A segment file takes no more batches once this big.
+_SEGMENT_BYTES = 128 << 20
+# Without --sync, segment files are synced (and the M keys say so) at most
+# this long after a batch is written to them: after a power loss, only the
+# batches written since are checked when the store is opened.
+_CHECKPOINT_SECONDS = 1.0
 
 # After a failed write, reopening is tried this often.
 _RETRY_SECONDS = 1.0
@@ -213,11 +233,36 @@ class _Topic:
         self.deleted = False
 
 
+class _Written:
+    """What a partition's M key holds, as the writer thread last stored it."""
+
+    __slots__ = ("start", "end", "size", "segment", "segmentEnd", "synced")
+
+    def __init__(self, start, end, size, segment=-1, segmentEnd=0, synced=None):
+        self.start, self.end, self.size = start, end, size
+        self.segment, self.segmentEnd = segment, segmentEnd
+        self.synced = end if synced is None else synced
+
+    def pack(self):
+        return _BOUNDS.pack(self.start, self.end, self.size, self.segment, self.segmentEnd, self.synced)
+
+    @classmethod
+    def unpack(cls, value):
+        if len(value) == _BOUNDS.size:
+            return cls(*_BOUNDS.unpack(value))
+        return cls(*_BOUNDS_WITHOUT_SEGMENTS.unpack(value))
+
+
+_EMPTY_BOUNDS = _Written(0, 0, 0).pack()
+
+
 @implementer(IPartitionLog)
 class LevelDBPartitionLog:
-    def __init__(self, store, topicId, partition, startOffset, endOffset, sizeBytes, oldestTimestamp, lastTimestamp):
+    def __init__(self, store, topicId, partition, startOffset, endOffset, sizeBytes, oldestTimestamp, lastTimestamp, written=None):
         self._store = store
         partitionKey = _PARTITION_KEY.pack(topicId, partition)
+        self.topicId, self.partition = topicId, partition
+        self._segmentDir = segments.partitionDir(store._segmentsPath, topicId, partition)
         self._boundsKey = b"M" + partitionKey
         self._dataPrefix = b"D" + partitionKey
         self._timePrefix = b"I" + partitionKey
@@ -233,15 +278,49 @@ class LevelDBPartitionLog:
         # no time-index key below _oldestTime.
         self._deletedBefore = startOffset
         self._oldestTime = oldestTimestamp
-        # What the M key holds: (start, end, bytes). Read and written only in
-        # the writer thread, so appends and deletions never store stale bounds.
-        self._written = (startOffset, endOffset, sizeBytes)
+        # What the M key holds. Read and written only in the writer thread,
+        # so appends and deletions never store stale bounds.
+        self._written = written or _Written(startOffset, endOffset, sizeBytes)
+        # The first offsets of this partition's segment files (writer thread).
+        self._segments = []
 
-    def _writeBounds(self, batch, start, end, size):
-        """Put the new bounds in C{batch}, write it, then remember them as written."""
-        batch.put(self._boundsKey, _BOUNDS.pack(start, end, size))
+    def _writeBounds(self, batch, written):
+        """Put C{written} in C{batch} as the new bounds, write it, then remember them."""
+        batch.put(self._boundsKey, written.pack())
         batch.write()
-        self._written = (start, end, size)
+        self._written = written
+
+    def _segmentPath(self, segment):
+        return segments.segmentPath(self._segmentDir, segment)
+
+    def _writeSegment(self, messageSet, firstOffset, written):
+        """In the writer thread: write C{messageSet} to the current segment,
+        or to a new one named C{firstOffset}; return its pointer, the new bounds
+        and whether a segment was started. Nothing is remembered until the
+        LevelDB write that stores the pointer succeeds."""
+        store = self._store
+        size = len(messageSet)
+        segment, position = written.segment, written.segmentEnd
+        started = segment < 0 or (position > 0 and position + size > store._segmentBytes)
+        if started:
+            segment, position = firstOffset, 0
+            os.makedirs(self._segmentDir, exist_ok=True)
+        with store._files.open(self._segmentPath(segment), create=started) as fd:
+            segments.writeAll(fd, messageSet, position)
+            if store.sync:
+                os.fdatasync(fd)
+        if started and store.sync:
+            segments.syncDirectory(self._segmentDir)
+        new = _Written(written.start, written.end, written.size, segment, position + size, written.synced)
+        return segments.encodePointer(segment, position, size), new, started
+
+    def _readStored(self, value):
+        """The message set a stored value holds or points to (in a reader thread)."""
+        if not segments.isPointer(value):
+            return value
+        segment, position, length = segments.decodePointer(value)
+        with self._store._files.open(self._segmentPath(segment)) as fd:
+            return segments.readExactly(fd, length, position)
 
     def _reload(self, stored, producerStates):
         """Take the bounds C{stored} in the M key, and the stored producer states, once the store is reopened.
@@ -251,12 +330,14 @@ class LevelDBPartitionLog:
         includes it, and the next append goes after it, leaving no hole; its
         producer states are taken too. Called while nothing is written.
         """
-        if stored is None or len(stored) != _BOUNDS.size:
+        if stored is None or len(stored) not in (_BOUNDS.size, _BOUNDS_WITHOUT_SEGMENTS.size):
             return  # a topic whose creation failed, or a partition not written since an old store was opened
-        start, end, size = self._written = _BOUNDS.unpack(stored)
-        self.startOffset = max(self.startOffset, start)  # a deletion under way may have moved it on
-        self.endOffset = end
-        self.sizeBytes = size
+        written = self._written = _Written.unpack(stored)
+        if written.segment >= 0 and written.segment not in self._segments:
+            self._segments.append(written.segment)  # a failed append that started it was stored all the same
+        self.startOffset = max(self.startOffset, written.start)  # a deletion under way may have moved it on
+        self.endOffset = written.end
+        self.sizeBytes = written.size
         self._producerStates = producerStates
 
     def _readProducerStates(self, db):
@@ -288,16 +369,33 @@ class LevelDBPartitionLog:
         def write():
             if self._deleted is not None:
                 raise StorageError(f"topic {self._deleted!r} was deleted")
-            start, _, stored = self._written
-            batch = self._store.db.write_batch(sync=sync)
-            batch.put(self._dataPrefix + _OFFSET.pack(newEnd - 1), messageSet)
+            store = self._store
+            written = self._written
+            inSegment = size >= store._inlineBytes
+            if inSegment:
+                value, written, started = self._writeSegment(messageSet, base, written)
+            else:
+                value, started = messageSet, False
+            # Everything below `synced` is on disk once LevelDB's log is: a
+            # batch in a segment is, once its file is synced (at once with
+            # --sync, else by the next checkpoint: see LevelDBStore._checkpoint).
+            unsynced = not sync and (inSegment or self in store._unsynced)
+            batch = store.db.write_batch(sync=sync)
+            batch.put(self._dataPrefix + _OFFSET.pack(newEnd - 1), value)
             batch.put(self._timePrefix + _TIME_ENTRY.pack(timestamp, base), b"")
             for producerId, state in producerStates.items():
                 if state is None:
                     batch.delete(producerPrefix + _OFFSET.pack(producerId))
                 else:
                     batch.put(producerPrefix + _OFFSET.pack(producerId), bytes(state))
-            self._writeBounds(batch, start, newEnd, stored + size)
+            self._writeBounds(batch, _Written(
+                written.start, newEnd, written.size + size, written.segment, written.segmentEnd,
+                written.synced if unsynced else newEnd,
+            ))
+            if started:
+                self._segments.append(written.segment)
+            if unsynced and inSegment:
+                store._segmentWritten(self, written.segment)
 
         def stored(_):
             if self._deleted is not None:
@@ -323,7 +421,7 @@ class LevelDBPartitionLog:
                 include_key=False,
             )
             with iterator:
-                pieces, total = readPieces(iterator, offset, maxBytes)
+                pieces, total = readPieces(map(self._readStored, iterator), offset, maxBytes)
             if pieces and total > maxBytes:
                 pieces[-1] = pieces[-1][: len(pieces[-1]) - (total - max(maxBytes, 0))]
             return pieces[0] if len(pieces) == 1 else b"".join(pieces)
@@ -386,13 +484,25 @@ class LevelDBPartitionLog:
             with iterator:
                 for key, value in iterator:
                     nextOffset = _OFFSET.unpack_from(key, len(prefix))[0] + 1
-                    batches.append((base, nextOffset, len(value)))
+                    batches.append((base, nextOffset, segments.storedSize(value)))
                     base = nextOffset
                     if len(batches) >= maxNumber:
                         break
             return batches
 
         return self._store.read(scan)
+
+    def _deleteSegmentsBelow(self, start):
+        """In the writer thread: delete the segment files whose batches are all below C{start}.
+
+        A segment's batches are below the next segment's first offset; the
+        current segment is kept, whatever it holds.
+        """
+        while len(self._segments) > 1 and self._segments[1] <= start:
+            path = self._segmentPath(self._segments.pop(0))
+            self._store._files.forget(path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     def deleteBefore(self, offset):
         if self._deleted is not None:
@@ -428,7 +538,7 @@ class LevelDBPartitionLog:
                         complete = False  # more to delete in the next step
                         break
                     dataKeys.append(key)
-                    size += len(value)
+                    size += segments.storedSize(value)
             timeKeys, lastTime = [], fromTime
             if dataKeys:
                 lastDeleted = _OFFSET.unpack_from(dataKeys[-1], len(dataPrefix))[0]
@@ -454,13 +564,17 @@ class LevelDBPartitionLog:
             def write():
                 if self._deleted is not None:
                     return False  # the M key must not come back
-                start, end, stored = self._written
+                written = self._written
                 batch = store.db.write_batch(sync=sync)
                 for key in dataKeys:
                     batch.delete(key)
                 for key in timeKeys:
                     batch.delete(key)
-                self._writeBounds(batch, max(start, newStart), end, stored - size)
+                start = max(written.start, newStart)
+                self._writeBounds(batch, _Written(
+                    start, written.end, written.size - size, written.segment, written.segmentEnd, written.synced
+                ))
+                self._deleteSegmentsBelow(start)
                 return True
 
             def stored(written):
@@ -494,14 +608,22 @@ class LevelDBStore:
 
     _log = Logger()
 
-    def __init__(self, path, sync, reactor=None):
+    def __init__(self, path, sync, reactor=None, inlineBytes=_INLINE_BYTES, segmentBytes=_SEGMENT_BYTES):
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
         self.sync = bool(sync)
         self._path = path
+        self._segmentsPath = path + "-segments"
+        self._inlineBytes = inlineBytes
+        self._segmentBytes = segmentBytes
+        self._files = segments.SegmentFiles()
+        # Writer thread: partition log -> segments written since their last sync.
+        self._unsynced = {}
+        self._lastCheckpoint = time.monotonic()
         try:
             os.makedirs(path, exist_ok=True)
+            os.makedirs(self._segmentsPath, exist_ok=True)
         except OSError as e:
             raise StorageError(f"cannot create the data directory {path}: {e.strerror}") from None
         self.db = self._open()
@@ -521,7 +643,9 @@ class LevelDBStore:
         self._pendingCommits = {}  # group -> commits called but not yet stored or failed
         try:
             self._clusterId = self._loadClusterId()
+            self._segmentFiles = segments.listSegments(self._segmentsPath)
             self._loadTopics()
+            self._removeOrphanSegments()
             self._offsets, self._offsetKeys = _readCommittedOffsets(self.db)
             storedTopicId = self.db.get(_NEXT_TOPIC_ID_KEY)
             storedProducerId = self.db.get(_NEXT_PRODUCER_ID_KEY)
@@ -598,17 +722,145 @@ class LevelDBStore:
         partitionKey = _PARTITION_KEY.pack(topicId, partition)
         bounds = self.db.get(b"M" + partitionKey)
         if bounds is None:
-            start, end, size = 0, 0, 0
+            written = _Written(0, 0, 0)
         elif len(bounds) == _OLD_BOUNDS.size:
             start, end = _OLD_BOUNDS.unpack(bounds)
             size = sum(len(data) for data in self.db.iterator(prefix=b"D" + partitionKey, include_key=False))
+            written = _Written(start, end, size)
         else:
-            start, end, size = _BOUNDS.unpack(bounds)
+            written = _Written.unpack(bounds)
         timePrefix = b"I" + partitionKey
         oldest, last = (self._firstTime(timePrefix, reverse) for reverse in (False, True))
-        log = LevelDBPartitionLog(self, topicId, partition, start, end, size, oldest, last)
+        log = LevelDBPartitionLog(self, topicId, partition, written.start, written.end, written.size, oldest, last, written)
+        self._openSegments(log, self._segmentFiles.pop((topicId, partition), []))
         log._producerStates = log._readProducerStates(self.db)
         return log
+
+    def _openSegments(self, log, found):
+        """At start-up: take the partition's segment files C{found} as the M key describes them.
+
+        Files after the current segment, and the current one's bytes past what
+        is stored, are what writes that never got stored left: deleted. The
+        batches written since the last sync (none after a clean stop) are
+        checked, and the log is cut before the first one found missing or
+        damaged (a power loss without --sync).
+        """
+        written = log._written
+        for segment in found:
+            if segment > written.segment:
+                os.unlink(log._segmentPath(segment))
+        log._segments = [segment for segment in found if segment <= written.segment]
+        if written.segment in log._segments:
+            path = log._segmentPath(written.segment)
+            if os.path.getsize(path) > written.segmentEnd:
+                os.truncate(path, written.segmentEnd)
+        log._deleteSegmentsBelow(written.start)
+        if written.synced < written.end:
+            self._checkUnsynced(log)
+
+    def _checkUnsynced(self, log):
+        """At start-up: check the batches of C{log} stored since its segments were last synced."""
+        written = log._written
+        prefix = log._dataPrefix
+        damaged = None
+        with self.db.iterator(start=prefix + _OFFSET.pack(written.synced), stop=prefix + _OFFSET.pack(written.end)) as iterator:
+            for key, value in iterator:
+                if segments.isPointer(value):
+                    try:
+                        data = log._readStored(value)
+                    except FileNotFoundError:
+                        data = b""
+                    if len(data) != segments.storedSize(value) or not storedEntriesIntact(data):
+                        damaged = key, value
+                        break
+        if damaged is None:
+            batch = self.db.write_batch(sync=True)
+            log._writeBounds(batch, _Written(written.start, written.end, written.size, written.segment, written.segmentEnd))
+            return
+        self._cutLog(log, *damaged)
+
+    def _cutLog(self, log, damagedKey, damagedValue):
+        """At start-up: end C{log} before the batch stored under C{damagedKey}, whose segment
+        bytes are missing or damaged, in one synced write. Its producers' states go too:
+        they may count batches cut off (their next batch gets UNKNOWN_PRODUCER_ID, as
+        when Kafka loses producer state)."""
+        written = log._written
+        prefix = log._dataPrefix
+        with self.db.iterator(start=prefix, stop=damagedKey, reverse=True, include_value=False) as iterator:
+            previous = next(iter(iterator), None)
+        cut = _OFFSET.unpack_from(previous, len(prefix))[0] + 1 if previous is not None else written.start
+        batch = self.db.write_batch(sync=True)
+        removed = 0
+        with self.db.iterator(start=damagedKey, stop=prefix + _OFFSET.pack(written.end)) as iterator:
+            for key, value in iterator:
+                batch.delete(key)
+                removed += segments.storedSize(value)
+        with self.db.iterator(prefix=log._timePrefix, reverse=True, include_value=False) as iterator:
+            for key in iterator:
+                if _TIME_ENTRY.unpack_from(key, len(log._timePrefix))[1] < cut:
+                    break
+                batch.delete(key)
+        with self.db.iterator(prefix=log._producerPrefix, include_value=False) as iterator:
+            for key in iterator:
+                batch.delete(key)
+        segment, position, _ = segments.decodePointer(damagedValue)
+        if position == 0 or segment not in log._segments:
+            segment = -1  # the next batch starts a segment of its own
+        later = [s for s in log._segments if s > segment]
+        log._writeBounds(batch, _Written(min(written.start, cut), cut, written.size - removed, segment, position, cut))
+        for gone in later:
+            log._segments.remove(gone)
+            os.unlink(log._segmentPath(gone))
+        if segment >= 0:
+            os.truncate(log._segmentPath(segment), position)
+        log.endOffset, log.sizeBytes = cut, written.size - removed
+        self._log.warn(
+            "partition {partition} of topic id {topicId}: the batches from offset {cut} to {end} were acknowledged "
+            "but their segment data was not on disk (power loss without --sync?): the log now ends at {cut}, "
+            "and its producers' states are reset",
+            partition=log.partition, topicId=log.topicId, cut=cut, end=written.end - 1,
+        )
+
+    def _removeOrphanSegments(self):
+        """At start-up: delete the segment files of topics no longer stored (a deletion that stopped after its last key)."""
+        for topicId, partition in self._segmentFiles:
+            if topicId not in self._deletedTopics:
+                shutil.rmtree(segments.partitionDir(self._segmentsPath, topicId, partition), ignore_errors=True)
+        self._segmentFiles = {}
+
+    def _segmentWritten(self, log, segment):
+        """In the writer thread, after an append stored in C{segment} without --sync."""
+        self._unsynced.setdefault(log, set()).add(segment)
+        if time.monotonic() - self._lastCheckpoint >= _CHECKPOINT_SECONDS:
+            self._checkpoint()
+
+    def _checkpoint(self):
+        """In the writer thread (or at close): sync the segment files written since the
+        last checkpoint, then store, synced, that their partitions' batches are on disk."""
+        unsynced, self._unsynced = self._unsynced, {}
+        self._lastCheckpoint = time.monotonic()
+        try:
+            batch = self.db.write_batch(sync=True)
+            synced = []
+            for log, written in unsynced.items():
+                if log._deleted is not None:
+                    continue
+                for segment in written:
+                    with self._files.open(log._segmentPath(segment)) as fd:
+                        os.fdatasync(fd)
+                segments.syncDirectory(log._segmentDir)
+                w = log._written
+                new = _Written(w.start, w.end, w.size, w.segment, w.segmentEnd)
+                batch.put(log._boundsKey, new.pack())
+                synced.append((log, new))
+            if synced:
+                batch.write()
+        except BaseException:
+            for log, written in unsynced.items():
+                self._unsynced.setdefault(log, set()).update(written)
+            raise
+        for log, new in synced:
+            log._written = new
 
     def _firstTime(self, timePrefix, reverse):
         """The append time of the first (or last) entry of a time index; 0 if it is empty."""
@@ -657,7 +909,7 @@ class LevelDBStore:
             raise _WriteFailed(self._writesStopped)
         try:
             return function()
-        except plyvel.Error as e:
+        except (plyvel.Error, OSError) as e:  # OSError: a segment file's write or sync
             self._writesStopped = _describe(e)
             raise _WriteFailed(self._writesStopped) from None
 
@@ -799,7 +1051,7 @@ class LevelDBStore:
             batch = self.db.write_batch(sync=sync)
             batch.put(b"T" + name.encode("utf-8"), _encodeTopic(topicId, partitions, configs))
             for p in range(partitions):
-                batch.put(b"M" + _PARTITION_KEY.pack(topicId, p), _BOUNDS.pack(0, 0, 0))
+                batch.put(b"M" + _PARTITION_KEY.pack(topicId, p), _EMPTY_BOUNDS)
             batch.put(_NEXT_TOPIC_ID_KEY, INT32.pack(topicId + 1))
             batch.write()
 
@@ -825,7 +1077,7 @@ class LevelDBStore:
             batch = self.db.write_batch(sync=sync)
             batch.put(b"T" + name.encode("utf-8"), _encodeTopic(topic.id, count, topic.configs))
             for p in range(old, count):
-                batch.put(b"M" + _PARTITION_KEY.pack(topic.id, p), _BOUNDS.pack(0, 0, 0))
+                batch.put(b"M" + _PARTITION_KEY.pack(topic.id, p), _EMPTY_BOUNDS)
             batch.write()
 
         def stored(_):
@@ -949,7 +1201,7 @@ class LevelDBStore:
                 after = keys[-1]
         if self.closing:
             return
-        yield self.write(lambda: self._deleteKeys([b"X" + topicKey], sync))
+        yield self.write(lambda: self._deleteTopicSegments(topicId, [b"X" + topicKey], sync))
         self._deletedTopics.pop(topicId, None)
         if self.closing:
             return
@@ -969,6 +1221,16 @@ class LevelDBStore:
                 if len(keys) >= _DELETE_BATCHES or size >= _DELETE_BYTES:
                     break
         return keys
+
+    def _deleteTopicSegments(self, topicId, lastKeys, sync):
+        """In the writer thread: delete the segment files of a deleted topic, then its C{lastKeys}."""
+        prefix = f"{topicId}-"
+        for entry in os.scandir(self._segmentsPath):
+            if entry.name.startswith(prefix):
+                for name in os.listdir(entry.path):
+                    self._files.forget(os.path.join(entry.path, name))
+                shutil.rmtree(entry.path)
+        self._deleteKeys(lastKeys, sync)
 
     def _deleteKeys(self, keys, sync):
         batch = self.db.write_batch(sync=sync)
@@ -1133,7 +1395,13 @@ class LevelDBStore:
         self._writer.stop()
         self._readers.stop()
         if self.db is not None:
+            if self._failure is None and self._unsynced:
+                try:
+                    self._checkpoint()  # so the next open checks nothing
+                except (plyvel.Error, OSError) as e:
+                    self._log.warn("syncing segment files at close failed: {why}", why=_describe(e))
             self.db.close()
+        self._files.closeAll()
 
 
 @implementer(IStorageFactory, IPlugin)

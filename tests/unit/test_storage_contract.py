@@ -25,6 +25,7 @@ from kafkaw.protocol.errors import ErrorCode, InvalidMessage, MessageTooLarge
 from kafkaw.protocol.messages import decodeMessageSet, encodeMessageSet
 from kafkaw.storage.interfaces import IPartitionLog, IStorageFactory, IStore, StorageError
 from kafkaw.storage import leveldb as leveldbStorage
+from kafkaw.storage.leveldb import LevelDBStore
 from kafkaw.storage.memory import MemoryStore
 from kafkaw.tap import storageBackends
 from kafkaw.storage.postgresql import PostgreSQLStore
@@ -38,7 +39,11 @@ BIG = 1 << 20
 class Backend(LevelDBStores):
     """Opens stores of one kind and waits for their Deferreds; closes them after the test.
 
-    PostgreSQL stores of one backend share a schema of their own (dropped by L{closeAll}).
+    "leveldb-segments" is LevelDB with every batch in segment files of 4 KB
+    (kafkaw/storage/segments.py), so each test also runs over the segment
+    path, with segments rolled and deleted, which the default 4 KB threshold
+    leaves to big batches. PostgreSQL stores of one backend share a schema of
+    their own (dropped by L{closeAll}).
     """
 
     def __init__(self, name, path):
@@ -53,6 +58,8 @@ class Backend(LevelDBStores):
             return self._created(MemoryStore())
         if self.name == "postgresql":
             return self._created(PostgreSQLStore(self.schema.dsn, sync, reactor=self.threads))
+        if self.name == "leveldb-segments":
+            return self._created(LevelDBStore(self.path, sync, reactor=self.threads, inlineBytes=0, segmentBytes=4096))
         return super().open(sync)
 
     def closeAll(self):
@@ -63,7 +70,7 @@ class Backend(LevelDBStores):
                 self.schema.drop()
 
 
-@pytest.fixture(params=["memory", "leveldb", "postgresql"])
+@pytest.fixture(params=["memory", "leveldb", "leveldb-segments", "postgresql"])
 def backend(request, tmp_path):
     b = Backend(request.param, tmp_path)
     try:
@@ -104,7 +111,7 @@ def test_pluginDiscoveryFindsBothBackends():
 
 
 def test_factoryProvidesTheInterfaces(backend, tmp_path):
-    factory = storageBackends()[backend.name]
+    factory = storageBackends()[backend.name.split("-")[0]]
     assert verifyObject(IStorageFactory, factory)
     assert verifyObject(IPlugin, factory)
     assert factory.description
@@ -781,7 +788,7 @@ def test_deleteTopicDeletesItsCommittedOffsetsInEveryGroup(backend, store):
     store = reopened(backend, store)
     assert store.committedOffsets() == expected
     if backend.persistent:
-        if backend.name == "leveldb":  # PostgreSQL deletes every row in the deletion's transaction
+        if backend.name.startswith("leveldb"):  # PostgreSQL deletes every row in the deletion's transaction
             backend.wait(store.whenTopicDeletionsDone())
         store = reopened(backend, store)
         assert store.committedOffsets() == expected
