@@ -313,7 +313,10 @@ class PostgreSQLMembership(service.Service):
         self._loading.add(key)
 
         def loaded(ok):
-            if ok and self.running:
+            if ok and (not self.running or self._leaders.get(key) != (self.brokerId, epoch)):
+                log.fence = NOT_LEADING  # moved again (or stopping) while it was read
+                return
+            if ok:
                 self._cluster.reloadPartition(name, partition)
                 self._leading[key] = epoch
                 self._log.info(
