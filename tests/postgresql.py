@@ -3,7 +3,8 @@
 The DSN comes from C{KAFKAW_TEST_POSTGRESQL_DSN} (set by C{.ci/run} from
 C{.ci/postgresql}); without it, the role and database C{.ci/postgresql}
 makes are tried on 127.0.0.1. Tests needing PostgreSQL skip only when
-neither answers. Each test gets a schema of its own (dropped after it),
+neither answers; they fail when C{KAFKAW_TEST_POSTGRESQL_DSN} names a server
+that does not answer (as in CI, where one must). Each test gets a schema of its own (dropped after it),
 selected through the DSN's C{search_path}, so tests never see each other's
 tables and brokers of one test share theirs.
 """
@@ -19,24 +20,29 @@ CI_DSN = "host=127.0.0.1 port=5432 dbname=kafkaw_test user=kafkaw_test password=
 
 
 @functools.cache
-def serverDSN():
-    """The DSN of a reachable PostgreSQL, or C{None}."""
-    try:
-        import psycopg
-    except ImportError:
-        return None
+def _probe():
+    """C{(DSN, None)} of a reachable PostgreSQL, else C{(None, why)}."""
+    import psycopg
+
     dsn = os.environ.get(ENVIRONMENT) or CI_DSN
     try:
         with psycopg.connect(dsn, connect_timeout=3, autocommit=True) as connection:
             connection.execute("SELECT 1")
-    except psycopg.Error:
-        return None
-    return dsn
+    except psycopg.Error as e:
+        return None, str(e).strip()
+    return dsn, None
+
+
+def serverDSN():
+    """The DSN of a reachable PostgreSQL, or C{None}."""
+    return _probe()[0]
 
 
 def requireServer():
-    dsn = serverDSN()
+    dsn, why = _probe()
     if dsn is None:
+        if os.environ.get(ENVIRONMENT):
+            pytest.fail(f"{ENVIRONMENT} names a PostgreSQL that does not answer: {why}")
         pytest.skip(f"no PostgreSQL: set {ENVIRONMENT} (see .ci/postgresql)")
     return dsn
 
