@@ -120,7 +120,6 @@ class PostgreSQLMembership(service.Service):
         self._round = None
         self._again = False  # another round was asked for while one was under way
         self._listening = None  # threading.Event set to stop the listener thread
-        self.rounds = 0
         # Nothing is appended until a round says this broker leads it.
         store.fenceNewLogs = lambda log: NOT_LEADING
         store.topicMadeElsewhere = self._runRound
@@ -260,7 +259,6 @@ class PostgreSQLMembership(service.Service):
 
     def _apply(self, result, started):
         live, assignment, topics, moved = result
-        self.rounds += 1
         self._leaseUntil = started + self.leaseMs / 1000.0
         if [row[0] for row in live] != self._liveIds:
             self._log.info("live brokers: {brokers}", brokers=", ".join(f"{i} ({h}:{p})" for i, h, p in live))

@@ -327,7 +327,7 @@ class PostgreSQLPartitionLog:
     def batchesBefore(self, timestamp, maxNumber):
         if self._deleted is not None:
             return self._refused()
-        arguments = dict(self._key(), time=timestamp, limit=max(maxNumber, 0), start=self.startOffset)
+        arguments = dict(self._key(), time=timestamp, limit=max(maxNumber, 0))
 
         def scan(connection):
             rows = connection.execute(
@@ -477,7 +477,10 @@ class PostgreSQLStore:
         self._closing = None
         self._queued = []  # [(write, stored, solo, Deferred)] of the next group write
         self._writing = False
-        # Called when a topic this store tried to make was made by another broker (kafkaw/broker/leases.py).
+        # Set by a cluster sharing the database (kafkaw/broker/leases.py): the
+        # fence of the logs of topics this store makes or grows, and what to
+        # call when a topic it tried to make was made by another broker.
+        self.fenceNewLogs = None
         self.topicMadeElsewhere = None
 
     def _configure(self, connection):
@@ -659,13 +662,6 @@ class PostgreSQLStore:
     def partitionLog(self, topic, partition):
         return self._topics[topic].logs[partition]
 
-    def topicById(self, topicId):
-        """The L{_Topic} with id C{topicId}, or C{None}."""
-        for topic in self._topics.values():
-            if topic.id == topicId:
-                return topic
-        return None
-
     def createTopic(self, name, partitions, configs=None):
         if name in self._topics or name in self._creating:
             return defer.fail(StorageError(f"topic {name!r} exists"))
@@ -702,7 +698,7 @@ class PostgreSQLStore:
 
     def _newLogs(self, logs):
         """Logs this store just made: fenced as the cluster says (see cluster.py)."""
-        fence = getattr(self, "fenceNewLogs", None)
+        fence = self.fenceNewLogs
         for log in logs:
             log.fence = None if fence is None else fence(log)
 
