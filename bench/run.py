@@ -81,8 +81,17 @@ the cost of one `AclAuthorizer.authorize()` call (a remembered decision, and
 one decided afresh over the same ACLs), which the shared machine's noise
 does not blur.
 
+A cluster on PostgreSQL (`--only postgresql`, docs/cluster.md): librdkafka
+with its default settings produces 100 B messages (acks=all) to a 6-partition
+topic, bootstrapped at broker 1, then consumes them from offset 0, against one
+broker on LevelDB and 1, 2 and 3 brokers sharing one PostgreSQL (the database
+from $KAFKAW_TEST_POSTGRESQL_DSN or .ci/postgresql's, a schema of its own);
+msgs/s, the brokers' CPU per message, and the PostgreSQL server's share of
+the CPU used (every process named postgres on the machine, so it counts any
+other load of that server too). Skipped when no PostgreSQL answers.
+
 --skip and --only take comma lists of parts: throughput, modern, downconvert,
-metadata, groups, acls, latency, rss, shim, small, wsraw (e.g. `--only modern,downconvert,metadata`);
+metadata, groups, acls, latency, rss, shim, small, wsraw, postgresql (e.g. `--only modern,downconvert,metadata`);
 --quick runs every part at small sizes.
 
 Message values are distinct random bytes by default (--payload x for b"x" *
@@ -148,7 +157,7 @@ MODES = {
                  topics=10_000, named=1_000, metaSamples=500, rebalances=10, commits=5000,
                  loadSeconds=10, loadProcesses=2, smallConnections=[50, 200, 500, 900]),
 }
-PARTS = ["throughput", "modern", "downconvert", "metadata", "groups", "acls", "latency", "rss", "shim", "small", "wsraw"]
+PARTS = ["throughput", "modern", "downconvert", "metadata", "groups", "acls", "latency", "rss", "shim", "small", "wsraw", "postgresql"]
 
 
 def log(*args):
@@ -1979,6 +1988,109 @@ def groupsReport(groups):
 # ---------------------------------------------------------------------------
 
 
+def postgresqlCPU():
+    """CPU seconds used so far by every process named postgres (the server's backends and workers)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                data = f.read()
+        except OSError:
+            continue
+        name, fields = data[data.index("(") + 1 : data.rindex(")")], data.rsplit(")", 1)[1].split()
+        if name == "postgres":
+            total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
+class _Brokers:
+    """Several broker processes, measured as one."""
+
+    def __init__(self, processes):
+        self.processes = processes
+
+    def cpu(self):
+        return sum(process.cpu() for process in self.processes)
+
+
+def postgresqlBench(work, mode):
+    """Produce and consume msgs/s: one broker on LevelDB, then 1, 2, 3 brokers on one PostgreSQL."""
+    sys.path.insert(0, str(ROOT))
+    from tests.postgresql import Schema, serverDSN
+
+    if serverDSN() is None:
+        return None, "no PostgreSQL (set KAFKAW_TEST_POSTGRESQL_DSN, see .ci/postgresql)"
+    n, partitions, topic = mode["n100"] // 2, 6, "bench-pg"
+    rows = []
+    for brokers in (0, 1, 2, 3):  # 0: LevelDB
+        schema = Schema() if brokers else None
+        os.environ["KAFKAW_POSTGRESQL_DSN"] = schema.dsn if schema else ""
+        processes = []
+        try:
+            for i in range(1, max(brokers, 1) + 1):
+                processes.append(startKafkaw(
+                    work, partitions, name=f"pg{brokers}-b{i}", storage="postgresql:" if brokers else "leveldb",
+                    extra=["--broker-id", str(i)] if brokers else [],
+                ))
+            createTopic(processes[0].port, topic)
+            bootstrap = processes[0].bootstrap
+            if brokers:  # every partition led
+                from confluent_kafka.admin import AdminClient
+
+                admin = AdminClient({"bootstrap.servers": bootstrap})
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    led = {p.leader for p in admin.list_topics(topic, timeout=10).topics[topic].partitions.values()}
+                    if led == set(range(1, brokers + 1)):
+                        break
+                    time.sleep(0.2)
+            together = _Brokers(processes)
+            database0 = postgresqlCPU()
+            produced, brokerCPU = produceLoad(bootstrap, topic, partitions, n, 100, -1, broker=together, modern=True)
+            database1 = postgresqlCPU()
+            consumed, got, consumeCPU = consumeLoad(bootstrap, topic, partitions, n + partitions, broker=together,
+                                                    modern=True, extra=MODERN_CONSUMER)
+            database2 = postgresqlCPU()
+            rows.append(dict(
+                storage="LevelDB" if not brokers else "PostgreSQL", brokers=max(brokers, 1), n=n,
+                produce=n / produced, produceCPU=brokerCPU / n * 1e6,
+                produceDB=(database1 - database0) / n * 1e6 if brokers else None,
+                consume=got / consumed, consumeCPU=consumeCPU / got * 1e6,
+                consumeDB=(database2 - database1) / got * 1e6 if brokers else None,
+            ))
+            log(f"  {rows[-1]}")
+        finally:
+            for process in processes:
+                process.stop()
+            if schema is not None:
+                schema.drop()
+    return rows, None
+
+
+def postgresqlReport(rows, note):
+    out = ["", "### A cluster on PostgreSQL (librdkafka defaults, 100 B, acks=all, 6 partitions, bootstrapped at broker 1)", ""]
+    if note:
+        return "\n".join(out + [f"skipped: {note}", ""])
+    out.append("| storage | brokers | produce msg/s | consume msg/s | brokers CPU µs/msg produce / consume "
+               "| PostgreSQL CPU µs/msg produce / consume | PostgreSQL share of CPU produce / consume |")
+    out.append("|---|---|---|---|---|---|---|")
+    for r in rows:
+        if r["produceDB"] is None:
+            db = share = "-"
+        else:
+            db = f"{r['produceDB']:.1f} / {r['consumeDB']:.1f}"
+            share = (f"{r['produceDB'] / (r['produceDB'] + r['produceCPU']):.0%} / "
+                     f"{r['consumeDB'] / (r['consumeDB'] + r['consumeCPU']):.0%}")
+        out.append(f"| {r['storage']} | {r['brokers']} | {fmtRate(r['produce'])} | {fmtRate(r['consume'])} "
+                   f"| {r['produceCPU']:.1f} / {r['consumeCPU']:.1f} | {db} | {share} |")
+    out.append("")
+    out.append(f"{rows[0]['n']:,} messages per row; this machine has {os.cpu_count()} CPUs shared with other work: "
+               "brokers and PostgreSQL compete for them, so more brokers cannot add CPU here.")
+    return "\n".join(out + [""])
+
+
 def gitRevision():
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
@@ -2292,6 +2404,7 @@ def main():
     loads = [loadAverage(), None]
     rows = latencyLines = rss = shimRows = shimNote = modernRows = down = meta = groups = acls = None
     requestPath = ([], [])
+    pgRows = pgNote = None
     wake99 = None
     du = 0
     try:
@@ -2330,6 +2443,11 @@ def main():
             shimRows, shimNote = shim(work, mode)
             if shimNote:
                 log(f"  skipped: {shimNote}")
+        if "postgresql" not in skip:
+            log("== a cluster on PostgreSQL (LevelDB, then 1, 2, 3 brokers on one database)")
+            pgRows, pgNote = postgresqlBench(work, mode)
+            if pgNote:
+                log(f"  skipped: {pgNote}")
     finally:
         if args.keep:
             log(f"kept {work}")
@@ -2338,6 +2456,8 @@ def main():
     loads[1] = loadAverage()
     text = report(args, modeName, mode, rows, latencyLines, wake99, rss, du, shimRows, shimNote,
                   started, time.perf_counter() - started, loads, modernRows, down, meta, groups, acls, requestPath)
+    if pgRows is not None or pgNote is not None:
+        text += postgresqlReport(pgRows, pgNote)
     print(text)
     if not args.no_write:
         new = not RESULTS.exists()

@@ -2,6 +2,8 @@
 
 import gc
 import os
+import re
+import socket
 
 from twisted.application import service, strports
 from twisted.internet import threads
@@ -23,6 +25,7 @@ from kafkaw.transport.websocket import KafkaWebSocketFactory
 
 DEFAULT_LISTEN = "tcp:9092:interface=127.0.0.1"
 DEFAULT_WEBSOCKET = "tcp:9093:interface=127.0.0.1"
+_LISTEN_ADDRESS = re.compile(r"^tcp:(?:port=)?(?P<port>\d+)(?::.*?interface=(?P<interface>[^:]+))?")
 
 
 def storageBackends():
@@ -62,14 +65,15 @@ class Options(ConfigFileOptions):
     ]
     optParameters = [
         ["data-dir", "d", "kafkaw-data", "directory for stored data"],
-        ["storage", None, "leveldb", "storage backend (a plugin): leveldb or memory"],
+        ["storage", None, "leveldb", "storage backend (a plugin) as TYPE or TYPE:ARGS: leveldb, memory, or postgresql:DSN (a cluster of brokers sharing one PostgreSQL; DSN empty: $KAFKAW_POSTGRESQL_DSN)"],
         ["num-partitions", None, 1, "partitions of an auto-created topic", positive("num-partitions")],
         ["message-max-bytes", None, 1000000, "largest message accepted (Produce error 10 above it)", positive("message-max-bytes")],
         ["max-request-bytes", None, 104857600, "largest request frame; a bigger one closes the connection", positive("max-request-bytes")],
         ["max-fetch-wait-ms", None, 30000, "cap on how long a Fetch may be parked", positive("max-fetch-wait-ms")],
         ["advertised-host", None, None, "host put in Metadata (default: the address the client connected to)"],
         ["advertised-port", None, None, "port put in Metadata (default: the port the client connected to)", int],
-        ["broker-id", None, 0, "this broker's node id in Metadata", int],
+        ["broker-id", None, 0, "this broker's node id in Metadata (unique within a cluster sharing one PostgreSQL)", int],
+        ["lease-ms", None, 10000, "with --storage postgresql: a broker's lease on its partitions; a broker not heard from for this long loses them to the live ones", atLeast("lease-ms", 500)],
         ["retention-hours", None, 168, "delete stored batches older than this (topics may set retention.ms)", _limit("retention-hours", 1)],
         ["retention-bytes", None, -1, "per partition, delete the oldest batches while what stays is at least this (topics may set retention.bytes)", _limit("retention-bytes", 0)],
         ["retention-check-interval-ms", None, 300000, "how often retention runs", positive("retention-check-interval-ms")],
@@ -129,10 +133,10 @@ class Options(ConfigFileOptions):
         if self["sasl"] and self["strict-0.8"]:
             raise usage.UsageError("--sasl and --strict-0.8 exclude each other: Kafka 0.8.0 had no SASL")
         backends = storageBackends()
-        if self["storage"] not in backends:
-            raise usage.UsageError(
-                f"unknown storage {self['storage']!r}; available: {', '.join(sorted(backends))}"
-            )
+        kind, _, arguments = self["storage"].partition(":")
+        if kind not in backends:
+            raise usage.UsageError(f"unknown storage {kind!r}; available: {', '.join(sorted(backends))}")
+        self["storage-type"], self["storage-arguments"] = kind, arguments or None
         if self["sasl"]:
             self["acls"] = True  # who authenticated is only worth knowing if it decides what they may do
         if (self["super-user"] or self["allow-everyone-if-no-acl"]) and not self["acls"]:
@@ -170,9 +174,9 @@ class BrokerService(service.MultiService):
 def makeService(options, reactor=None):
     if reactor is None:
         from twisted.internet import reactor
-    factory = storageBackends()[options["storage"]]
+    factory = storageBackends()[options["storage-type"]]
     try:
-        store = factory.openStore(os.path.abspath(options["data-dir"]), options["sync"])
+        store = factory.openStore(os.path.abspath(options["data-dir"]), options["sync"], options["storage-arguments"])
     except StorageError as e:
         raise SystemExit(f"kafkaw: {e}")
     # The store's threads would keep a failed start-up from exiting: close it.
@@ -191,7 +195,7 @@ def _authorizer(options, store):
     if not options["acls"]:
         return None
     if not IAclStore.providedBy(store):
-        raise ValueError(f"--acls needs a storage backend that keeps ACLs; {options['storage']!r} does not")
+        raise ValueError(f"--acls needs a storage backend that keeps ACLs; {options['storage-type']!r} does not")
     return AclAuthorizer(store, options["super-user"], options["allow-everyone-if-no-acl"])
 
 
@@ -210,7 +214,7 @@ def _brokerService(options, store, reactor):
     authenticator = None
     if options["sasl"]:
         if not ICredentialStore.providedBy(store):
-            raise ValueError(f"storage {options['storage']!r} cannot store SASL credentials")
+            raise ValueError(f"storage {options['storage-type']!r} cannot store SASL credentials")
         delay = options["sasl-failure-delay-ms"] / 1000.0
         authenticator = Authenticator(
             store, reactor, FailureThrottle(reactor, firstDelay=delay, maxDelay=32 * delay),
@@ -224,6 +228,7 @@ def _brokerService(options, store, reactor):
         initialRebalanceDelayMs=options["group-initial-rebalance-delay-ms"],
         offsetsRetentionMs=options["offsets-retention-minutes"] * 60 * 1000,
     )
+    membership = _clusterMembership(options, store, cluster, coordinator, reactor)
     broker = Broker(
         cluster,
         reactor,
@@ -242,6 +247,7 @@ def _brokerService(options, store, reactor):
         authorizer=_authorizer(options, store),
         authenticator=authenticator,
         credentials=store if ICredentialStore.providedBy(store) else None,
+        membership=membership,
     )
     if authenticator is not None:
         authenticator.metrics = broker.metrics
@@ -265,5 +271,24 @@ def _brokerService(options, store, reactor):
         strports.service(description, websocket, reactor=reactor).setServiceParent(top)
     if options["metrics"]:
         strports.service(options["metrics"], metricsSite(broker.metrics), reactor=reactor).setServiceParent(top)
+    if membership is not None:
+        membership.setServiceParent(top)  # started after the listeners, stopped (handing over) before the store closes
     return top
+
+
+def _clusterMembership(options, store, cluster, coordinator, reactor):
+    """Leases on the shared database when the store is one brokers share (PostgreSQL), else None."""
+    if options["storage-type"] != "postgresql":
+        return None
+    from kafkaw.broker.leases import PostgreSQLMembership
+
+    host, port = options["advertised-host"], options["advertised-port"]
+    listen = _LISTEN_ADDRESS.match(options["listen"][0])
+    if host is None:
+        host = (listen and listen.group("interface")) or socket.getfqdn()
+    if port is None:
+        if not listen:
+            raise ValueError("a cluster member needs --advertised-port when its first --listen is not tcp:PORT")
+        port = int(listen.group("port"))
+    return PostgreSQLMembership(store, cluster, options["broker-id"], host, port, options["lease-ms"], reactor, coordinator)
 

@@ -2,8 +2,9 @@
 DeleteTopics, CreatePartitions, DescribeConfigs and InitProducerId, every
 version Kafka 2.3.0 serves.
 
-This broker is the whole cluster: the controller, the leader and only
-replica of every partition, at leader epoch 0.
+Each partition has one replica, its leader, as the broker's membership
+(L{kafkaw.broker.membership}) says: a single broker leads every partition at
+leader epoch 0; brokers sharing PostgreSQL hold leases.
 """
 
 from twisted.internet import defer
@@ -34,7 +35,10 @@ def metadata(header, request, gateway):
     cluster = broker.cluster
     version = header.apiVersion
     host, port = gateway.connection.localAddress()
+    ownHost = broker.advertisedHost if broker.advertisedHost is not None else host
+    ownPort = broker.advertisedPort if broker.advertisedPort is not None else port
     brokerId = cluster.brokerId
+    membership = broker.membership
     topics = request.topics
     if topics is not None:
         topics = [topic.name for topic in topics]
@@ -52,32 +56,30 @@ def metadata(header, request, gateway):
         elif topics is None and broker.authorizer is not None:
             # Every topic: only those the principal may Describe, silently, as Kafka.
             described = [d for d in described if gateway.sees(Operation.DESCRIBE, ResourceType.TOPIC, d[0])]
-        partitionsOf = {}
         answers = []
         for name, error, count in described:
             if version == 0 and error == ErrorCode.INVALID_TOPIC:
                 error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION  # Kafka 0.8's answer to an illegal name
-            partitions = partitionsOf.get(count)
-            if partitions is None:
-                partitions = partitionsOf[count] = [
-                    {
-                        "errorCode": 0, "partitionIndex": p, "leaderId": brokerId, "leaderEpoch": 0,
-                        "replicaNodes": [brokerId], "isrNodes": [brokerId], "offlineReplicas": [],
-                    }
-                    for p in range(count)
-                ]
+            partitions = []
+            for p in range(count):
+                leaderId, epoch = membership.leader(name, p)
+                replicas = [leaderId] if leaderId >= 0 else []
+                partitions.append({
+                    "errorCode": ErrorCode.NONE if leaderId >= 0 else ErrorCode.LEADER_NOT_AVAILABLE,
+                    "partitionIndex": p, "leaderId": leaderId, "leaderEpoch": epoch,
+                    "replicaNodes": replicas, "isrNodes": replicas, "offlineReplicas": [],
+                })
             answers.append({"errorCode": error, "name": name, "isInternal": False, "partitions": partitions,
                             "topicAuthorizedOperations": _NO_OPERATIONS})
         return schema.encodeResponse(
             METADATA, version, header.correlationId,
             {
                 "throttleTimeMs": 0,
-                "brokers": [{
-                    "nodeId": brokerId,
-                    "host": broker.advertisedHost if broker.advertisedHost is not None else host,
-                    "port": broker.advertisedPort if broker.advertisedPort is not None else port,
-                    "rack": None,
-                }],
+                "brokers": [
+                    {"nodeId": nodeId, "host": nodeHost if nodeHost is not None else ownHost,
+                     "port": nodePort if nodePort is not None else ownPort, "rack": None}
+                    for nodeId, nodeHost, nodePort in membership.brokers()
+                ],
                 "clusterId": cluster.clusterId,
                 "controllerId": brokerId,
                 "topics": answers,

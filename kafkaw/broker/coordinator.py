@@ -408,6 +408,21 @@ class GroupCoordinator:
             group = self._groups[groupId] = _Group(groupId, None)
             group.offsets = {tp: tuple(value) for tp, value in offsets.items()}
 
+    def takeStoredOffsets(self, committed, coordinates):
+        """Take the committed offsets as stored now (C{{group: {(topic, partition): value}}})
+        for the groups C{coordinates(groupId)} says this broker coordinates and
+        that have no member here: another broker of a cluster sharing the store
+        coordinated them until now."""
+        for groupId, offsets in committed.items():
+            if not coordinates(groupId):
+                continue
+            group = self._groups.get(groupId)
+            if group is None:
+                group = self._groups[groupId] = _Group(groupId, None)
+            elif group.members or group.pendingCommits:
+                continue
+            group.offsets = {tp: tuple(value) for tp, value in offsets.items()}
+
     # -- plumbing
 
     def _now(self):

@@ -21,7 +21,7 @@ from kafkaw.protocol import schema
 from kafkaw.protocol.api import ApiKey
 from kafkaw.protocol.errors import ErrorCode, InvalidMessage, MessageSetError
 from kafkaw.protocol.records import CODEC_ZSTD, downConvert, entrySize, hasProducerId, producedBatches
-from kafkaw.storage.interfaces import StorageError
+from kafkaw.storage.interfaces import NotLeaderError, StorageError
 
 _MAGIC_AT = 16  # offset int64, size int32, partition leader epoch (or CRC) int32
 _ENTRY_HEAD = struct.Struct(">qi")
@@ -46,12 +46,21 @@ def errorCode(reason, gateway, topic, partition):
         return ErrorCode.OFFSET_OUT_OF_RANGE
     if reason.check(PartitionGone):
         return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    if reason.check(NotLeaderError):
+        return ErrorCode.NOT_LEADER_FOR_PARTITION
     if reason.check(StorageError):
         # No storage error code exists. Not logged here: the store logs each
         # failure episode once, not once per request.
         return ErrorCode.UNKNOWN
     gateway.log.failure("request for {topic}/{partition} failed", reason, topic=topic, partition=partition)
     return ErrorCode.UNKNOWN
+
+
+def _notLeader(gateway, topic, partition):
+    """NOT_LEADER_FOR_PARTITION if another broker leads the partition (the client refreshes Metadata), else None."""
+    if gateway.broker.membership.leads(topic, partition):
+        return None
+    return ErrorCode.NOT_LEADER_FOR_PARTITION
 
 
 def countErrors(metrics, apiKey, topics):
@@ -164,7 +173,9 @@ def produce(header, request, gateway):
         if code is None and topic in denied:
             code = ErrorCode.TOPIC_AUTHORIZATION_FAILED
         if code is None:
-            code = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if service is None else _checkProduced(records, version)
+            code = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if service is None else _notLeader(gateway, topic, item.partitionIndex)
+        if code is None:
+            code = _checkProduced(records, version)
         if code is not None:
             result["errorCode"] = code
             return None
@@ -204,6 +215,10 @@ def listOffsets(header, request, gateway):
         service = cluster.partition(topic, item.partitionIndex)
         if service is None:
             result["errorCode"] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+            return None
+        notLeader = _notLeader(gateway, topic, item.partitionIndex)
+        if notLeader is not None:
+            result["errorCode"] = notLeader
             return None
 
         def failed(reason):
@@ -332,6 +347,10 @@ class _Fetch:
             service = cluster.partition(topic, item.partitionIndex)
             if service is None:
                 result["errorCode"] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                return None
+            notLeader = _notLeader(self._gateway, topic, item.partitionIndex)
+            if notLeader is not None:
+                result["errorCode"] = notLeader
                 return None
             highWatermark = service.logEndOffset
             result.update(highWatermark=highWatermark, lastStableOffset=highWatermark, logStartOffset=service.logStartOffset)

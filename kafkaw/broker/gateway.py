@@ -15,6 +15,7 @@ from zope.interface import Attribute, Interface
 
 from kafkaw.broker import acls, admin, data, groups, sasl, scramusers
 from kafkaw.broker.authorizer import ANONYMOUS, Operation, ResourceType
+from kafkaw.broker.membership import LocalMembership
 from kafkaw.metrics import NO_METRICS
 from kafkaw.protocol import api, apiversions, schema
 from kafkaw.protocol.api import ApiKey
@@ -75,10 +76,14 @@ class Broker:
         authorizer=None,
         authenticator=None,
         credentials=None,
+        membership=None,
     ):
         self.cluster = cluster
         # The IAuthorizer deciding every request (--acls); None: everything is allowed.
         self.authorizer = authorizer
+        # Who leads which partition and coordinates which group (IMembership):
+        # a single broker leads everything.
+        self.membership = membership if membership is not None else LocalMembership(getattr(cluster, "brokerId", 0))
         self.coordinator = coordinator  # the IGroupCoordinator of every group; None: groups not served
         self.metrics = metrics  # an IBrokerMetrics
         self.clock = clock

@@ -70,16 +70,31 @@ def findCoordinator(header, request, gateway):
             "nodeId": -1, "host": "", "port": -1,
         })
     host, port = gateway.connection.localAddress()
+    nodeId = broker.membership.coordinator(request.key)
+    for liveId, liveHost, livePort in broker.membership.brokers():
+        if liveId == nodeId:
+            return _encode(FIND_COORDINATOR, header, {
+                "errorCode": 0, "errorMessage": None, "nodeId": nodeId,
+                "host": liveHost if liveHost is not None else (broker.advertisedHost if broker.advertisedHost is not None else host),
+                "port": livePort if livePort is not None else (broker.advertisedPort if broker.advertisedPort is not None else port),
+            })
     return _encode(FIND_COORDINATOR, header, {
-        "errorCode": 0, "errorMessage": None, "nodeId": broker.cluster.brokerId,
-        "host": broker.advertisedHost if broker.advertisedHost is not None else host,
-        "port": broker.advertisedPort if broker.advertisedPort is not None else port,
+        "errorCode": ErrorCode.COORDINATOR_NOT_AVAILABLE, "errorMessage": "no live broker", "nodeId": -1, "host": "", "port": -1,
     })
 
 
 def _mayRead(gateway, groupId):
     """May the principal use group C{groupId} (Read on it, --acls)?"""
     return gateway.allowed(Operation.READ, ResourceType.GROUP, groupId)
+
+
+def _notCoordinator(gateway, groupId):
+    """True when another broker of the cluster coordinates C{groupId}: the client asks FindCoordinator again."""
+    membership = gateway.broker.membership
+    return membership.coordinator(groupId) != membership.brokerId
+
+
+_NOT_COORDINATOR = {"errorCode": ErrorCode.NOT_COORDINATOR}
 
 
 def joinGroup(header, request, gateway):
@@ -89,6 +104,10 @@ def joinGroup(header, request, gateway):
             "errorCode": ErrorCode.GROUP_AUTHORIZATION_FAILED, "generationId": -1, "protocolName": "", "leader": "",
             "memberId": "", "members": [],
         })
+    if _notCoordinator(gateway, request.groupId):
+        return _encode(JOIN_GROUP, header, dict(
+            _NOT_COORDINATOR, generationId=-1, protocolName="", leader="", memberId=request.memberId or "", members=[],
+        ))
     instanceId = request.groupInstanceId if version >= 5 else None
     d = gateway.broker.coordinator.joinGroup(
         request.groupId, request.memberId, instanceId, request.protocolType,
@@ -110,6 +129,8 @@ def joinGroup(header, request, gateway):
 def syncGroup(header, request, gateway):
     if not _mayRead(gateway, request.groupId):
         return _encode(SYNC_GROUP, header, {"errorCode": ErrorCode.GROUP_AUTHORIZATION_FAILED, "assignment": b""})
+    if _notCoordinator(gateway, request.groupId):
+        return _encode(SYNC_GROUP, header, dict(_NOT_COORDINATOR, assignment=b""))
     instanceId = request.groupInstanceId if header.apiVersion >= 3 else None
     d = gateway.broker.coordinator.syncGroup(
         request.groupId, request.generationId, request.memberId, instanceId,
@@ -121,6 +142,8 @@ def syncGroup(header, request, gateway):
 def heartbeat(header, request, gateway):
     if not _mayRead(gateway, request.groupId):
         return _encode(HEARTBEAT, header, {"errorCode": ErrorCode.GROUP_AUTHORIZATION_FAILED})
+    if _notCoordinator(gateway, request.groupId):
+        return _encode(HEARTBEAT, header, _NOT_COORDINATOR)
     instanceId = request.groupInstanceId if header.apiVersion >= 3 else None
     error = gateway.broker.coordinator.heartbeat(request.groupId, request.generationId, request.memberId, instanceId)
     return _encode(HEARTBEAT, header, {"errorCode": error})
@@ -129,6 +152,8 @@ def heartbeat(header, request, gateway):
 def leaveGroup(header, request, gateway):
     if not _mayRead(gateway, request.groupId):
         return _encode(LEAVE_GROUP, header, {"errorCode": ErrorCode.GROUP_AUTHORIZATION_FAILED})
+    if _notCoordinator(gateway, request.groupId):
+        return _encode(LEAVE_GROUP, header, _NOT_COORDINATOR)
     error = gateway.broker.coordinator.leaveGroup(request.groupId, request.memberId)
     return _encode(LEAVE_GROUP, header, {"errorCode": error})
 
@@ -138,6 +163,13 @@ def offsetCommit(header, request, gateway):
     those of unknown topics or partitions get error 3, as Kafka answers.
     With --acls: Read on the group (else 30 for all) and on each topic (else 29)."""
     version = header.apiVersion
+    if _notCoordinator(gateway, request.groupId):
+        return _encode(OFFSET_COMMIT, header, {"topics": [
+            {"name": topic.name, "partitions": [
+                {"partitionIndex": p.partitionIndex, "errorCode": ErrorCode.NOT_COORDINATOR} for p in topic.partitions
+            ]}
+            for topic in request.topics
+        ]})
     cluster = gateway.broker.cluster
     if not _mayRead(gateway, request.groupId):
         refused = {(t.name, p.partitionIndex): ErrorCode.GROUP_AUTHORIZATION_FAILED for t in request.topics for p in t.partitions}
@@ -194,6 +226,15 @@ def offsetFetch(header, request, gateway):
                 for index in t.partitionIndexes
             ]} for t in request.topics or []]
         return _encode(OFFSET_FETCH, header, {"errorCode": error, "topics": topics})
+    if _notCoordinator(gateway, request.groupId):
+        return _encode(OFFSET_FETCH, header, {"errorCode": ErrorCode.NOT_COORDINATOR, "topics": [
+            {"name": topic.name, "partitions": [
+                {"partitionIndex": index, "committedOffset": -1, "committedLeaderEpoch": -1, "metadata": "",
+                 "errorCode": ErrorCode.NOT_COORDINATOR}
+                for index in topic.partitionIndexes
+            ]}
+            for topic in request.topics or []
+        ]})
     partitions = denied = None
     if request.topics is not None:
         denied = gateway.denied(Operation.DESCRIBE, ResourceType.TOPIC, [t.name for t in request.topics])

@@ -16,7 +16,7 @@ from kafkaw.broker.producers import ProducerError, ProducerStates
 from kafkaw.protocol.api import EARLIEST, LATEST
 from kafkaw.protocol.errors import ErrorCode, MessageSetError
 from kafkaw.protocol.records import assignOffsets, entrySize, firstOffsetAtOrAfter, producedBatches
-from kafkaw.storage.interfaces import StorageError
+from kafkaw.storage.interfaces import NotLeaderError, StorageError
 
 # Kafka's rule for topic names; it also keeps names safe in storage keys and paths.
 _LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")
@@ -420,19 +420,49 @@ class ClusterService:
         return self._configs[topic].get(name, self._defaults[name])
 
     def _addPartitions(self, name, first, count):
-        maxMessageBytes = self._setting(name, MAX_MESSAGE_BYTES)
-        logAppendTime = self._setting(name, TIMESTAMP_TYPE) == LOG_APPEND_TIME
         for number in range(first, count):
-            self._partitions[name, number] = PartitionService(
-                name,
-                number,
-                self._store.partitionLog(name, number),
-                self._clock,
-                maxMessageBytes,
-                self._maxExpandedBytes,
-                logAppendTime,
-            )
+            self._partitions[name, number] = self._partitionService(name, number)
         self._counts[name] = count
+
+    def _partitionService(self, name, number):
+        return PartitionService(
+            name,
+            number,
+            self._store.partitionLog(name, number),
+            self._clock,
+            self._setting(name, MAX_MESSAGE_BYTES),
+            self._maxExpandedBytes,
+            self._setting(name, TIMESTAMP_TYPE) == LOG_APPEND_TIME,
+        )
+
+    # A cluster of brokers sharing one store (kafkaw/broker/leases.py).
+
+    def syncTopics(self):
+        """Take the topics other brokers created, grew or deleted, as the store now lists them."""
+        stored = self._store.topics()
+        for name in [name for name in self._counts if name not in stored and name not in self._changing]:
+            count = self._counts.pop(name)
+            del self._configs[name]
+            for number in range(count):
+                self._partitions.pop((name, number)).close()
+            self._log.info("topic {topic} was deleted by another broker", topic=name)
+        for name, count in stored.items():
+            if name in self._creating or name in self._changing:
+                continue
+            current = self._counts.get(name)
+            if current is None:
+                self._configs[name] = parseTopicConfigs(self._store.topicConfigs(name))
+                self._addPartitions(name, 0, count)
+            elif count > current:
+                self._addPartitions(name, current, count)
+
+    def reloadPartition(self, name, number):
+        """Serve partition C{number} of C{name} afresh from its log (which the
+        store reloaded: this broker became its leader), producer states included."""
+        old = self._partitions.get((name, number))
+        if old is not None:
+            old.close()
+            self._partitions[name, number] = self._partitionService(name, number)
 
     def topics(self):
         return dict(self._counts)
@@ -665,6 +695,8 @@ class RetentionService(service.Service):
                 before = partition.logStartOffset
                 try:
                     after = yield partition.enforceRetention(retentionMs, retentionBytes)
+                except NotLeaderError:
+                    continue  # its leader applies retention
                 except StorageError as e:
                     self._log.warn("retention of {topic}/{partition} postponed: {why}", topic=topic, partition=number, why=str(e))
                     continue

@@ -20,6 +20,11 @@ class StorageError(Exception):
     """The store cannot be opened or cannot do what was asked."""
 
 
+class NotLeaderError(StorageError):
+    """A store shared by brokers refused a write: this broker does not (or no
+    longer) lead the partition. Nothing was stored."""
+
+
 def newClusterId():
     """A new cluster id as Kafka makes them: the URL-safe base64 of a random UUID, unpadded (22 characters)."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
@@ -41,6 +46,12 @@ def _checkString(what, value):
         size = None  # lone surrogates
     if size is None or size > _INT16_MAX:
         raise ValueError(f"{what} must be a str of at most {_INT16_MAX} UTF-8 bytes: {value!r:.80}")
+
+
+def refuseArguments(name, arguments):
+    """Raise L{StorageError} if a backend that takes no C{TYPE:ARGS} arguments got some."""
+    if arguments:
+        raise StorageError(f"storage {name!r} takes no arguments (got {name}:{arguments})")
 
 
 def checkOffsetCommit(group, offsets):
@@ -131,8 +142,12 @@ class IStorageFactory(Interface):
     name = Attribute("The C{--storage} value that selects this backend, e.g. C{'leveldb'}.")
     description = Attribute("One line for C{--help}.")
 
-    def openStore(dataDir, sync):
+    def openStore(dataDir, sync, arguments=None):
         """Open (creating if needed) the store kept under C{dataDir}.
+
+        @param arguments: what follows the colon of C{--storage TYPE:ARGS}
+            (e.g. a database's connection string), or C{None}; a backend
+            that takes none raises L{StorageError} when given some.
 
         @param sync: when true, each append is flushed to stable storage
             (fsync) before its Deferred fires.

@@ -112,6 +112,7 @@ from kafkaw.storage.interfaces import (
     forgetTopicOffsets,
     newClusterId,
     readPieces,
+    refuseArguments,
     updateProducerStates,
 )
 
@@ -1728,5 +1729,6 @@ class LevelDBStorageFactory:
     name = "leveldb"
     description = "LevelDB (plyvel) under --data-dir (default)"
 
-    def openStore(self, dataDir, sync):
+    def openStore(self, dataDir, sync, arguments=None):
+        refuseArguments(self.name, arguments)
         return LevelDBStore(os.path.join(dataDir, "leveldb"), sync)

@@ -20,6 +20,7 @@ from kafkaw.storage.interfaces import (
     forgetTopicOffsets,
     newClusterId,
     readPieces,
+    refuseArguments,
     updateProducerStates,
 )
 
@@ -253,5 +254,6 @@ class MemoryStorageFactory:
     name = "memory"
     description = "keep everything in memory (lost at exit; for tests)"
 
-    def openStore(self, dataDir, sync):
+    def openStore(self, dataDir, sync, arguments=None):
+        refuseArguments(self.name, arguments)
         return MemoryStore()

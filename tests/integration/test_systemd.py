@@ -50,7 +50,7 @@ def toTOML(config):
     return "".join(f"{json.dumps(key)} = {json.dumps(value)}\n" for key, value in config.items())
 
 
-@pytest.mark.parametrize("unit", ["kafkaw.service", "kafkaw-shim.service"])
+@pytest.mark.parametrize("unit", ["kafkaw.service", "kafkaw-shim.service", "kafkaw@.service"])
 def test_systemdAcceptsTheUnit(tmp_path, unit):
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
@@ -60,6 +60,8 @@ def test_systemdAcceptsTheUnit(tmp_path, unit):
         pytest.skip(missing)
     text = (SYSTEMD / unit).read_text()
     assert text.count(f"ExecStart={INSTALLED_TWISTD} ") == 1
+    # A template is verified as one of its instances (kafkaw@1.service).
+    unit = unit.replace("@.", "@1.")
     (tmp_path / unit).write_text(text.replace(INSTALLED_TWISTD, twistd()))
     result = subprocess.run([analyze, "verify", str(tmp_path / unit)], capture_output=True, text=True, timeout=60)
     # verify exits 0 on unknown keys and bad values too, warning on stderr: any warning fails.
@@ -75,6 +77,18 @@ def test_shimExecStartParses():
     assert options["nodaemon"] and options["pidfile"] == ""
     assert options.subCommand == "kafkaw-shim"
     assert options.subOptions["connect"] == "wss://kafka.example.com:9093/"
+
+
+def test_clusterTemplateExecStartParses():
+    """twistd's own parser takes kafkaw@1's command line with the cluster example config in place."""
+    argv = execStart("kafkaw@.service")
+    assert argv[0] == INSTALLED_TWISTD and argv[-1] == "--config=/etc/kafkaw/kafkaw-%i.toml"
+    options = ServerOptions()
+    options.parseOptions([*argv[1:-1], f"--config={ROOT / 'docs' / 'kafkaw-cluster.example.toml'}"])
+    assert options.subCommand == "kafkaw"
+    broker = options.subOptions
+    assert (broker["storage-type"], broker["storage-arguments"]) == ("postgresql", None)  # the DSN: from the environment
+    assert (broker["broker-id"], broker["advertised-host"], broker["lease-ms"]) == (1, "kafka1.example.com", 10000)
 
 
 def test_execStartRunsTheBroker(tmp_path):

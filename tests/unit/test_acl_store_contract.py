@@ -6,8 +6,7 @@ import pytest
 from zope.interface.verify import verifyObject
 
 from kafkaw.storage.interfaces import AclBinding, IAclStore, StorageError
-from tests.unit.test_storage_contract import Backend  # noqa: F401 (the backend fixture's class)
-from tests.unit.test_storage_contract import backend  # noqa: F401 (fixture: memory and leveldb)
+from tests.unit.test_storage_contract import Backend
 
 READ = AclBinding(2, "logs", 3, "User:alice", "*", 3, 3)
 WRITE = AclBinding(2, "logs", 3, "User:alice", "*", 4, 3)
@@ -16,8 +15,17 @@ UNICODE = AclBinding(3, "grüppe ✓", 3, "User:bö b", "::1", 6, 3)
 EMPTY = AclBinding(2, "", 3, "", "", 0, 0)  # storage keeps what it is given; the broker checks
 
 
+@pytest.fixture(params=["memory", "leveldb"])  # the backends that keep ACLs (not yet PostgreSQL)
+def backend(request, tmp_path):
+    b = Backend(request.param, tmp_path)
+    try:
+        yield b
+    finally:
+        b.closeAll()
+
+
 @pytest.fixture
-def store(backend):  # noqa: F811
+def store(backend):
     return backend.open()
 
 
@@ -29,7 +37,7 @@ def test_startsEmpty(store):
     assert store.acls() == frozenset()
 
 
-def test_addAndRemove(backend, store):  # noqa: F811
+def test_addAndRemove(backend, store):  
     assert backend.wait(store.addAcls([READ, WRITE, PREFIX, UNICODE, EMPTY])) is None
     assert store.acls() == {READ, WRITE, PREFIX, UNICODE, EMPTY}
     assert isinstance(store.acls(), frozenset)
@@ -42,7 +50,7 @@ def test_addAndRemove(backend, store):  # noqa: F811
     assert store.acls() == {READ, PREFIX, UNICODE, EMPTY}
 
 
-def test_aclsChangeOnlyOnceStored(backend, store):  # noqa: F811
+def test_aclsChangeOnlyOnceStored(backend, store):  
     before = store.acls()
     d = store.addAcls([READ])
     if not d.called:  # a store writing in a thread: not shown before it fires
@@ -56,7 +64,7 @@ def test_aclsChangeOnlyOnceStored(backend, store):  # noqa: F811
     assert READ not in store.acls()
 
 
-def test_theReturnedSetIsNotTheStore(backend, store):  # noqa: F811
+def test_theReturnedSetIsNotTheStore(backend, store):  
     backend.wait(store.addAcls([READ]))
     seen = store.acls()
     backend.wait(store.addAcls([WRITE]))
@@ -73,14 +81,14 @@ def test_theReturnedSetIsNotTheStore(backend, store):  # noqa: F811
     AclBinding(True, "logs", 3, "User:a", "*", 3, 3),
     "not a tuple",
 ])
-def test_badValuesStoreNothing(backend, store, bad):  # noqa: F811
+def test_badValuesStoreNothing(backend, store, bad):  
     for change in (store.addAcls, store.removeAcls):
         with pytest.raises(ValueError):
             backend.wait(change([READ, bad]))
     assert store.acls() == frozenset()
 
 
-def test_aclsSurviveReopening(backend):  # noqa: F811
+def test_aclsSurviveReopening(backend):  
     if not backend.persistent:
         pytest.skip("a memory store keeps nothing")
     store = backend.open()
@@ -94,7 +102,7 @@ def test_aclsSurviveReopening(backend):  # noqa: F811
     assert backend.open().acls() == {READ, UNICODE}
 
 
-def test_leveldbRefusesChangesWhileClosing(backend):  # noqa: F811
+def test_leveldbRefusesChangesWhileClosing(backend):  
     if not backend.persistent:
         pytest.skip("LevelDB only")
     store = backend.open()
@@ -105,7 +113,7 @@ def test_leveldbRefusesChangesWhileClosing(backend):  # noqa: F811
     assert store.acls() == frozenset()
 
 
-def test_theSetIsANewObjectOnlyWhenTheAclsChange(backend, store):  # noqa: F811
+def test_theSetIsANewObjectOnlyWhenTheAclsChange(backend, store):  
     """Indexes over acls() tell a change by identity (IAclStore.acls)."""
     backend.wait(store.addAcls([READ]))
     first = store.acls()

@@ -500,7 +500,7 @@ def test_aStoreWithoutAclsCannotServeAcls(tmp_path, monkeypatch):
     class Bare(MemoryStore):
         """A store that keeps no ACLs."""
 
-    monkeypatch.setattr(MemoryStorageFactory, "openStore", lambda self, dataDir, sync: Bare())
+    monkeypatch.setattr(MemoryStorageFactory, "openStore", lambda self, dataDir, sync, arguments=None: Bare())
     options = tap.Options()
     options.parseOptions(["--storage", "memory", "--data-dir", str(tmp_path), "--acls"])
     with pytest.raises(SystemExit) as exited:

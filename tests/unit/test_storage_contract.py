@@ -28,6 +28,8 @@ from kafkaw.storage import leveldb as leveldbStorage
 from kafkaw.storage.leveldb import LevelDBStore
 from kafkaw.storage.memory import MemoryStore
 from kafkaw.tap import storageBackends
+from kafkaw.storage.postgresql import PostgreSQLStore
+from tests.postgresql import Schema
 from tests.unit.helpers import Gate
 from tests.unit.storage_helpers import LevelDBStores
 
@@ -40,29 +42,41 @@ class Backend(LevelDBStores):
     "leveldb-segments" is LevelDB with every batch in segment files of 4 KB
     (kafkaw/storage/segments.py), so each test also runs over the segment
     path, with segments rolled and deleted, which the default 4 KB threshold
-    leaves to big batches.
+    leaves to big batches. PostgreSQL stores of one backend share a schema of
+    their own (dropped by L{closeAll}).
     """
 
     def __init__(self, name, path):
         super().__init__(path, directory="store")
         self.name = name
         self.persistent = name != "memory"
+        self.schema = Schema() if name == "postgresql" else None
+        self.arguments = self.schema.dsn if self.schema else None
 
     def open(self, sync=False):
         if self.name == "memory":
             return self._created(MemoryStore())
+        if self.name == "postgresql":
+            return self._created(PostgreSQLStore(self.schema.dsn, sync, reactor=self.threads))
         if self.name == "leveldb-segments":
             return self._created(LevelDBStore(self.path, sync, reactor=self.threads, inlineBytes=0, segmentBytes=4096))
         return super().open(sync)
 
+    def closeAll(self):
+        try:
+            super().closeAll()
+        finally:
+            if self.schema is not None:
+                self.schema.drop()
 
-@pytest.fixture(params=["memory", "leveldb", "leveldb-segments"])
+
+@pytest.fixture(params=["memory", "leveldb", "leveldb-segments", "postgresql"])
 def backend(request, tmp_path):
     b = Backend(request.param, tmp_path)
     try:
         yield b
     finally:
-        b.closeAll()  # LevelDB's threads would keep the test run alive
+        b.closeAll()  # the stores' threads would keep the test run alive
 
 
 @pytest.fixture
@@ -91,7 +105,7 @@ def createTopic(backend, store, name, partitions=1):
 
 def test_pluginDiscoveryFindsBothBackends():
     backends = storageBackends()
-    assert {"leveldb", "memory"} <= set(backends)
+    assert {"leveldb", "memory", "postgresql"} <= set(backends)
     for name, factory in backends.items():
         assert factory.name == name
 
@@ -101,7 +115,7 @@ def test_factoryProvidesTheInterfaces(backend, tmp_path):
     assert verifyObject(IStorageFactory, factory)
     assert verifyObject(IPlugin, factory)
     assert factory.description
-    opened = factory.openStore(str(tmp_path / "data"), False)
+    opened = factory.openStore(str(tmp_path / "data"), False, backend.arguments)
     try:
         assert verifyObject(IStore, opened)
         assert opened.topics() == {}
@@ -774,7 +788,8 @@ def test_deleteTopicDeletesItsCommittedOffsetsInEveryGroup(backend, store):
     store = reopened(backend, store)
     assert store.committedOffsets() == expected
     if backend.persistent:
-        backend.wait(store.whenTopicDeletionsDone())
+        if backend.name.startswith("leveldb"):  # PostgreSQL deletes every row in the deletion's transaction
+            backend.wait(store.whenTopicDeletionsDone())
         store = reopened(backend, store)
         assert store.committedOffsets() == expected
 

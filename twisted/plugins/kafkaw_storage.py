@@ -2,6 +2,8 @@
 
 from kafkaw.storage.leveldb import LevelDBStorageFactory
 from kafkaw.storage.memory import MemoryStorageFactory
+from kafkaw.storage.postgresql import PostgreSQLStorageFactory
 
 leveldb = LevelDBStorageFactory()
 memory = MemoryStorageFactory()
+postgresql = PostgreSQLStorageFactory()
