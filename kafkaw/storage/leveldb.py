@@ -1148,9 +1148,8 @@ class LevelDBStore(LevelDBCredentials):
                 if batch is None:
                     batch, appends, logs = self.db.write_batch(sync=self.sync), [], set()
                 try:
-                    if self._writesStopped is not None:
-                        raise _WriteFailed(self._writesStopped)
-                    appends.append((d, function(batch)))
+                    # Guarded: a segment file's write fails as a LevelDB write does (disk full).
+                    appends.append((d, self._guardedWrite(lambda: function(batch))))
                     logs.add(log)
                 except BaseException:
                     results.append((d, Failure()))
