@@ -950,7 +950,7 @@ def _countResponses(buffer, websocket):
     return count, position
 
 
-def _rawLoadWorker(port, requests, inFlight, websocket, startAt, measureFrom, stopAt, results):
+def _rawLoadWorker(port, requests, inFlight, websocket, starts, results):
     """One load process: a connection per entry of C{requests} (its request
     bytes), each kept at C{inFlight} requests outstanding by a selector loop;
     reports (responses in the window, latencies in it, longest wait)."""
@@ -970,6 +970,8 @@ def _rawLoadWorker(port, requests, inFlight, websocket, startAt, measureFrom, st
     except OSError as e:
         results.put(("error", f"{type(e).__name__}: {e}"))
         return
+    results.put(("ready",))
+    startAt, measureFrom, stopAt = starts.get()
     now = time.perf_counter
     while time.time() < startAt:
         time.sleep(0.001)
@@ -1029,27 +1031,34 @@ def rawLoad(proc, requests, inFlight=1, seconds=10.0, warmup=1.0, websocketPort=
     import multiprocessing
 
     context = multiprocessing.get_context("fork")
-    results = context.Queue()
-    setup = 3.0 + len(requests) / 300  # connecting (and handshakes) before the start
-    startAt = time.time() + setup
-    measureFrom, stopAt = startAt + warmup, startAt + warmup + seconds
+    results, starts = context.Queue(), context.Queue()
     port = websocketPort or proc.port
     workers = [
         context.Process(
             target=_rawLoadWorker,
-            args=(port, requests[i::processes], inFlight, websocketPort is not None, startAt, measureFrom, stopAt, results),
+            args=(port, requests[i::processes], inFlight, websocketPort is not None, starts, results),
         )
         for i in range(processes)
     ]
     for worker in workers:
         worker.start()
+    for _ in workers:  # every connection open (and its handshake done) before the start
+        ready = results.get(timeout=60 + len(requests) / 10)
+        if ready[0] == "error":
+            for worker in workers:
+                worker.terminate()
+            raise RuntimeError(f"raw load failed: {ready[1]}")
+    startAt = time.time() + 0.2
+    measureFrom, stopAt = startAt + warmup, startAt + warmup + seconds
+    for _ in workers:
+        starts.put((startAt, measureFrom, stopAt))
     time.sleep(max(0, measureFrom - time.time()))
     cpu0 = proc.cpu()
     time.sleep(max(0, stopAt - time.time()))
     cpu1 = proc.cpu()
     answered, latencies, longest = 0, array.array("d"), 0.0
     for _ in workers:
-        result = results.get(timeout=setup + warmup + seconds + 60)
+        result = results.get(timeout=warmup + seconds + 60)
         if result[0] == "error":
             for worker in workers:
                 worker.terminate()

@@ -27,8 +27,6 @@ from kafkaw.protocol.framing import Framer, FrameTooLarge
 from kafkaw.transport.tcp import Backpressure, hostAndPort
 
 _SIZE = struct.Struct(">i")
-# The most bytes of one read handed to Autobahn at once (see dataReceived).
-_FEED_BYTES = 16384
 # RFC 6455 frame header of a final binary frame, by payload length: < 126, < 2**16, else.
 _FIN_BINARY = 0x82
 _FRAME_HEAD_7 = struct.Struct(">BB")
@@ -66,17 +64,9 @@ class KafkaWebSocketProtocol(WebSocketServerProtocol):
         self.peerHost = None
 
     def dataReceived(self, data):
-        # Autobahn keeps what it has not parsed yet in one bytes object and
-        # re-slices it (a copy) twice per frame: a 64 KB read holding five
-        # 12 KB requests copied ~400 KB. Fed at most _FEED_BYTES at a time, it
-        # copies each byte a bounded number of times (bench/results.md, wsraw).
-        # (Autobahn's Twisted dataReceived only adds a debug log line whose
-        # arguments it formats every time: its _dataReceived is called directly.)
-        if len(data) <= _FEED_BYTES:
-            return self._dataReceived(data)
-        with memoryview(data) as view:
-            for start in range(0, len(data), _FEED_BYTES):
-                self._dataReceived(bytes(view[start : start + _FEED_BYTES]))
+        # Autobahn's Twisted dataReceived only adds a debug log line whose
+        # arguments it formats on every read: its _dataReceived is called directly.
+        self._dataReceived(data)
 
     # --- WebSocket events -------------------------------------------------
 
