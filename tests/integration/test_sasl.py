@@ -118,18 +118,18 @@ def test_theExemptEndpointServesWithoutAuthentication(saslBroker):
 
 
 def test_saslEnforcesAclsAUserWithoutWriteIsDenied(saslBroker):
-    """--sasl turns ACLs on: dave, authenticated but granted nothing, gets
+    """--sasl turns ACLs on: frank, authenticated but granted nothing, gets
     TOPIC_AUTHORIZATION_FAILED (29) and nothing of his is stored."""
-    added = cli("--bootstrap", f"127.0.0.1:{saslBroker.openPort}", "users", "add", "dave", password="dave-pass\n")
+    added = cli("--bootstrap", f"127.0.0.1:{saslBroker.openPort}", "users", "add", "frank", password="frank-pass\n")
     assert added.returncode == 0, added.stderr
     roundTrip(saslBroker.bootstrap, "alices", **rdSasl("SCRAM-SHA-256"))  # the topic exists, alice wrote 3
-    dave = {**rdSasl("SCRAM-SHA-256"), "sasl.username": "dave", "sasl.password": "dave-pass"}
-    reports = rdProduce(saslBroker.bootstrap, "alices", [(0, None, b"dave was here")], timeout=5, **dave)
+    frank = {**rdSasl("SCRAM-SHA-256"), "sasl.username": "frank", "sasl.password": "frank-pass"}
+    reports = rdProduce(saslBroker.bootstrap, "alices", [(0, None, b"frank was here")], timeout=5, **frank)
     assert [error.code() for error, *_ in reports] == [KafkaError.TOPIC_AUTHORIZATION_FAILED]
     after = rdProduce(saslBroker.bootstrap, "alices", [(0, None, b"alice again")], **rdSasl("SCRAM-SHA-256"))
     assert [(error, offset) for error, _, offset, *_ in after] == [(None, 3)]  # right after alice's first three
     stored = rdConsume(saslBroker.bootstrap, "alices", {0: 4}, **rdSasl("SCRAM-SHA-256"))
-    assert b"dave was here" not in [value for _, _, value in stored[0]]
+    assert b"frank was here" not in [value for _, _, value in stored[0]]
 
 
 # --- kafka-python ----------------------------------------------------------------
@@ -282,6 +282,14 @@ def cli(*args, password=None):
     )
 
 
+def grantTopic(broker, user, topic):
+    """Let C{user} do anything with C{topic} (creating it included) and any
+    group (the consumer's), through the exempt endpoint."""
+    granted = cli("--bootstrap", f"127.0.0.1:{broker.openPort}", "acls", "add", "--allow-principal", f"User:{user}",
+                  "--operation", "All", "--topic", topic, "--group", "*")
+    assert granted.returncode == 0, granted.stderr
+
+
 def test_kafkawUsersOnARunningBroker(saslBroker):
     """`kafkaw users --bootstrap` (through the exempt endpoint) adds a user who can log in at once."""
     bootstrap = f"127.0.0.1:{saslBroker.openPort}"
@@ -290,6 +298,7 @@ def test_kafkawUsersOnARunningBroker(saslBroker):
     listed = cli("--bootstrap", bootstrap, "users", "list").stdout.splitlines()
     assert "carol\tSCRAM-SHA-256 (4096 iterations), SCRAM-SHA-512 (4096 iterations)" in listed
     conf = {**rdSasl("SCRAM-SHA-512", "carol-pass"), "sasl.username": "carol"}
+    grantTopic(saslBroker, "carol", "carol-topic")  # --sasl enforces ACLs
     roundTrip(saslBroker.bootstrap, "carol-topic", **conf)
     assert cli("--bootstrap", bootstrap, "users", "remove", "carol").stdout == "removed user carol\n"
     gone = cli("--bootstrap", bootstrap, "users", "remove", "carol")
@@ -314,6 +323,7 @@ def test_confluentKafkaAdminClientManagesUsers(saslBroker):
     described = admin.describe_user_scram_credentials(["dave"])["dave"].result(10)  # users named: a future each
     infos = described.scram_credential_infos
     assert [(info.mechanism, info.iterations) for info in infos] == [(ScramMechanism.SCRAM_SHA_256, 8192)]
+    grantTopic(saslBroker, "dave", "dave-topic")
     roundTrip(saslBroker.bootstrap, "dave-topic", **{**rdSasl("SCRAM-SHA-256", "dave-pass"), "sasl.username": "dave"})
     everyone = admin.describe_user_scram_credentials().result(10)  # None: one future of every user
     assert {"alice", "dave"} <= set(everyone)
@@ -336,6 +346,7 @@ def test_kafkaPythonAdminClientManagesUsers(saslBroker):
         described = admin.describe_user_scram_credentials(["erin", "nobody"])
         assert described["erin"] == {"error": None, "credential_infos": [{"mechanism": ScramMechanism.SCRAM_SHA_512, "iterations": 4096}]}
         assert "does not exist" in described["nobody"]["error"]
+        grantTopic(saslBroker, "erin", "erin-topic")
         roundTrip(saslBroker.bootstrap, "erin-topic", **{**rdSasl("SCRAM-SHA-512", "erin-pass"), "sasl.username": "erin"})
         deletion = UserScramCredentialDeletion("erin", ScramMechanism.SCRAM_SHA_512)
         assert admin.alter_user_scram_credentials([deletion]) == {"erin": None}
