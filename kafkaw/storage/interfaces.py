@@ -136,6 +136,18 @@ def forgetTopicOffsets(committed, name):
             del committed[group]
 
 
+def forgetGroupOffsets(committed, group, partitions):
+    """Drop from C{committed} (group: {(topic, partition): ...}) the offsets of
+    C{group} for C{partitions} (C{None}: all of them)."""
+    offsets = committed.get(group)
+    if offsets is None:
+        return
+    for key in list(offsets) if partitions is None else partitions:
+        offsets.pop(key, None)
+    if not offsets:
+        del committed[group]
+
+
 class IStorageFactory(Interface):
     """A storage backend, registered as a plugin."""
 
@@ -579,6 +591,17 @@ class ICredentialStore(Interface):
         @raise StorageError: (in the Deferred) the write failed or the store
             is closing; nothing changes.
         """
+
+
+class CredentialsHeld:
+    """The reading half of L{ICredentialStore} over C{self._scramCredentials}
+    (user: {mechanism: L{ScramCredential}}), as both stores hold them."""
+
+    def scramCredential(self, user, mechanism):
+        return self._scramCredentials.get(user, {}).get(mechanism)
+
+    def scramCredentials(self):
+        return {user: dict(credentials) for user, credentials in self._scramCredentials.items()}
 
 
 # --- end of credentials ----------------------------------------------------

@@ -98,6 +98,7 @@ from kafkaw.protocol.records import storedEntriesIntact
 from kafkaw.storage import segments
 from kafkaw.storage.interfaces import (
     AclBinding,
+    CredentialsHeld,
     IAclStore,
     ICredentialStore,
     IPartitionLog,
@@ -109,6 +110,7 @@ from kafkaw.storage.interfaces import (
     checkScramCredential,
     checkOffsetCommit,
     checkPartitions,
+    forgetGroupOffsets,
     forgetTopicOffsets,
     newClusterId,
     readPieces,
@@ -731,15 +733,9 @@ def _readScramCredentials(db):
     return credentials
 
 
-class LevelDBCredentials:
+class LevelDBCredentials(CredentialsHeld):
     """L{ICredentialStore} on LevelDB C{U} keys (mixed into L{LevelDBStore});
     read once at open, kept in memory, changed through the writer thread."""
-
-    def scramCredential(self, user, mechanism):
-        return self._scramCredentials.get(user, {}).get(mechanism)
-
-    def scramCredentials(self):
-        return {user: dict(credentials) for user, credentials in self._scramCredentials.items()}
 
     def setScramCredential(self, user, mechanism, credential):
         try:
@@ -1644,19 +1640,7 @@ class LevelDBStore(LevelDBCredentials):
             if not topics:
                 del self._offsetKeys[group]
 
-        def stored(_):
-            offsets = self._offsets.get(group)
-            if offsets is None:
-                return
-            if partitions is None:
-                offsets.clear()
-            else:
-                for key in partitions:
-                    offsets.pop(key, None)
-            if not offsets:
-                del self._offsets[group]
-
-        return self.write(write).addCallback(stored)
+        return self.write(write).addCallback(lambda _: forgetGroupOffsets(self._offsets, group, partitions))
 
     def partitionLog(self, topic, partition):
         return self._topics[topic].logs[partition]

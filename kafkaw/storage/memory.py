@@ -7,6 +7,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from kafkaw.storage.interfaces import (
+    CredentialsHeld,
     IAclStore,
     ICredentialStore,
     IPartitionLog,
@@ -17,6 +18,7 @@ from kafkaw.storage.interfaces import (
     checkScramCredential,
     checkOffsetCommit,
     checkPartitions,
+    forgetGroupOffsets,
     forgetTopicOffsets,
     newClusterId,
     readPieces,
@@ -117,14 +119,8 @@ class MemoryPartitionLog:
 # --- credentials (SASL/SCRAM): issue 15 ------------------------------------
 
 
-class MemoryCredentials:
+class MemoryCredentials(CredentialsHeld):
     """L{ICredentialStore} in memory (mixed into L{MemoryStore})."""
-
-    def scramCredential(self, user, mechanism):
-        return self._scramCredentials.get(user, {}).get(mechanism)
-
-    def scramCredentials(self):
-        return {user: dict(credentials) for user, credentials in self._scramCredentials.items()}
 
     def setScramCredential(self, user, mechanism, credential):
         try:
@@ -211,12 +207,7 @@ class MemoryStore(MemoryCredentials):
             partitions = checkPartitions(partitions)
         except ValueError as e:
             return fail(e)
-        offsets = self._offsets.get(group)
-        if offsets is not None:
-            for key in list(offsets) if partitions is None else partitions:
-                offsets.pop(key, None)
-            if not offsets:
-                del self._offsets[group]
+        forgetGroupOffsets(self._offsets, group, partitions)
         return succeed(None)
 
     def topicConfigs(self, name):

@@ -60,6 +60,7 @@ from kafkaw.storage.interfaces import (
     StorageError,
     checkOffsetCommit,
     checkPartitions,
+    forgetGroupOffsets,
     forgetTopicOffsets,
     newClusterId,
     readPieces,
@@ -899,19 +900,7 @@ class PostgreSQLStore:
                     (_utf8(group), [_utf8(t) for t, _ in partitions], [p for _, p in partitions]),
                 )
 
-        def stored(_):
-            offsets = self._offsets.get(group)
-            if offsets is None:
-                return
-            if partitions is None:
-                offsets.clear()
-            else:
-                for key in partitions:
-                    offsets.pop(key, None)
-            if not offsets:
-                del self._offsets[group]
-
-        return self.write(write).addCallback(stored)
+        return self.write(write).addCallback(lambda _: forgetGroupOffsets(self._offsets, group, partitions))
 
     def close(self):
         if self._closing is None:
