@@ -136,6 +136,21 @@ def forgetTopicOffsets(committed, name):
             del committed[group]
 
 
+def countPending(pending, key, d):
+    """Count Deferred C{d} in C{pending[key]} until it fires (C{key} goes once none is left)."""
+    pending[key] = pending.get(key, 0) + 1
+
+    def done(result):
+        left = pending[key] - 1
+        if left:
+            pending[key] = left
+        else:
+            del pending[key]
+        return result
+
+    return d.addBoth(done)
+
+
 def forgetGroupOffsets(committed, group, partitions):
     """Drop from C{committed} (group: {(topic, partition): ...}) the offsets of
     C{group} for C{partitions} (C{None}: all of them)."""

@@ -110,6 +110,7 @@ from kafkaw.storage.interfaces import (
     checkScramCredential,
     checkOffsetCommit,
     checkPartitions,
+    countPending,
     forgetGroupOffsets,
     forgetTopicOffsets,
     newClusterId,
@@ -1594,16 +1595,7 @@ class LevelDBStore(LevelDBCredentials):
         def stored(_):
             self._offsets.setdefault(group, {}).update(offsets)
 
-        def done(result):
-            left = self._pendingCommits[group] - 1
-            if left:
-                self._pendingCommits[group] = left
-            else:
-                del self._pendingCommits[group]
-            return result
-
-        self._pendingCommits[group] = self._pendingCommits.get(group, 0) + 1
-        return self.write(write).addCallback(stored).addBoth(done)
+        return countPending(self._pendingCommits, group, self.write(write).addCallback(stored))
 
     def committedOffsets(self):
         return {group: dict(offsets) for group, offsets in self._offsets.items()}

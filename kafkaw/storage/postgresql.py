@@ -60,6 +60,7 @@ from kafkaw.storage.interfaces import (
     StorageError,
     checkOffsetCommit,
     checkPartitions,
+    countPending,
     forgetGroupOffsets,
     forgetTopicOffsets,
     newClusterId,
@@ -857,16 +858,7 @@ class PostgreSQLStore:
         def stored(_):
             self._offsets.setdefault(group, {}).update(offsets)
 
-        def done(result):
-            left = self._pendingCommits[group] - 1
-            if left:
-                self._pendingCommits[group] = left
-            else:
-                del self._pendingCommits[group]
-            return result
-
-        self._pendingCommits[group] = self._pendingCommits.get(group, 0) + 1
-        return self.groupWrite(write, stored).addBoth(done)
+        return countPending(self._pendingCommits, group, self.groupWrite(write, stored))
 
     def committedOffsets(self):
         return {group: dict(offsets) for group, offsets in self._offsets.items()}

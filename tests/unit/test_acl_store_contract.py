@@ -6,7 +6,7 @@ import pytest
 from zope.interface.verify import verifyObject
 
 from kafkaw.storage.interfaces import AclBinding, IAclStore, StorageError
-from tests.unit.test_storage_contract import Backend
+from tests.unit.test_storage_contract import backendFixtures
 
 READ = AclBinding(2, "logs", 3, "User:alice", "*", 3, 3)
 WRITE = AclBinding(2, "logs", 3, "User:alice", "*", 4, 3)
@@ -15,18 +15,7 @@ UNICODE = AclBinding(3, "grüppe ✓", 3, "User:bö b", "::1", 6, 3)
 EMPTY = AclBinding(2, "", 3, "", "", 0, 0)  # storage keeps what it is given; the broker checks
 
 
-@pytest.fixture(params=["memory", "leveldb"])  # the backends that keep ACLs (not yet PostgreSQL)
-def backend(request, tmp_path):
-    b = Backend(request.param, tmp_path)
-    try:
-        yield b
-    finally:
-        b.closeAll()
-
-
-@pytest.fixture
-def store(backend):
-    return backend.open()
+backend, store = backendFixtures("memory", "leveldb")  # the backends that keep ACLs (not yet PostgreSQL)
 
 
 def test_providesTheInterface(store):

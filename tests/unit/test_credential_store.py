@@ -5,24 +5,13 @@ import pytest
 from zope.interface.verify import verifyObject
 
 from kafkaw.storage.interfaces import ICredentialStore, ScramCredential, StorageError
-from tests.unit.test_storage_contract import Backend, reopened
+from tests.unit.test_storage_contract import Backend, backendFixtures, reopened
 
 ALICE = ScramCredential(b"salt-1", b"k" * 32, b"s" * 32, 4096)
 ALICE_512 = ScramCredential(b"salt-2", b"K" * 64, b"S" * 64, 8192)
 
 
-@pytest.fixture(params=["memory", "leveldb"])
-def backend(request, tmp_path):
-    b = Backend(request.param, tmp_path)
-    try:
-        yield b
-    finally:
-        b.closeAll()
-
-
-@pytest.fixture
-def store(backend):
-    return backend.open()
+backend, store = backendFixtures("memory", "leveldb")  # the backends that keep credentials (not yet PostgreSQL)
 
 
 def test_providesICredentialStore(store):

@@ -70,18 +70,26 @@ class Backend(LevelDBStores):
                 self.schema.drop()
 
 
-@pytest.fixture(params=["memory", "leveldb", "leveldb-segments", "postgresql"])
-def backend(request, tmp_path):
-    b = Backend(request.param, tmp_path)
-    try:
-        yield b
-    finally:
-        b.closeAll()  # the stores' threads would keep the test run alive
+def backendFixtures(*names):
+    """The C{backend} and C{store} fixtures over the backends C{names}, for a
+    module of contract tests (this one, or those of one storage interface)."""
+
+    @pytest.fixture(params=names)
+    def backend(request, tmp_path):
+        b = Backend(request.param, tmp_path)
+        try:
+            yield b
+        finally:
+            b.closeAll()  # the stores' threads would keep the test run alive
+
+    @pytest.fixture
+    def store(backend):
+        return backend.open()
+
+    return backend, store
 
 
-@pytest.fixture
-def store(backend):
-    return backend.open()
+backend, store = backendFixtures("memory", "leveldb", "leveldb-segments", "postgresql")
 
 
 def values(data):
