@@ -21,7 +21,6 @@ import time
 import zlib
 
 import cramjam
-import pytest
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect as wsConnect
 
@@ -30,7 +29,6 @@ from tests.integration.conftest import (
     ROOT,
     RawClient,
     decodeFetchResponse,
-    decodeMetadataResponse,
     decodeProduceResponse,
     fetchBody,
     listOffsetsBody,
