@@ -6,7 +6,7 @@ variables and C{~/.pgpass}, so no password need show in a process list).
 
 Tables (created on first open, version kept in C{kafkaw_schema_version}):
 
-    kafkaw_settings          name -> value: the cluster id
+    kafkaw_settings          name -> value: the cluster id, security.version (changes of ACLs and users)
     kafkaw_producer_ids      a sequence: producer ids, never handed out twice
     kafkaw_topics            id (never reused), name, partition count, configs (jsonb)
     kafkaw_partitions        (topic id, partition) -> log start, log end, bytes stored,
