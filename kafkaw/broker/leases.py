@@ -11,7 +11,9 @@ thread, serialized between brokers by an advisory lock) that:
     those above theirs. A moved partition's row gets the new leader and
     leader epoch + 1 (its old leader, if live, is fenced at once and learns it
     at its own next round);
-  - reads the topics table, so topics made on any broker are seen by all.
+  - reads the topics table, so topics made on any broker are seen by all;
+  - reads the C{security.version} setting: when another broker changed ACLs
+    or SASL users, the store reads them again (L{PostgreSQLStore.refreshSecurity}).
 
 A broker serves a partition only once it has read the partition's log end
 and producer states as its previous leader left them (after the epoch moved,
@@ -42,7 +44,7 @@ from zope.interface import implementer
 
 from kafkaw.broker.membership import NO_LEADER, IMembership, groupCoordinator
 from kafkaw.storage.interfaces import StorageError
-from kafkaw.storage.postgresql import CHANGED_CHANNEL, NOT_LEADING
+from kafkaw.storage.postgresql import CHANGED_CHANNEL, NOT_LEADING, SECURITY_VERSION
 
 DEFAULT_LEASE_MS = 10000
 # Serializes the leadership rounds of all brokers.
@@ -245,7 +247,8 @@ class PostgreSQLMembership(service.Service):
             if moves or leaving:
                 connection.execute(f"NOTIFY {CHANGED_CHANNEL}")  # the others take their partitions now
             topics = connection.execute("SELECT id, name, partitions, configs FROM kafkaw_topics ORDER BY id").fetchall()
-            return live, assignment, topics, len(moves)
+            (security,) = connection.execute(SECURITY_VERSION).fetchone()
+            return live, assignment, topics, len(moves), security
 
         d = self._store.write(work)
         if leaving:
@@ -258,8 +261,11 @@ class PostgreSQLMembership(service.Service):
             self._stopLeading(key)
 
     def _apply(self, result, started):
-        live, assignment, topics, moved = result
+        live, assignment, topics, moved, security = result
         self._leaseUntil = started + self.leaseMs / 1000.0
+        self._store.refreshSecurity(security).addErrback(
+            lambda reason: self._log.warn("reading ACLs and users failed: {why}", why=reason.getErrorMessage())
+        )
         if [row[0] for row in live] != self._liveIds:
             self._log.info("live brokers: {brokers}", brokers=", ".join(f"{i} ({h}:{p})" for i, h, p in live))
         self._live = list(live)

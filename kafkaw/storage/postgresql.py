@@ -6,7 +6,7 @@ variables and C{~/.pgpass}, so no password need show in a process list).
 
 Tables (created on first open, version kept in C{kafkaw_schema_version}):
 
-    kafkaw_settings          name -> value: the cluster id
+    kafkaw_settings          name -> value: the cluster id, security.version (changes of ACLs and users)
     kafkaw_producer_ids      a sequence: producer ids, never handed out twice
     kafkaw_topics            id (never reused), name, partition count, configs (jsonb)
     kafkaw_partitions        (topic id, partition) -> log start, log end, bytes stored,
@@ -16,6 +16,17 @@ Tables (created on first open, version kept in C{kafkaw_schema_version}):
     kafkaw_committed_offsets (group, topic name, partition) -> offset, epoch, metadata, time
                              (group, topic and metadata in UTF-8 bytes: Kafka strings may hold NUL)
     kafkaw_brokers           broker id -> advertised host and port, lease end (cluster.py)
+    kafkaw_acls              one row per ACL (AclBinding; its strings in UTF-8 bytes)
+    kafkaw_scram_credentials (user in UTF-8 bytes, mechanism) -> salt, stored key, server
+                             key, iterations (SASL/SCRAM users)
+
+Schema version 2 added the last two tables (a version 1 database gets them at
+its first open by this kafkaw). Every change of ACLs or credentials adds one to
+the C{security.version} setting in the same transaction and notifies
+C{CHANGED_CHANNEL}: each broker's lease round (kafkaw/broker/leases.py) reads
+that one number and, when it moved, reads the ACLs and credentials again, so a
+user or ACL added through one broker reaches the others within a round (at
+once, when the notification arrives), and no request waits for the database.
 
 An append is one statement (a data-modifying CTE): it moves the partition's
 log end only if the stored end is the one the append was numbered from (and,
@@ -53,13 +64,20 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from kafkaw.storage.interfaces import (
+    AclBinding,
+    CredentialsHeld,
+    IAclStore,
+    ICredentialStore,
     IPartitionLog,
     IStorageFactory,
     IStore,
     NotLeaderError,
+    ScramCredential,
     StorageError,
+    checkAclBindings,
     checkOffsetCommit,
     checkPartitions,
+    checkScramCredential,
     countPending,
     forgetGroupOffsets,
     forgetTopicOffsets,
@@ -69,7 +87,7 @@ from kafkaw.storage.interfaces import (
 )
 
 DSN_ENVIRONMENT = "KAFKAW_POSTGRESQL_DSN"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Serializes schema creation (and, in cluster.py, leadership changes) between brokers.
 SCHEMA_LOCK = 0x6B61666B6177  # "kafkaw"
 # At most this many batches are read by one Fetch (it is cut at maxBytes anyway).
@@ -140,6 +158,38 @@ CREATE TABLE kafkaw_brokers (
 );
 """
 
+# Version 2: ACLs and SASL users (a version 1 database gets only these).
+# Kafka strings may hold NUL, which text may not: they are kept as UTF-8 bytes.
+_SECURITY_SCHEMA = """
+CREATE TABLE kafkaw_acls (
+    resource_type smallint NOT NULL,
+    resource_name bytea NOT NULL,
+    pattern_type smallint NOT NULL,
+    principal bytea NOT NULL,
+    host bytea NOT NULL,
+    operation smallint NOT NULL,
+    permission smallint NOT NULL,
+    PRIMARY KEY (resource_type, resource_name, pattern_type, principal, host, operation, permission)
+);
+CREATE TABLE kafkaw_scram_credentials (
+    user_name bytea NOT NULL,
+    mechanism text NOT NULL,
+    salt bytea NOT NULL,
+    stored_key bytea NOT NULL,
+    server_key bytea NOT NULL,
+    iterations integer NOT NULL,
+    PRIMARY KEY (user_name, mechanism)
+);
+INSERT INTO kafkaw_settings (name, value) VALUES ('security.version', '0');
+"""
+
+# Counts the changes of ACLs and credentials (in the transaction of each), so
+# brokers sharing the database tell theirs are old from one number.
+_BUMP_SECURITY_VERSION = (
+    "UPDATE kafkaw_settings SET value = (value::bigint + 1)::text WHERE name = 'security.version' RETURNING value::bigint"
+)
+SECURITY_VERSION = "SELECT value::bigint FROM kafkaw_settings WHERE name = 'security.version'"
+
 # One append: move the log end (fenced), then the batch and producer states,
 # only if the end moved. Returns one row if stored.
 _APPEND = """
@@ -192,6 +242,30 @@ def _utf8(text):
 
 def _describe(error):
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _text(data):
+    return bytes(data).decode("utf-8")
+
+
+def _loadSecurity(connection):
+    """C{(security.version, ACLs, SCRAM credentials)} as stored: the version is
+    read first, so the rows are at least as new as it says."""
+    (version,) = connection.execute(SECURITY_VERSION).fetchone()
+    acls = frozenset(
+        AclBinding(resourceType, _text(name), patternType, _text(principal), _text(host), operation, permission)
+        for resourceType, name, patternType, principal, host, operation, permission in connection.execute(
+            "SELECT resource_type, resource_name, pattern_type, principal, host, operation, permission FROM kafkaw_acls"
+        )
+    )
+    credentials = {}
+    for user, mechanism, salt, storedKey, serverKey, iterations in connection.execute(
+        "SELECT user_name, mechanism, salt, stored_key, server_key, iterations FROM kafkaw_scram_credentials"
+    ):
+        credentials.setdefault(_text(user), {})[mechanism] = ScramCredential(
+            bytes(salt), bytes(storedKey), bytes(serverKey), iterations
+        )
+    return version, acls, credentials
 
 
 class _Topic:
@@ -434,8 +508,8 @@ class PostgreSQLPartitionLog:
 NOT_LEADING = object()
 
 
-@implementer(IStore)
-class PostgreSQLStore:
+@implementer(IStore, IAclStore, ICredentialStore)
+class PostgreSQLStore(CredentialsHeld):
     """Every topic of a cluster, as one broker sees it, in one PostgreSQL database."""
 
     _log = Logger()
@@ -466,6 +540,7 @@ class PostgreSQLStore:
                 self._clusterId = self._loadClusterId(connection)
                 self._topics = self._loadTopics(connection)
                 self._offsets = self._loadCommittedOffsets(connection)
+                self._securityVersion, self._acls, self._scramCredentials = _loadSecurity(connection)
         except (PoolTimeout, DatabaseError) as e:
             self.pool.close()
             raise StorageError(f"cannot open PostgreSQL storage ({conninfo.conninfo_to_dict(self.dsn).get('host', 'local socket')}): {_describe(e)}") from None
@@ -506,10 +581,13 @@ class PostgreSQLStore:
                 raise StorageError(f"the database holds kafkaw schema version {version}; this kafkaw knows up to {SCHEMA_VERSION}")
             if version < 1:
                 connection.execute(_SCHEMA)
-                connection.execute("INSERT INTO kafkaw_schema_version (version) VALUES (%s)", (SCHEMA_VERSION,))
                 connection.execute(
                     "INSERT INTO kafkaw_settings (name, value) VALUES ('cluster.id', %s)", (newClusterId(),)
                 )
+            if version < 2:
+                connection.execute(_SECURITY_SCHEMA)
+            if version < SCHEMA_VERSION:
+                connection.execute("INSERT INTO kafkaw_schema_version (version) VALUES (%s)", (SCHEMA_VERSION,))
 
     def _loadClusterId(self, connection):
         return connection.execute("SELECT value FROM kafkaw_settings WHERE name = 'cluster.id'").fetchone()[0]
@@ -893,6 +971,122 @@ class PostgreSQLStore:
                 )
 
         return self.write(write).addCallback(lambda _: forgetGroupOffsets(self._offsets, group, partitions))
+
+    # -- ACLs (IAclStore) and SASL users (ICredentialStore) -------------------
+
+    def acls(self):
+        return self._acls
+
+    def addAcls(self, bindings):
+        return self._changeAcls(bindings, adding=True)
+
+    def removeAcls(self, bindings):
+        return self._changeAcls(bindings, adding=False)
+
+    def _changeAcls(self, bindings, adding):
+        try:
+            bindings = checkAclBindings(bindings)
+        except ValueError as e:
+            return defer.fail(e)
+        if not bindings:
+            return defer.succeed(None)
+        rows = [
+            (b.resourceType, _utf8(b.resourceName), b.patternType, _utf8(b.principal), _utf8(b.host), b.operation, b.permission)
+            for b in bindings
+        ]
+        if adding:
+            statement = (
+                "INSERT INTO kafkaw_acls (resource_type, resource_name, pattern_type, principal, host, operation, permission)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+            )
+        else:
+            statement = (
+                "DELETE FROM kafkaw_acls WHERE resource_type = %s AND resource_name = %s AND pattern_type = %s"
+                " AND principal = %s AND host = %s AND operation = %s AND permission = %s"
+            )
+
+        def stored(_):
+            changed = self._acls | bindings if adding else self._acls - bindings
+            if changed != self._acls:
+                self._acls = changed  # a new object only for a change (IAclStore.acls)
+
+        return self._writeSecurity(lambda cursor: cursor.executemany(statement, rows), stored)
+
+    def setScramCredential(self, user, mechanism, credential):
+        try:
+            credential = checkScramCredential(user, mechanism, credential)
+        except (TypeError, ValueError) as e:
+            return defer.fail(ValueError(str(e)))
+        row = (_utf8(user), mechanism, credential.salt, credential.storedKey, credential.serverKey, credential.iterations)
+
+        def write(cursor):
+            cursor.execute(
+                "INSERT INTO kafkaw_scram_credentials (user_name, mechanism, salt, stored_key, server_key, iterations)"
+                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (user_name, mechanism) DO UPDATE SET"
+                " salt = excluded.salt, stored_key = excluded.stored_key, server_key = excluded.server_key,"
+                " iterations = excluded.iterations",
+                row,
+            )
+
+        def stored(_):
+            self._scramCredentials.setdefault(user, {})[mechanism] = credential
+
+        return self._writeSecurity(write, stored)
+
+    def deleteScramCredentials(self, user, mechanisms=None):
+        deleted = sorted(m for m in self._scramCredentials.get(user, {}) if mechanisms is None or m in mechanisms)
+        if not deleted:
+            return defer.succeed([])
+
+        def write(cursor):
+            cursor.execute(
+                "DELETE FROM kafkaw_scram_credentials WHERE user_name = %s AND mechanism = ANY(%s)", (_utf8(user), deleted)
+            )
+
+        def stored(_):
+            credentials = self._scramCredentials.get(user, {})
+            for mechanism in deleted:
+                credentials.pop(mechanism, None)
+            if not credentials:
+                self._scramCredentials.pop(user, None)
+            return deleted
+
+        return self._writeSecurity(write, stored)
+
+    def _writeSecurity(self, write, stored):
+        """Run C{write(cursor)} with the bump of C{security.version} and a
+        notification to the other brokers, in one transaction of its own; then
+        C{stored(None)} on the reactor."""
+
+        def transaction(connection):
+            write(connection.cursor())
+            (version,) = connection.execute(_BUMP_SECURITY_VERSION).fetchone()
+            connection.execute(f"NOTIFY {CHANGED_CHANNEL}")
+            return version
+
+        def written(version):
+            if version == self._securityVersion + 1:
+                self._securityVersion = version  # else another broker changed them too: the next refresh reads all
+            return stored(None)
+
+        return self.write(transaction).addCallback(written)
+
+    def refreshSecurity(self, version):
+        """Another broker may have changed ACLs or users: read them again if
+        C{version} (the C{security.version} a lease round just read) is not the
+        one this store holds. Returns a Deferred (C{True}: they were read)."""
+        if version == self._securityVersion:
+            return defer.succeed(False)
+        # In the writer thread: after this store's own changes queued before.
+        return self.write(_loadSecurity).addCallback(self._tookSecurity)
+
+    def _tookSecurity(self, loaded):
+        version, acls, credentials = loaded
+        self._securityVersion = version
+        if acls != self._acls:
+            self._acls = acls
+        self._scramCredentials = credentials
+        return True
 
     def close(self):
         if self._closing is None:

@@ -343,3 +343,46 @@ def test_cleanStopHandsPartitionsOverAtOnce(cluster, schema, tmp_path):
     finally:
         for broker in brokers:
             broker.stop()
+
+
+def test_saslUsersAndAclsAddedThroughOneBrokerServeAtTheOther(schema, tmp_path):
+    """--sasl on two brokers sharing the database: alice, added through broker
+    1's exempt endpoint, produces with SCRAM-SHA-256 at broker 1 and consumes
+    at broker 2; an ACL added at broker 1 is listed by broker 2."""
+    from tests.integration.conftest import freePort, rdConsume, rdProduce, waitForPort
+    from tests.integration.test_sasl import PASSWORD, cli, rdSasl
+
+    brokers = []
+    for i in (1, 2):
+        exempt = f"tcp:{freePort()}:interface=127.0.0.1"
+        broker = BrokerProcess(tmp_path / f"sasl{i}", [
+            "--storage", "postgresql:", "--broker-id", str(i), "--lease-ms", str(LEASE_MS), "--no-websocket",
+            "--sasl", "--super-user", "User:alice", "--num-partitions", "2",
+            "--listen", exempt, "--sasl-exempt", exempt, "--super-user", "User:ANONYMOUS",
+        ])
+        broker.exempt = "127.0.0.1:" + exempt.split(":")[1]
+        brokers.append(broker)
+    try:
+        for broker in brokers:
+            broker.dataDir.mkdir()
+            broker.start()
+            waitForPort(int(broker.exempt.split(":")[1]), process=broker.process)
+        added = cli("--bootstrap", brokers[0].exempt, "users", "add", "alice", password=PASSWORD + "\n")
+        assert added.returncode == 0, added.stderr
+        granted = cli("--bootstrap", brokers[0].exempt, "acls", "add", "--allow-principal", "User:bob",
+                      "--operation", "Read", "--topic", "bobs")
+        assert granted.returncode == 0, granted.stderr
+        conf = rdSasl("SCRAM-SHA-256")
+        messages = [(p, b"k", f"m{p}-{i}".encode()) for p in (0, 1) for i in range(3)]
+        reports = rdProduce(brokers[0].bootstrap, "secure", messages, **conf)  # auto-created: one partition led by each broker
+        assert [error for error, *_ in reports] == [None] * len(messages)
+        got = rdConsume(brokers[1].bootstrap, "secure", {0: 3, 1: 3}, **conf)
+        assert sorted(value for p in got for _, _, value in got[p]) == sorted(value for _, _, value in messages)
+        assert "authenticated as User:alice with SCRAM-SHA-256" in brokers[1].logText()
+        listed = lambda: cli("--bootstrap", brokers[1].exempt, "acls", "list").stdout  # noqa: E731
+        waitUntil(lambda: "User:bob" in listed() and "bobs" in listed(), timeout=LEASE_MS / 1000, what="broker 2 listing the ACL")
+    finally:
+        for broker in brokers:
+            broker.stop()
+    for broker in brokers:
+        assert "Traceback" not in broker.logText() and "Unhandled" not in broker.logText()

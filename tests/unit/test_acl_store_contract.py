@@ -1,6 +1,6 @@
 """The IAclStore contract, run against every backend that keeps ACLs
-(memory, LevelDB): what is stored, when it shows, what is refused, and (for
-LevelDB) that ACLs survive reopening the store."""
+(memory, LevelDB, PostgreSQL): what is stored, when it shows, what is
+refused, and (for the stores that persist) that ACLs survive reopening."""
 
 import pytest
 from zope.interface.verify import verifyObject
@@ -15,7 +15,7 @@ UNICODE = AclBinding(3, "grüppe ✓", 3, "User:bö b", "::1", 6, 3)
 EMPTY = AclBinding(2, "", 3, "", "", 0, 0)  # storage keeps what it is given; the broker checks
 
 
-backend, store = backendFixtures("memory", "leveldb")  # the backends that keep ACLs (not yet PostgreSQL)
+backend, store = backendFixtures("memory", "leveldb", "postgresql")
 
 
 def test_providesTheInterface(store):
@@ -26,7 +26,7 @@ def test_startsEmpty(store):
     assert store.acls() == frozenset()
 
 
-def test_addAndRemove(backend, store):  
+def test_addAndRemove(backend, store):
     assert backend.wait(store.addAcls([READ, WRITE, PREFIX, UNICODE, EMPTY])) is None
     assert store.acls() == {READ, WRITE, PREFIX, UNICODE, EMPTY}
     assert isinstance(store.acls(), frozenset)
@@ -39,7 +39,7 @@ def test_addAndRemove(backend, store):
     assert store.acls() == {READ, PREFIX, UNICODE, EMPTY}
 
 
-def test_aclsChangeOnlyOnceStored(backend, store):  
+def test_aclsChangeOnlyOnceStored(backend, store):
     before = store.acls()
     d = store.addAcls([READ])
     if not d.called:  # a store writing in a thread: not shown before it fires
@@ -53,7 +53,7 @@ def test_aclsChangeOnlyOnceStored(backend, store):
     assert READ not in store.acls()
 
 
-def test_theReturnedSetIsNotTheStore(backend, store):  
+def test_theReturnedSetIsNotTheStore(backend, store):
     backend.wait(store.addAcls([READ]))
     seen = store.acls()
     backend.wait(store.addAcls([WRITE]))
@@ -70,14 +70,14 @@ def test_theReturnedSetIsNotTheStore(backend, store):
     AclBinding(True, "logs", 3, "User:a", "*", 3, 3),
     "not a tuple",
 ])
-def test_badValuesStoreNothing(backend, store, bad):  
+def test_badValuesStoreNothing(backend, store, bad):
     for change in (store.addAcls, store.removeAcls):
         with pytest.raises(ValueError):
             backend.wait(change([READ, bad]))
     assert store.acls() == frozenset()
 
 
-def test_aclsSurviveReopening(backend):  
+def test_aclsSurviveReopening(backend):
     if not backend.persistent:
         pytest.skip("a memory store keeps nothing")
     store = backend.open()
@@ -91,9 +91,9 @@ def test_aclsSurviveReopening(backend):
     assert backend.open().acls() == {READ, UNICODE}
 
 
-def test_leveldbRefusesChangesWhileClosing(backend):  
+def test_changesAreRefusedWhileClosing(backend):
     if not backend.persistent:
-        pytest.skip("LevelDB only")
+        pytest.skip("a memory store has nothing to close")
     store = backend.open()
     closing = store.close()
     with pytest.raises(StorageError):
@@ -102,7 +102,7 @@ def test_leveldbRefusesChangesWhileClosing(backend):
     assert store.acls() == frozenset()
 
 
-def test_theSetIsANewObjectOnlyWhenTheAclsChange(backend, store):  
+def test_theSetIsANewObjectOnlyWhenTheAclsChange(backend, store):
     """Indexes over acls() tell a change by identity (IAclStore.acls)."""
     backend.wait(store.addAcls([READ]))
     first = store.acls()

@@ -1,5 +1,5 @@
 """The ICredentialStore contract (SASL/SCRAM users), run against every backend
-(memory, LevelDB), as tests/unit/test_storage_contract.py does for IStore."""
+(memory, LevelDB, PostgreSQL), as tests/unit/test_storage_contract.py does for IStore."""
 
 import pytest
 from zope.interface.verify import verifyObject
@@ -11,7 +11,7 @@ ALICE = ScramCredential(b"salt-1", b"k" * 32, b"s" * 32, 4096)
 ALICE_512 = ScramCredential(b"salt-2", b"K" * 64, b"S" * 64, 8192)
 
 
-backend, store = backendFixtures("memory", "leveldb")  # the backends that keep credentials (not yet PostgreSQL)
+backend, store = backendFixtures("memory", "leveldb", "postgresql")
 
 
 def test_providesICredentialStore(store):
@@ -84,18 +84,29 @@ def test_badCredentialsAreRefusedAndNothingIsStored(backend, store, user, mechan
     assert reopened(backend, store).scramCredentials() == {}
 
 
-def test_aFailedWriteChangesNothing(tmp_path):
-    """LevelDB: while writes fail (after a disk-full write), a change fails and memory stays as stored."""
-    backend = Backend("leveldb", tmp_path)
+def failWrites(backend, store):
+    """Make the store's next writes fail: LevelDB as a failed (disk-full) write
+    leaves it (tests/unit/test_leveldb_recovery.py), PostgreSQL by a table gone."""
+    if backend.name == "leveldb":
+        store._failure = "disk full"
+    else:
+        backend.schema.execute("DROP TABLE kafkaw_scram_credentials")
+
+
+@pytest.mark.parametrize("name", ["leveldb", "postgresql"])
+def test_aFailedWriteChangesNothing(tmp_path, name):
+    """While writes fail, a change fails and memory stays as stored."""
+    backend = Backend(name, tmp_path)
     try:
         store = backend.open()
         backend.wait(store.setScramCredential("alice", "SCRAM-SHA-256", ALICE))
-        store._failure = "disk full"  # as a failed write leaves it (tests/unit/test_leveldb_recovery.py)
+        failWrites(backend, store)
         with pytest.raises(StorageError):
             backend.wait(store.setScramCredential("alice", "SCRAM-SHA-256", ALICE_512))
         with pytest.raises(StorageError):
             backend.wait(store.deleteScramCredentials("alice"))
         assert store.scramCredentials() == {"alice": {"SCRAM-SHA-256": ALICE}}
-        store._failure = None
+        if name == "leveldb":
+            store._failure = None  # so it closes as usual
     finally:
         backend.closeAll()

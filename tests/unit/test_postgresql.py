@@ -7,8 +7,8 @@ from zope.interface.verify import verifyObject
 
 from kafkaw.broker.membership import IMembership, LocalMembership, groupCoordinator
 from kafkaw.protocol.messages import decodeMessageSet, encodeMessageSet
-from kafkaw.storage.interfaces import NotLeaderError, StorageError
-from kafkaw.storage.postgresql import NOT_LEADING, PostgreSQLStore, resolveDSN
+from kafkaw.storage.interfaces import AclBinding, NotLeaderError, ScramCredential, StorageError
+from kafkaw.storage.postgresql import NOT_LEADING, SCHEMA_VERSION, PostgreSQLStore, resolveDSN
 from tests.postgresql import Schema
 from tests.unit.helpers import ThreadResults
 
@@ -109,10 +109,87 @@ def test_topicsMadeOrDeletedByAnotherStoreAreTaken(two):
 
 def test_schemaIsVersionedAndANewerOneIsRefused(two):
     schema, _, _ = two
-    assert schema.execute("SELECT version FROM kafkaw_schema_version") == [(1,)]
+    assert schema.execute("SELECT version FROM kafkaw_schema_version") == [(SCHEMA_VERSION,)]
     schema.execute("INSERT INTO kafkaw_schema_version VALUES (99)")
     with pytest.raises(StorageError, match="version 99"):
         PostgreSQLStore(schema.dsn, False, reactor=ThreadResults())
+
+
+def test_aVersion1DatabaseGetsTheSecurityTablesAndKeepsItsData(two):
+    """Version 2 only adds the ACL and credential tables (and their change count)."""
+    schema, threads, (first, second) = two
+    threads.wait(first.createTopic("kept", 1))
+    threads.wait(first.close())
+    threads.wait(second.close())
+    schema.execute("DROP TABLE kafkaw_acls, kafkaw_scram_credentials")
+    schema.execute("DELETE FROM kafkaw_settings WHERE name = 'security.version'")
+    schema.execute("DELETE FROM kafkaw_schema_version")
+    schema.execute("INSERT INTO kafkaw_schema_version VALUES (1)")  # as version 1 left it
+    store = PostgreSQLStore(schema.dsn, False, reactor=threads)
+    try:
+        assert store.topics() == {"kept": 1} and store.acls() == frozenset() and store.scramCredentials() == {}
+        assert max(row[0] for row in schema.execute("SELECT version FROM kafkaw_schema_version")) == SCHEMA_VERSION
+        threads.wait(store.addAcls([READ]))
+        threads.wait(store.setScramCredential("alice", "SCRAM-SHA-256", ALICE))
+    finally:
+        threads.wait(store.close())
+    again = PostgreSQLStore(schema.dsn, False, reactor=threads)
+    try:
+        assert again.acls() == {READ} and again.scramCredentials() == {"alice": {"SCRAM-SHA-256": ALICE}}
+    finally:
+        threads.wait(again.close())
+
+
+READ = AclBinding(2, "logs\x00", 3, "User:alice", "*", 3, 3)  # Kafka strings may hold NUL
+ALICE = ScramCredential(b"salt", b"k" * 32, b"s" * 32, 4096)
+
+
+def test_aclsAndUsersChangedByAnotherStoreAreReadWhenTheVersionMoved(two):
+    schema, threads, (first, second) = two
+    threads.wait(first.addAcls([READ]))
+    threads.wait(first.setScramCredential("alice", "SCRAM-SHA-256", ALICE))
+    assert second.acls() == frozenset() and second.scramCredentials() == {}
+    (version,) = schema.execute("SELECT value::bigint FROM kafkaw_settings WHERE name = 'security.version'")[0]
+    assert version == 2  # one per change
+    assert threads.wait(first.refreshSecurity(version)) is False  # its own changes: nothing to read
+    seen = second.acls()
+    assert threads.wait(second.refreshSecurity(version)) is True
+    assert second.acls() == {READ} and second.acls() is not seen
+    assert second.scramCredential("alice", "SCRAM-SHA-256") == ALICE
+    held = second.acls()
+    threads.wait(first.removeAcls([READ]))
+    threads.wait(first.deleteScramCredentials("alice"))
+    threads.wait(second.refreshSecurity(version + 2))
+    assert second.acls() == frozenset() and second.scramCredentials() == {}
+    assert held == {READ}  # the set handed out earlier is not changed in place
+
+
+def test_aChangeThroughOneBrokerReachesTheOtherAtOnce(two):
+    """A lease round runs on the change's notification (not the next tick):
+    the other broker's store shows the ACL and the user within seconds."""
+    import time
+
+    from twisted.internet import task
+
+    from kafkaw.broker.leases import PostgreSQLMembership
+    from kafkaw.broker.services import ClusterService
+
+    schema, threads, (first, second) = two
+    clock = task.Clock()  # never advanced: only notifications run rounds after the first
+    clock.callFromThread = threads.callFromThread
+    membership = PostgreSQLMembership(second, ClusterService(second, clock), 2, "h", 9092, 10000, clock)
+    membership.startService()
+    try:
+        threads.settle(0.5)  # the first round, and the listener's
+        threads.wait(first.addAcls([READ]))
+        threads.wait(first.setScramCredential("alice", "SCRAM-SHA-256", ALICE))
+        deadline = time.monotonic() + 5
+        while (second.acls() != {READ} or second.scramCredential("alice", "SCRAM-SHA-256") != ALICE) and time.monotonic() < deadline:
+            threads.settle(0.05)
+        assert second.acls() == {READ}
+        assert second.scramCredential("alice", "SCRAM-SHA-256") == ALICE
+    finally:
+        threads.wait(membership.stopService())
 
 
 def test_unreachableDatabaseIsAStorageError():
