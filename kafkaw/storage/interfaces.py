@@ -528,6 +528,20 @@ class IAclStore(Interface):
         """
 
 
+class AclsHeld:
+    """L{IAclStore}'s entry points over C{self._acls} (the frozenset stored)
+    and C{self._changeAcls(bindings, adding)}, as every store keeps them."""
+
+    def acls(self):
+        return self._acls
+
+    def addAcls(self, bindings):
+        return self._changeAcls(bindings, adding=True)
+
+    def removeAcls(self, bindings):
+        return self._changeAcls(bindings, adding=False)
+
+
 # --- end of ACLs ---------------------------------------------------------------
 
 

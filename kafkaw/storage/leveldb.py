@@ -98,6 +98,7 @@ from kafkaw.protocol.records import storedEntriesIntact
 from kafkaw.storage import segments
 from kafkaw.storage.interfaces import (
     AclBinding,
+    AclsHeld,
     CredentialsHeld,
     IAclStore,
     ICredentialStore,
@@ -777,7 +778,7 @@ class LevelDBCredentials(CredentialsHeld):
 
 
 @implementer(IStore, IAclStore, ICredentialStore)
-class LevelDBStore(LevelDBCredentials):
+class LevelDBStore(LevelDBCredentials, AclsHeld):
     """A LevelDB database holding every topic of one broker."""
 
     _log = Logger()
@@ -1638,15 +1639,6 @@ class LevelDBStore(LevelDBCredentials):
         return self._topics[topic].logs[partition]
 
     # --- ACLs (IAclStore) ---
-
-    def acls(self):
-        return self._acls
-
-    def addAcls(self, bindings):
-        return self._changeAcls(bindings, adding=True)
-
-    def removeAcls(self, bindings):
-        return self._changeAcls(bindings, adding=False)
 
     def _changeAcls(self, bindings, adding):
         try:

@@ -7,6 +7,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from kafkaw.storage.interfaces import (
+    AclsHeld,
     CredentialsHeld,
     IAclStore,
     ICredentialStore,
@@ -144,7 +145,7 @@ class MemoryCredentials(CredentialsHeld):
 
 
 @implementer(IStore, IAclStore, ICredentialStore)
-class MemoryStore(MemoryCredentials):
+class MemoryStore(MemoryCredentials, AclsHeld):
     def __init__(self):
         self._scramCredentials = {}  # user -> {mechanism: ScramCredential}
         self._topics = {}
@@ -221,16 +222,8 @@ class MemoryStore(MemoryCredentials):
 
     # --- ACLs (IAclStore) ---
 
-    def acls(self):
-        return self._acls
-
-    def addAcls(self, bindings):
-        return self._changeAcls(bindings, frozenset.union)
-
-    def removeAcls(self, bindings):
-        return self._changeAcls(bindings, frozenset.difference)
-
-    def _changeAcls(self, bindings, change):
+    def _changeAcls(self, bindings, adding):
+        change = frozenset.union if adding else frozenset.difference
         try:
             changed = change(self._acls, checkAclBindings(bindings))
         except ValueError as e:

@@ -64,6 +64,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from kafkaw.storage.interfaces import (
+    AclsHeld,
     AclBinding,
     CredentialsHeld,
     IAclStore,
@@ -509,7 +510,7 @@ NOT_LEADING = object()
 
 
 @implementer(IStore, IAclStore, ICredentialStore)
-class PostgreSQLStore(CredentialsHeld):
+class PostgreSQLStore(CredentialsHeld, AclsHeld):
     """Every topic of a cluster, as one broker sees it, in one PostgreSQL database."""
 
     _log = Logger()
@@ -973,15 +974,6 @@ class PostgreSQLStore(CredentialsHeld):
         return self.write(write).addCallback(lambda _: forgetGroupOffsets(self._offsets, group, partitions))
 
     # -- ACLs (IAclStore) and SASL users (ICredentialStore) -------------------
-
-    def acls(self):
-        return self._acls
-
-    def addAcls(self, bindings):
-        return self._changeAcls(bindings, adding=True)
-
-    def removeAcls(self, bindings):
-        return self._changeAcls(bindings, adding=False)
 
     def _changeAcls(self, bindings, adding):
         try:
