@@ -37,39 +37,57 @@ class Framer:
 
     def __init__(self, maxFrameSize):
         self.maxFrameSize = maxFrameSize
-        self._buffer = bytearray()
+        self._head = b""  # the start of the next frame, its size prefix not yet whole (or nothing)
+        self._body = None  # the pieces read of a frame whose size is known, until it is whole
+        self._missing = 0  # bytes that frame still lacks
+        self._held = 0  # bytes of it read so far, its size prefix included
         self._badSize = None
 
     @property
     def buffered(self):
         """Bytes held that are not yet part of a returned frame."""
-        return len(self._buffer)
+        return len(self._head) + self._held
 
     def feed(self, data):
-        """Add C{data}; return the list of frames it completed."""
+        """Add C{data}; return the list of frames it completed.
+
+        Each frame is copied once: sliced out of C{data} when it is whole in
+        it, else joined once from the pieces of the reads it spans.
+        """
         if self._badSize is not None:
             raise FrameTooLarge(self._badSize, self.maxFrameSize)
-        buffer = self._buffer
-        buffer += data
+        if type(data) is not bytes:
+            data = bytes(data)
         frames = []
-        position = 0
-        available = len(buffer)
-        with memoryview(buffer) as view:
-            while available - position >= 4:
-                (size,) = _SIZE.unpack_from(view, position)
-                if size < 0 or size > self.maxFrameSize:
-                    self._badSize = size
-                    break
-                end = position + 4 + size
-                if end > available:
-                    break
-                frames.append(view[position + 4 : end].tobytes())
-                position = end
-        if self._badSize is not None:
-            del buffer[:]
-            raise FrameTooLarge(self._badSize, self.maxFrameSize, frames)
-        # bytearray drops a prefix in O(1) amortised time.
-        del buffer[:position]
+        if self._body is not None:
+            missing = self._missing
+            if len(data) < missing:
+                self._body.append(data)
+                self._missing -= len(data)
+                self._held += len(data)
+                return frames
+            self._body.append(data[:missing] if len(data) > missing else data)
+            frames.append(b"".join(self._body))
+            self._body, self._held = None, 0
+            data = data[missing:]
+        elif self._head:
+            data = self._head + data
+            self._head = b""
+        position, available = 0, len(data)
+        while available - position >= 4:
+            (size,) = _SIZE.unpack_from(data, position)
+            if size < 0 or size > self.maxFrameSize:
+                self._badSize = size
+                raise FrameTooLarge(size, self.maxFrameSize, frames)
+            end = position + 4 + size
+            if end > available:
+                self._body = [data[position + 4 :]]
+                self._missing = end - available
+                self._held = available - position
+                return frames
+            frames.append(data[position + 4 : end])
+            position = end
+        self._head = data[position:]
         return frames
 
 

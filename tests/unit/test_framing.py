@@ -216,3 +216,12 @@ def test_tcpAnswersAProduceStillBeingStoredBeforeClosing():
     (response,) = responseFrames(transport.value())
     assert correlationId(response) == 2 and parseProduceResponse(response)[1] == {"t": {0: (0, 0)}}
     assert transport.disconnecting
+
+
+def test_framesAreBytesWhateverTheBufferType():
+    """Transports may hand memoryviews or bytearrays; frames are bytes, for the codec."""
+    framer = Framer(100)
+    chunk = prefixed(b"abc") + prefixed(b"defg")[:5]
+    assert framer.feed(memoryview(chunk)) == [b"abc"]
+    frames = framer.feed(bytearray(b"efg"))
+    assert frames == [b"defg"] and all(type(f) is bytes for f in frames)
