@@ -9,6 +9,8 @@ module and C{twistd kafkaw --storage NAME} picks it up.
 
 import base64
 import uuid
+
+from twisted.internet import defer
 from typing import NamedTuple
 
 from zope.interface import Attribute, Interface
@@ -623,14 +625,43 @@ class ICredentialStore(Interface):
 
 
 class CredentialsHeld:
-    """The reading half of L{ICredentialStore} over C{self._scramCredentials}
-    (user: {mechanism: L{ScramCredential}}), as both stores hold them."""
+    """L{ICredentialStore} over C{self._scramCredentials} (user: {mechanism:
+    L{ScramCredential}}), as every store holds them: a store provides
+    C{_storeCredential(user, mechanism, credential)} and
+    C{_deleteCredentials(user, mechanisms)}, each a Deferred firing once
+    stored; memory changes only then."""
 
     def scramCredential(self, user, mechanism):
         return self._scramCredentials.get(user, {}).get(mechanism)
 
     def scramCredentials(self):
         return {user: dict(credentials) for user, credentials in self._scramCredentials.items()}
+
+    def setScramCredential(self, user, mechanism, credential):
+        try:
+            credential = checkScramCredential(user, mechanism, credential)
+        except (TypeError, ValueError) as e:
+            return defer.fail(ValueError(str(e)))
+
+        def stored(_):
+            self._scramCredentials.setdefault(user, {})[mechanism] = credential
+
+        return self._storeCredential(user, mechanism, credential).addCallback(stored)
+
+    def deleteScramCredentials(self, user, mechanisms=None):
+        deleted = sorted(m for m in self._scramCredentials.get(user, {}) if mechanisms is None or m in mechanisms)
+        if not deleted:
+            return defer.succeed([])
+
+        def stored(_):
+            credentials = self._scramCredentials.get(user, {})
+            for mechanism in deleted:
+                credentials.pop(mechanism, None)
+            if not credentials:
+                self._scramCredentials.pop(user, None)
+            return deleted
+
+        return self._deleteCredentials(user, deleted).addCallback(stored)
 
 
 # --- end of credentials ----------------------------------------------------

@@ -108,7 +108,6 @@ from kafkaw.storage.interfaces import (
     ScramCredential,
     StorageError,
     checkAclBindings,
-    checkScramCredential,
     checkOffsetCommit,
     checkPartitions,
     countPending,
@@ -739,23 +738,12 @@ class LevelDBCredentials(CredentialsHeld):
     """L{ICredentialStore} on LevelDB C{U} keys (mixed into L{LevelDBStore});
     read once at open, kept in memory, changed through the writer thread."""
 
-    def setScramCredential(self, user, mechanism, credential):
-        try:
-            credential = checkScramCredential(user, mechanism, credential)
-        except (TypeError, ValueError) as e:
-            return defer.fail(ValueError(str(e)))
+    def _storeCredential(self, user, mechanism, credential):
         key, value, sync = _credentialKey(user, mechanism), _encodeCredential(credential), self.sync
+        return self.write(lambda: self.db.put(key, value, sync=sync))
 
-        def stored(_):
-            self._scramCredentials.setdefault(user, {})[mechanism] = credential
-
-        return self.write(lambda: self.db.put(key, value, sync=sync)).addCallback(stored)
-
-    def deleteScramCredentials(self, user, mechanisms=None):
-        deleted = sorted(m for m in self._scramCredentials.get(user, {}) if mechanisms is None or m in mechanisms)
-        if not deleted:
-            return defer.succeed([])
-        keys, sync = [_credentialKey(user, mechanism) for mechanism in deleted], self.sync
+    def _deleteCredentials(self, user, mechanisms):
+        keys, sync = [_credentialKey(user, mechanism) for mechanism in mechanisms], self.sync
 
         def write():
             batch = self.db.write_batch(sync=sync)
@@ -763,15 +751,7 @@ class LevelDBCredentials(CredentialsHeld):
                 batch.delete(key)
             batch.write()
 
-        def stored(_):
-            credentials = self._scramCredentials.get(user, {})
-            for mechanism in deleted:
-                credentials.pop(mechanism, None)
-            if not credentials:
-                self._scramCredentials.pop(user, None)
-            return deleted
-
-        return self.write(write).addCallback(stored)
+        return self.write(write)
 
 
 # --- end of credentials ----------------------------------------------------

@@ -16,7 +16,6 @@ from kafkaw.storage.interfaces import (
     IStore,
     StorageError,
     checkAclBindings,
-    checkScramCredential,
     checkOffsetCommit,
     checkPartitions,
     forgetGroupOffsets,
@@ -123,22 +122,11 @@ class MemoryPartitionLog:
 class MemoryCredentials(CredentialsHeld):
     """L{ICredentialStore} in memory (mixed into L{MemoryStore})."""
 
-    def setScramCredential(self, user, mechanism, credential):
-        try:
-            credential = checkScramCredential(user, mechanism, credential)
-        except (TypeError, ValueError) as e:
-            return fail(ValueError(str(e)))
-        self._scramCredentials.setdefault(user, {})[mechanism] = credential
+    def _storeCredential(self, user, mechanism, credential):
         return succeed(None)
 
-    def deleteScramCredentials(self, user, mechanisms=None):
-        credentials = self._scramCredentials.get(user, {})
-        deleted = sorted(m for m in credentials if mechanisms is None or m in mechanisms)
-        for mechanism in deleted:
-            del credentials[mechanism]
-        if not credentials:
-            self._scramCredentials.pop(user, None)
-        return succeed(deleted)
+    def _deleteCredentials(self, user, mechanisms):
+        return succeed(None)
 
 
 # --- end of credentials ----------------------------------------------------

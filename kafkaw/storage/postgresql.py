@@ -78,7 +78,6 @@ from kafkaw.storage.interfaces import (
     checkAclBindings,
     checkOffsetCommit,
     checkPartitions,
-    checkScramCredential,
     countPending,
     forgetGroupOffsets,
     forgetTopicOffsets,
@@ -1002,53 +1001,27 @@ class PostgreSQLStore(CredentialsHeld, AclsHeld):
             if changed != self._acls:
                 self._acls = changed  # a new object only for a change (IAclStore.acls)
 
-        return self._writeSecurity(lambda cursor: cursor.executemany(statement, rows), stored)
+        return self._writeSecurity(lambda cursor: cursor.executemany(statement, rows)).addCallback(stored)
 
-    def setScramCredential(self, user, mechanism, credential):
-        try:
-            credential = checkScramCredential(user, mechanism, credential)
-        except (TypeError, ValueError) as e:
-            return defer.fail(ValueError(str(e)))
+    def _storeCredential(self, user, mechanism, credential):
         row = (_utf8(user), mechanism, credential.salt, credential.storedKey, credential.serverKey, credential.iterations)
+        return self._writeSecurity(lambda cursor: cursor.execute(
+            "INSERT INTO kafkaw_scram_credentials (user_name, mechanism, salt, stored_key, server_key, iterations)"
+            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (user_name, mechanism) DO UPDATE SET"
+            " salt = excluded.salt, stored_key = excluded.stored_key, server_key = excluded.server_key,"
+            " iterations = excluded.iterations",
+            row,
+        ))
 
-        def write(cursor):
-            cursor.execute(
-                "INSERT INTO kafkaw_scram_credentials (user_name, mechanism, salt, stored_key, server_key, iterations)"
-                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (user_name, mechanism) DO UPDATE SET"
-                " salt = excluded.salt, stored_key = excluded.stored_key, server_key = excluded.server_key,"
-                " iterations = excluded.iterations",
-                row,
-            )
+    def _deleteCredentials(self, user, mechanisms):
+        return self._writeSecurity(lambda cursor: cursor.execute(
+            "DELETE FROM kafkaw_scram_credentials WHERE user_name = %s AND mechanism = ANY(%s)", (_utf8(user), mechanisms)
+        ))
 
-        def stored(_):
-            self._scramCredentials.setdefault(user, {})[mechanism] = credential
-
-        return self._writeSecurity(write, stored)
-
-    def deleteScramCredentials(self, user, mechanisms=None):
-        deleted = sorted(m for m in self._scramCredentials.get(user, {}) if mechanisms is None or m in mechanisms)
-        if not deleted:
-            return defer.succeed([])
-
-        def write(cursor):
-            cursor.execute(
-                "DELETE FROM kafkaw_scram_credentials WHERE user_name = %s AND mechanism = ANY(%s)", (_utf8(user), deleted)
-            )
-
-        def stored(_):
-            credentials = self._scramCredentials.get(user, {})
-            for mechanism in deleted:
-                credentials.pop(mechanism, None)
-            if not credentials:
-                self._scramCredentials.pop(user, None)
-            return deleted
-
-        return self._writeSecurity(write, stored)
-
-    def _writeSecurity(self, write, stored):
+    def _writeSecurity(self, write):
         """Run C{write(cursor)} with the bump of C{security.version} and a
-        notification to the other brokers, in one transaction of its own; then
-        C{stored(None)} on the reactor."""
+        notification to the other brokers, in one transaction of its own: a
+        Deferred firing with C{None} once committed."""
 
         def transaction(connection):
             write(connection.cursor())
@@ -1059,7 +1032,6 @@ class PostgreSQLStore(CredentialsHeld, AclsHeld):
         def written(version):
             if version == self._securityVersion + 1:
                 self._securityVersion = version  # else another broker changed them too: the next refresh reads all
-            return stored(None)
 
         return self.write(transaction).addCallback(written)
 
