@@ -165,6 +165,24 @@ def forgetGroupOffsets(committed, group, partitions):
         del committed[group]
 
 
+class TopicsHeld:
+    """L{IStore}'s in-memory answers over C{self._clusterId} and
+    C{self._topics} (name: a topic with C{logs} and C{configs}), as the
+    LevelDB and PostgreSQL stores hold them."""
+
+    def clusterId(self):
+        return self._clusterId
+
+    def topics(self):
+        return {name: len(topic.logs) for name, topic in self._topics.items()}
+
+    def topicConfigs(self, name):
+        return dict(self._topics[name].configs)
+
+    def partitionLog(self, topic, partition):
+        return self._topics[topic].logs[partition]
+
+
 class IStorageFactory(Interface):
     """A storage backend, registered as a plugin."""
 

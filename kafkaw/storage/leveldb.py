@@ -107,6 +107,7 @@ from kafkaw.storage.interfaces import (
     IStore,
     ScramCredential,
     StorageError,
+    TopicsHeld,
     checkAclBindings,
     checkOffsetCommit,
     checkPartitions,
@@ -758,7 +759,7 @@ class LevelDBCredentials(CredentialsHeld):
 
 
 @implementer(IStore, IAclStore, ICredentialStore)
-class LevelDBStore(LevelDBCredentials, AclsHeld):
+class LevelDBStore(LevelDBCredentials, AclsHeld, TopicsHeld):
     """A LevelDB database holding every topic of one broker."""
 
     _log = Logger()
@@ -1286,15 +1287,6 @@ class LevelDBStore(LevelDBCredentials, AclsHeld):
             return defer.fail(StorageError(f"LevelDB is not open: {self._failure}"))
         return self._run(self._readers, function)
 
-    def clusterId(self):
-        return self._clusterId
-
-    def topics(self):
-        return {name: len(topic.logs) for name, topic in self._topics.items()}
-
-    def topicConfigs(self, name):
-        return dict(self._topics[name].configs)
-
     def createTopic(self, name, partitions, configs=None):
         if name in self._topics:
             return defer.fail(StorageError(f"topic {name!r} exists"))
@@ -1614,9 +1606,6 @@ class LevelDBStore(LevelDBCredentials, AclsHeld):
                 del self._offsetKeys[group]
 
         return self.write(write).addCallback(lambda _: forgetGroupOffsets(self._offsets, group, partitions))
-
-    def partitionLog(self, topic, partition):
-        return self._topics[topic].logs[partition]
 
     # --- ACLs (IAclStore) ---
 

@@ -75,6 +75,7 @@ from kafkaw.storage.interfaces import (
     NotLeaderError,
     ScramCredential,
     StorageError,
+    TopicsHeld,
     checkAclBindings,
     checkOffsetCommit,
     checkPartitions,
@@ -509,7 +510,7 @@ NOT_LEADING = object()
 
 
 @implementer(IStore, IAclStore, ICredentialStore)
-class PostgreSQLStore(CredentialsHeld, AclsHeld):
+class PostgreSQLStore(CredentialsHeld, AclsHeld, TopicsHeld):
     """Every topic of a cluster, as one broker sees it, in one PostgreSQL database."""
 
     _log = Logger()
@@ -729,18 +730,6 @@ class PostgreSQLStore(CredentialsHeld, AclsHeld):
         return self._closing is not None
 
     # -- IStore -------------------------------------------------------------
-
-    def clusterId(self):
-        return self._clusterId
-
-    def topics(self):
-        return {name: len(topic.logs) for name, topic in self._topics.items()}
-
-    def topicConfigs(self, name):
-        return dict(self._topics[name].configs)
-
-    def partitionLog(self, topic, partition):
-        return self._topics[topic].logs[partition]
 
     def createTopic(self, name, partitions, configs=None):
         if name in self._topics or name in self._creating:
