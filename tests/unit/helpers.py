@@ -3,6 +3,7 @@ reactor, hold calls so they overlap, drive a gateway without a transport; and
 the Kafka 0.8 frame builders and parsers of L{tests.frames}."""
 
 import queue
+import struct
 import time
 
 from twisted.internet import defer
@@ -10,6 +11,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from kafkaw.broker.gateway import IKafkaConnection
+from kafkaw.protocol import schema
+from kafkaw.protocol.framing import frame
 from tests.frames import (  # noqa: F401 (for the unit tests)
     correlationId,
     fetchRequest,
@@ -130,3 +133,32 @@ class FakeConnection:
 
     def abort(self):
         self.closed = True
+
+
+class SchemaClient:
+    """A test client speaking any API version through the schema codec; its
+    answers decoded by correlation id. Subclasses say how a request frame is
+    written (C{write}) and where the response frames come from (C{rawResponses})."""
+
+    def __init__(self):
+        self.correlationId = 0
+        self.sent = {}  # correlation id -> (api key, version)
+
+    def send(self, apiKey, version, value):
+        self.correlationId += 1
+        self.sent[self.correlationId] = (apiKey, version)
+        self.write(frame(schema.encodeRequest(apiKey, version, self.correlationId, "test", value)))
+        return self.correlationId
+
+    def responses(self):
+        decoded = []
+        for response in self.rawResponses():
+            (number,) = struct.unpack_from(">i", response)
+            apiKey, version = self.sent.pop(number)
+            decoded.append(schema.decodeResponse(apiKey, version, response)[1])
+        return decoded
+
+    def call(self, apiKey, version, value):
+        self.send(apiKey, version, value)
+        (response,) = self.responses()
+        return response

@@ -1,14 +1,11 @@
 """The gateway at Kafka 2.3.0's versions: StringTransport, task.Clock and a
 memory store; requests encoded with the schema, responses decoded with it."""
 
-import struct
-
 import pytest
 
-from kafkaw.protocol import schema
-from kafkaw.protocol.framing import frame
 from kafkaw.protocol.messages import encodeMessageSet
 from kafkaw.protocol.records import CODEC_GZIP, CODEC_ZSTD, decodeRecords, encodeBatch, readBatchHeader
+from tests.unit.helpers import SchemaClient
 from tests.unit.test_gateway import Harness
 
 PRODUCE, FETCH, LIST_OFFSETS, METADATA, API_VERSIONS = 0, 1, 2, 3, 18
@@ -24,32 +21,18 @@ KAFKA_230 = {
 }
 
 
-class Client:
-    """One connection speaking any version through the schema."""
+class Client(SchemaClient):
+    """One connection of the gateway harness speaking any version through the schema."""
 
     def __init__(self, harness):
+        super().__init__()
         self.connection = harness.connect()
-        self.correlationId = 0
-        self.sent = {}  # correlation id -> (api key, version)
 
-    def send(self, apiKey, version, value):
-        self.correlationId += 1
-        self.sent[self.correlationId] = (apiKey, version)
-        self.connection.send(frame(schema.encodeRequest(apiKey, version, self.correlationId, "test", value)))
-        return self.correlationId
+    def write(self, data):
+        self.connection.send(data)
 
-    def responses(self):
-        decoded = []
-        for response in self.connection.responses():
-            (correlationId,) = struct.unpack_from(">i", response)
-            apiKey, version = self.sent.pop(correlationId)
-            decoded.append(schema.decodeResponse(apiKey, version, response)[1])
-        return decoded
-
-    def call(self, apiKey, version, value):
-        self.send(apiKey, version, value)
-        (response,) = self.responses()
-        return response
+    def rawResponses(self):
+        return self.connection.responses()
 
 
 @pytest.fixture

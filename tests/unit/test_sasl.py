@@ -22,7 +22,7 @@ from kafkaw.protocol import schema
 from kafkaw.protocol.framing import frame
 from kafkaw.storage.memory import MemoryStore
 from kafkaw.transport.tcp import KafkaProtocol
-from tests.unit.helpers import responseFrames
+from tests.unit.helpers import SchemaClient, responseFrames
 
 SASL_HANDSHAKE, SASL_AUTHENTICATE, API_VERSIONS, METADATA = 17, 36, 18, 3
 MAX_REQUEST = 1 << 20
@@ -51,14 +51,13 @@ class Harness:
         ) or 0
 
 
-class Client:
+class Client(SchemaClient):
     def __init__(self, broker, host, authenticate, clock):
+        super().__init__()
         self.clock = clock
         self.transport = StringTransport(peerAddress=IPv4Address("TCP", host, 40000))
         self.protocol = KafkaProtocol(broker, MAX_REQUEST, authenticate)
         self.protocol.makeConnection(self.transport)
-        self.correlationId = 0
-        self.sent = {}
 
     @property
     def gateway(self):
@@ -70,10 +69,8 @@ class Client:
         self.clock.advance(sasl.CLOSE_DELAY_AFTER_FAILURE)
         return self.transport.disconnecting
 
-    def send(self, apiKey, version, value):
-        self.correlationId += 1
-        self.sent[self.correlationId] = (apiKey, version)
-        self.protocol.dataReceived(frame(schema.encodeRequest(apiKey, version, self.correlationId, "test", value)))
+    def write(self, data):
+        self.protocol.dataReceived(data)
 
     def sendRaw(self, payload):
         self.protocol.dataReceived(frame(payload))
@@ -82,19 +79,6 @@ class Client:
         frames = responseFrames(self.transport.value())
         self.transport.clear()
         return frames
-
-    def responses(self):
-        decoded = []
-        for response in self.rawResponses():
-            (correlationId,) = struct.unpack_from(">i", response)
-            apiKey, version = self.sent.pop(correlationId)
-            decoded.append(schema.decodeResponse(apiKey, version, response)[1])
-        return decoded
-
-    def call(self, apiKey, version, value):
-        self.send(apiKey, version, value)
-        (response,) = self.responses()
-        return response
 
     def handshake(self, mechanism, version=1):
         return self.call(SASL_HANDSHAKE, version, {"mechanism": mechanism})
