@@ -17,7 +17,7 @@ from twisted.python.failure import Failure
 from kafkaw.broker.authorizer import CLUSTER_NAME, Operation, ResourceType
 from kafkaw.broker.producers import ProducerError
 from kafkaw.broker.services import OffsetOutOfRange, PartitionGone
-from kafkaw.protocol import schema
+from kafkaw.protocol import hotpath, schema
 from kafkaw.protocol.api import ApiKey
 from kafkaw.protocol.errors import ErrorCode, InvalidMessage, MessageSetError
 from kafkaw.protocol.records import CODEC_ZSTD, downConvert, entrySize, hasProducerId, producedBatches
@@ -165,39 +165,55 @@ def produce(header, request, gateway):
         else:
             denied = gateway.denied(Operation.WRITE, ResourceType.TOPIC, [t.name for t in request.topics])
 
-    def append(topic, item, result):
-        result.update(partitionIndex=item.partitionIndex, errorCode=0, baseOffset=-1, logAppendTimeMs=-1, logStartOffset=-1)
-        service = cluster.partition(topic, item.partitionIndex)
-        records = item.records or b""
-        code = refused
-        if code is None and topic in denied:
-            code = ErrorCode.TOPIC_AUTHORIZATION_FAILED
-        if code is None:
-            code = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if service is None else _notLeader(gateway, topic, item.partitionIndex)
-        if code is None:
-            code = _checkProduced(records, version)
-        if code is not None:
-            result["errorCode"] = code
-            return None
+    metrics = gateway.broker.metrics
+    answers, waits = [], []
+    for topic in request.topics:
+        name = topic.name
+        results = []
+        answers.append((name, results))
+        for item in topic.partitions:
+            # [partition index, error code, base offset, log append time, log start offset]
+            result = [item.partitionIndex, 0, -1, -1, -1]
+            results.append(result)
+            service = cluster.partition(name, item.partitionIndex)
+            records = item.records or b""
+            code = refused
+            if code is None and name in denied:
+                code = ErrorCode.TOPIC_AUTHORIZATION_FAILED
+            if code is None:
+                code = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if service is None else _notLeader(gateway, name, item.partitionIndex)
+            if code is None:
+                code = _checkProduced(records, version)
+            if code is None:
+                waits.append(service.append(records).addCallbacks(
+                    _produceStored, _produceFailed, (result, service), None, (result, gateway, name, item.partitionIndex)
+                ))
+            else:
+                result[1] = code
+                metrics.partitionError(ApiKey.PRODUCE, code)
+    # Module-level callbacks and lists rather than closures and dicts: every
+    # small producer's request comes this way.
+    if not waits:
+        return _produceAnswer(None, answers, version, header.correlationId, request.acks)
+    done = waits[0] if len(waits) == 1 else _all(waits)
+    return done.addCallback(_produceAnswer, answers, version, header.correlationId, request.acks)
 
-        def stored(appended):
-            result.update(baseOffset=appended.baseOffset, logAppendTimeMs=appended.logAppendTime, logStartOffset=service.logStartOffset)
 
-        def failed(reason):
-            result["errorCode"] = errorCode(reason, gateway, topic, item.partitionIndex)
+def _produceStored(appended, result, service):
+    result[2] = appended.baseOffset
+    result[3] = appended.logAppendTime
+    result[4] = service.logStartOffset
 
-        return service.append(records).addCallbacks(stored, failed)
 
-    answers, done = _gather([(t.name, t.partitions) for t in request.topics], append, gateway)
+def _produceFailed(reason, result, gateway, topic, partition):
+    result[1] = code = errorCode(reason, gateway, topic, partition)
+    gateway.broker.metrics.partitionError(ApiKey.PRODUCE, code)
 
-    def answer(_):
-        countErrors(gateway.broker.metrics, ApiKey.PRODUCE, answers)
-        if request.acks != 0:
-            return schema.encodeResponse(
-                ApiKey.PRODUCE, version, header.correlationId, {"responses": _byTopic(answers, "partitions")}
-            )
 
-    return done.addCallback(answer)
+def _produceAnswer(_, answers, version, correlationId, acks):
+    if acks != 0:
+        return hotpath.encodeProduceResponse(version, correlationId, answers)
+    return None
 
 
 def listOffsets(header, request, gateway):

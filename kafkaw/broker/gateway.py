@@ -331,9 +331,11 @@ class Gateway:
             self._produced += 1
             number = self._produced
             self._producing.add(number)
-            d = _call(handle, header, request, self)
-            d.addBoth(self._produceDone, number)
-        elif self._producing:
+            _call(handle, header, request, self).addCallbacks(
+                self._produceAnswered, self._produceFailed, (slot, owed, number), None, (header.apiKey, number)
+            )
+            return
+        if self._producing:
             # As in 0.8.0, which serves one request of a connection at a time,
             # a read sees every Produce sent before it on the same connection.
             d = defer.Deferred()
@@ -343,7 +345,15 @@ class Gateway:
             d = _call(handle, header, request, self)
         d.addCallbacks(self._answered, self._failed, (slot, owed), None, (header.apiKey,))
 
-    def _produceDone(self, result, number):
+    def _produceAnswered(self, chunks, slot, owed, number):
+        self._produceDone(number)
+        self._answered(chunks, slot, owed)
+
+    def _produceFailed(self, reason, apiKey, number):
+        self._produceDone(number)
+        self._failed(reason, apiKey)
+
+    def _produceDone(self, number):
         """Produce C{number} is stored or failed: start the reads that waited only for it."""
         self._producing.discard(number)
         if self._readsWaiting:
@@ -356,7 +366,7 @@ class Gateway:
                 self._readsWaiting = [(waited, d) for waited, d in self._readsWaiting if waited]
                 for d in ready:
                     d.callback(None)
-        return result
+
     def _handleRawToken(self, token, receivedAt):
         """A bare SASL token (after a SaslHandshake v0), answered in order
         like a request; when authentication fails, the connection closes unanswered."""
