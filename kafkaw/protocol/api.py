@@ -21,7 +21,7 @@ class ApiKey(enum.IntEnum):
     CREATE_TOPICS = 19
 
 
-_FIXED_HEADER = struct.Struct(">hhi")  # api key, api version, correlation id
+_HEADER_AND_CLIENT_LENGTH = struct.Struct(">hhih")  # api key, api version, correlation id, client id length
 
 
 class RequestHeader(NamedTuple):
@@ -52,9 +52,16 @@ def decodeHeader(frame):
     Raises L{kafkaw.protocol.errors.CodecError} when the header is cut short
     or its client id is malformed.
     """
-    if len(frame) < _FIXED_HEADER.size:
-        reader = Reader(frame)  # cut short: its reads raise the CodecError that says where
-        return RequestHeader(reader.int16(), reader.int16(), reader.int32(), reader.string()), reader
-    apiKey, apiVersion, correlationId = _FIXED_HEADER.unpack_from(frame)  # one unpack: every request pays for it
-    reader = Reader(frame, _FIXED_HEADER.size)
-    return RequestHeader(apiKey, apiVersion, correlationId, reader.string()), reader
+    if len(frame) >= _HEADER_AND_CLIENT_LENGTH.size:
+        # One unpack and a slice: every request pays for this.
+        apiKey, apiVersion, correlationId, clientLength = _HEADER_AND_CLIENT_LENGTH.unpack_from(frame)
+        body = _HEADER_AND_CLIENT_LENGTH.size + max(clientLength, 0)
+        if clientLength == -1 or (clientLength >= 0 and body <= len(frame)):
+            try:
+                clientId = None if clientLength < 0 else str(frame[_HEADER_AND_CLIENT_LENGTH.size : body], "utf-8")
+            except UnicodeDecodeError:
+                pass  # the reader below says what is wrong
+            else:
+                return RequestHeader(apiKey, apiVersion, correlationId, clientId), Reader(frame, body)
+    reader = Reader(frame)  # cut short or malformed: its reads raise the CodecError that says where
+    return RequestHeader(reader.int16(), reader.int16(), reader.int32(), reader.string()), reader
