@@ -401,7 +401,7 @@ class Gateway:
 
     def _answered(self, chunks, slot, owed):
         self._inFlight -= 1
-        if self._inFlight < self.broker.maxInFlightRequests:
+        if self._pauses and self._inFlight < self.broker.maxInFlightRequests:
             self.resume("in-flight")
         if self._closed:
             return
