@@ -850,27 +850,43 @@ def shim(work, mode):
                           "--connect", f"ws://127.0.0.1:{wsPort}/"),
             shimPort, work,
         )
-        rows = []
+        rows, targets = [], []
         for size, n in ((100, mode["n100"]), (10240, mode["n10k"])):
             prod = {"tcp": [], "shim": []}
             cons = {"tcp": [], "shim": []}
+            cpu = {(what, how): [] for what in ("produce", "consume") for how in ("tcp", "shim")}  # (broker, shim) s/msg
             for rep in range(max(3, mode["reps"])):
-                for how, bootstrap in (("tcp", kafkaw.bootstrap), ("shim", shimProc.bootstrap)):
+                ways = (("tcp", kafkaw.bootstrap), ("shim", shimProc.bootstrap))
+                if rep % 2:
+                    ways = ways[::-1]  # which goes first alternates: a run may leave work (compactions) to the next
+                for how, bootstrap in ways:
                     topic = f"ws-{how}-{size}-{rep}"
+                    k0, s0 = kafkaw.cpu(), shimProc.cpu()
                     dt, _ = produceLoad(bootstrap, topic, 1, n, size, 1)
+                    k1, s1 = kafkaw.cpu(), shimProc.cpu()
                     prod[how].append(n / dt)
+                    cpu["produce", how].append(((k1 - k0) / n, (s1 - s0) / n))
                     dt, timed, _ = consumeLoad(bootstrap, topic, 1, n + 1)
+                    k2, s2 = kafkaw.cpu(), shimProc.cpu()
                     cons[how].append(timed / dt)
-                    log(f"  {how:4} {size} B produce {prod[how][-1]:,.0f} msg/s, consume {cons[how][-1]:,.0f} msg/s")
+                    cpu["consume", how].append(((k2 - k1) / n, (s2 - s1) / n))
+                    log(f"  {how:4} {size} B produce {prod[how][-1]:,.0f} msg/s, consume {cons[how][-1]:,.0f} msg/s; "
+                        f"CPU µs/msg broker {cpu['produce', how][-1][0] * 1e6:.1f} / {cpu['consume', how][-1][0] * 1e6:.1f}, "
+                        f"shim {cpu['produce', how][-1][1] * 1e6:.1f} / {cpu['consume', how][-1][1] * 1e6:.1f}")
             label = "100 B" if size == 100 else f"{size // 1024} KB"
             for what, d in (("produce acks=1", prod), ("consume from 0", cons)):
                 t, s_ = med(d["tcp"]), med(d["shim"])
                 ratios = [b / a for a, b in zip(d["tcp"], d["shim"])]
+                kind = what.split()[0]
+                brokerTcp = med([c[0] for c in cpu[kind, "tcp"]]) * 1e6
+                brokerShim = med([c[0] for c in cpu[kind, "shim"]]) * 1e6
+                shimCpu = med([c[1] for c in cpu[kind, "shim"]]) * 1e6
                 rows.append(
                     f"| {what}, {label}, 1 partition | {t:,.0f} | {t * size / 1e6:.1f} | {s_:,.0f} | {s_ * size / 1e6:.1f} | "
-                    f"**{med(ratios):.2f}** ({min(ratios):.2f}–{max(ratios):.2f}) |"
+                    f"**{med(ratios):.2f}** ({min(ratios):.2f}–{max(ratios):.2f}) | {brokerTcp:.2f} / {brokerShim:.2f} | {shimCpu:.2f} |"
                 )
-        return rows, None
+                targets.append(f"- through the shim / TCP, {what}, {label}: {med(ratios):.2f} (target ≥ 0.9): {metMark(med(ratios) >= 0.9)}")
+        return (rows, targets), None
     except Exception as e:  # the shim is another helper's work in progress
         return None, f"shim run failed: {e!r}"[:300]
     finally:
@@ -2263,12 +2279,20 @@ def report(args, modeName, mode, rows, latencyLines, wake99, rss, du, shimRows, 
         out.append(f"Data directory after the last step: {du / 1e6:.0f} MB.")
         out.append("")
     if shimRows:
-        out.append("| through the WebSocket shim vs TCP | TCP msg/s | TCP MB/s | shim msg/s | shim MB/s | shim / TCP (range) |")
-        out.append("|---|---:|---:|---:|---:|---:|")
-        out.extend(shimRows)
+        out.append("| through the WebSocket shim vs TCP | TCP msg/s | TCP MB/s | shim msg/s | shim MB/s | shim / TCP (range) | "
+                   "broker CPU µs/msg TCP / via shim | shim CPU µs/msg |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        shimLines, shimTargets = shimRows
+        out.extend(shimLines)
         out.append("")
         out.append("Same kafkaw process (LevelDB) for both: librdkafka (pinned to 0.8.0) → TCP, and librdkafka → `twistd kafkaw-shim` "
-                   "→ WebSocket → kafkaw; TCP and shim runs alternate, at least 3 of each; medians, and the median and range of the paired ratios.")
+                   "→ WebSocket → kafkaw; TCP and shim runs alternate (which goes first alternates too), at least 3 of each; medians, "
+                   "and the median and range of the paired ratios. CPU: user+system time of the broker and of the shim process "
+                   "over each run, per message (medians).")
+        out.append("")
+        out.append("Targets (issue 14, through the shim):")
+        out.append("")
+        out.extend(shimTargets)
         out.append("")
     elif shimNote is not None:
         out.append(f"WebSocket shim: not measured ({shimNote}).")
