@@ -50,7 +50,6 @@ DEFAULT_LISTEN = "tcp:9092:interface=127.0.0.1"
 CONNECT_ATTEMPTS = 5  # 1 try + 4 retries
 RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0)  # seconds before retry 1, 2, 3, 4 (and after)
 MAX_RESPONSE_BYTES = 2**31 - 1
-PIPE_BUFFER_BYTES = 256 * 1024  # bytes read at once, and written but unsent before reading the other side pauses
 
 _SIZE = struct.Struct(">i")
 _HEADER = struct.Struct(">hhi")  # api key, api version, correlation id
@@ -106,22 +105,14 @@ def maskedFrameHead(length, mask):
     return _FRAME_HEAD_64.pack(_FIN_BINARY, _MASKED | 127, length) + mask
 
 
-def _tuneTcp(transport, bufferSize=None):
-    """Set up a TCP transport (or the TCP under TLS) for piping.
-
-    Nagle's algorithm off: the shim forwards bytes as soon as it has them, and
-    a small request or response held back until the last is acknowledged
-    waits for the peer's delayed ACK (up to 40 ms on Linux), once per round
-    trip. Reads and the write buffer's pause threshold at L{PIPE_BUFFER_BYTES}
-    instead of Twisted's 64 KB: with 64 KB, every read of a large request or
-    answer fills the other side's write buffer, so reading stopped and
-    restarted (two epoll changes) once per read.
-    """
+def _noDelay(transport):
+    """Turn Nagle's algorithm off on a TCP transport (or the TCP under TLS):
+    the shim forwards bytes as soon as it has them, and a small request or
+    response held back until the last is acknowledged waits for the peer's
+    delayed ACK (up to 40 ms on Linux), once per round trip."""
     for candidate in (transport, getattr(transport, "transport", None)):
         if hasattr(candidate, "setTcpNoDelay"):
             candidate.setTcpNoDelay(True)
-            if bufferSize:
-                candidate.bufferSize = bufferSize
             return
 
 
@@ -258,7 +249,7 @@ class ShimProtocol(protocol.Protocol):
 
     def connectionMade(self):
         self.peer = str(self.transport.getPeer())
-        _tuneTcp(self.transport)
+        _noDelay(self.transport)
         self._tcpReading = _ReadPauser(self.transport)
         self._tcpReading.pause("connecting")
         log.info("client {peer} connected; opening {url}", peer=self.peer, url=self.connector.url)
@@ -367,7 +358,7 @@ class ShimProtocol(protocol.Protocol):
             return ws.sendClose(1000)
         self._ws = ws
         self._open = True
-        _tuneTcp(ws.transport, PIPE_BUFFER_BYTES)
+        _noDelay(ws.transport)
         self._wsReading = _ReadPauser(ws.transport)
         # A slow client pauses reading from the broker, a slow broker reading from the client.
         self.transport.registerProducer(Backpressure(self._wsReading, "client slow"), True)
