@@ -158,7 +158,7 @@ class BrokerWebSocket(WebSocketClientProtocol):
         self.shim.responseMessageBegins(isBinary)
 
     def onMessageFrameBegin(self, length):
-        pass
+        pass  # the shim follows the responses' own size prefixes, not frame or message boundaries
 
     def onMessageFrameData(self, payload):
         self.shim.responseBytes(payload)

@@ -136,6 +136,8 @@ class KafkaWebSocketProtocol(WebSocketServerProtocol):
         for frame in frames:
             self.gateway.requestReceived(frame)
 
+    # Autobahn's own versions of these two collect the frame and the message
+    # (and join them for onMessage); here every byte has gone to the framer.
     def onMessageFrameEnd(self):
         pass
 
