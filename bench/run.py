@@ -21,7 +21,9 @@ prints a markdown table, also appended to bench/results.md:
 - broker peak RSS (VmHWM) after 1 M and 10 M 100-byte messages in a partition
   (10 M skipped by --quick and --no-rss-10m);
 - throughput through the WebSocket shim (`twistd kafkaw-shim`) next to direct
-  TCP, 100 B and 10 KB, at least 3 paired runs, when the plugin exists.
+  TCP, 100 B and 10 KB, at least 3 paired runs, when the plugin exists, with
+  the broker's and the shim's CPU per message; and through a plain Twisted TCP
+  relay (bench/tcprelay.py), the floor for one more Python process on the path.
 
 The rows above pin librdkafka to Kafka 0.8.0 (v0 requests, magic-0 message
 sets). For Kafka 2.3.0's protocol, in the same run:
@@ -834,48 +836,85 @@ def memory(work, steps):
 def shim(work, mode):
     """produce acks=1 and consume, 100 B and 10 KB, 1 partition: direct TCP vs
     through the shim, the same kafkaw process, at least 3 paired runs (medians
-    of the paired ratios)."""
+    of the paired ratios); and through a plain Twisted TCP relay
+    (bench/tcprelay.py, in front of a second kafkaw advertising the relay's
+    port), the floor for one more Python process on the path."""
     if "--websocket" not in kafkawOptions():
         return None, "kafkaw has no --websocket option yet"
     if not shimAvailable():
         return None, "no `twistd kafkaw-shim` plugin yet"
     wsPort = freePort()
     kafkaw = startKafkaw(work, 1, name="kafkaw-ws", websocketPort=wsPort)
-    shimPort = freePort()
-    shimProc = None
+    shimPort = relayPort = None
+    shimProc = relayBroker = relayProc = None
     try:
+        shimPort = freePort()
         shimProc = Process(
             "shim",
             twistdCommand("kafkaw-shim", "--listen", f"tcp:{shimPort}:interface=127.0.0.1",
                           "--connect", f"ws://127.0.0.1:{wsPort}/"),
             shimPort, work,
         )
-        rows = []
+        relayPort = freePort()
+        relayBroker = startKafkaw(work, 1, name="kafkaw-relayed", extra=["--advertised-port", str(relayPort)])
+        relayProc = Process("relay", [sys.executable, str(BENCH / "tcprelay.py"), str(relayPort), str(relayBroker.port)],
+                            relayPort, work)
+        paths = {"tcp": (kafkaw, None), "shim": (kafkaw, shimProc), "relay": (relayBroker, relayProc)}
+        rows, relayRows, targets = [], [], []
         for size, n in ((100, mode["n100"]), (10240, mode["n10k"])):
-            prod = {"tcp": [], "shim": []}
-            cons = {"tcp": [], "shim": []}
+            rate = {(what, how): [] for what in ("produce", "consume") for how in paths}
+            cpu = {(what, how): [] for what in ("produce", "consume") for how in paths}  # (broker, hop) s/msg
+            order = list(paths)
             for rep in range(max(3, mode["reps"])):
-                for how, bootstrap in (("tcp", kafkaw.bootstrap), ("shim", shimProc.bootstrap)):
+                # Which goes first rotates: a run may leave work (compactions) to the next.
+                for how in order[rep % 3:] + order[: rep % 3]:
+                    broker, hop = paths[how]
+                    bootstrap = (hop or broker).bootstrap
                     topic = f"ws-{how}-{size}-{rep}"
+
+                    def cpus():
+                        return broker.cpu(), hop.cpu() if hop else 0.0
+
+                    (k0, h0) = cpus()
                     dt, _ = produceLoad(bootstrap, topic, 1, n, size, 1)
-                    prod[how].append(n / dt)
+                    (k1, h1) = cpus()
+                    rate["produce", how].append(n / dt)
+                    cpu["produce", how].append(((k1 - k0) / n, (h1 - h0) / n))
                     dt, timed, _ = consumeLoad(bootstrap, topic, 1, n + 1)
-                    cons[how].append(timed / dt)
-                    log(f"  {how:4} {size} B produce {prod[how][-1]:,.0f} msg/s, consume {cons[how][-1]:,.0f} msg/s")
+                    (k2, h2) = cpus()
+                    rate["consume", how].append(timed / dt)
+                    cpu["consume", how].append(((k2 - k1) / n, (h2 - h1) / n))
+                    log(f"  {how:5} {size} B produce {rate['produce', how][-1]:,.0f} msg/s, consume {rate['consume', how][-1]:,.0f} msg/s; "
+                        f"CPU µs/msg broker {cpu['produce', how][-1][0] * 1e6:.1f} / {cpu['consume', how][-1][0] * 1e6:.1f}, "
+                        f"{how if hop else 'no hop'} {cpu['produce', how][-1][1] * 1e6:.1f} / {cpu['consume', how][-1][1] * 1e6:.1f}")
             label = "100 B" if size == 100 else f"{size // 1024} KB"
-            for what, d in (("produce acks=1", prod), ("consume from 0", cons)):
-                t, s_ = med(d["tcp"]), med(d["shim"])
-                ratios = [b / a for a, b in zip(d["tcp"], d["shim"])]
+            for what in ("produce acks=1", "consume from 0"):
+                kind = what.split()[0]
+                t, s_, r = (med(rate[kind, how]) for how in ("tcp", "shim", "relay"))
+                ratios = [b / a for a, b in zip(rate[kind, "tcp"], rate[kind, "shim"])]
+                relayRatios = [b / a for a, b in zip(rate[kind, "tcp"], rate[kind, "relay"])]
+
+                def cpuOf(how, which):
+                    return med([c[which] for c in cpu[kind, how]]) * 1e6
+
                 rows.append(
                     f"| {what}, {label}, 1 partition | {t:,.0f} | {t * size / 1e6:.1f} | {s_:,.0f} | {s_ * size / 1e6:.1f} | "
-                    f"**{med(ratios):.2f}** ({min(ratios):.2f}–{max(ratios):.2f}) |"
+                    f"**{med(ratios):.2f}** ({min(ratios):.2f}–{max(ratios):.2f}) | {cpuOf('tcp', 0):.2f} / {cpuOf('shim', 0):.2f} | "
+                    f"{cpuOf('shim', 1):.2f} |"
                 )
-        return rows, None
+                relayRows.append(
+                    f"| {what}, {label}, 1 partition | {r:,.0f} | **{med(relayRatios):.2f}** ({min(relayRatios):.2f}–{max(relayRatios):.2f}) | "
+                    f"{cpuOf('relay', 0):.2f} | {cpuOf('relay', 1):.2f} | {med(ratios) / med(relayRatios):.2f} |"
+                )
+                targets.append(f"- through the shim / TCP, {what}, {label}: {med(ratios):.2f} (target ≥ 0.9): {metMark(med(ratios) >= 0.9)}"
+                               f" (a plain TCP relay: {med(relayRatios):.2f})")
+        return (rows, relayRows, targets), None
     except Exception as e:  # the shim is another helper's work in progress
         return None, f"shim run failed: {e!r}"[:300]
     finally:
-        if shimProc is not None:
-            shimProc.stop()
+        for proc in (shimProc, relayProc, relayBroker):
+            if proc is not None:
+                proc.stop()
         kafkaw.stop()
 
 
@@ -2263,12 +2302,29 @@ def report(args, modeName, mode, rows, latencyLines, wake99, rss, du, shimRows, 
         out.append(f"Data directory after the last step: {du / 1e6:.0f} MB.")
         out.append("")
     if shimRows:
-        out.append("| through the WebSocket shim vs TCP | TCP msg/s | TCP MB/s | shim msg/s | shim MB/s | shim / TCP (range) |")
-        out.append("|---|---:|---:|---:|---:|---:|")
-        out.extend(shimRows)
+        out.append("| through the WebSocket shim vs TCP | TCP msg/s | TCP MB/s | shim msg/s | shim MB/s | shim / TCP (range) | "
+                   "broker CPU µs/msg TCP / via shim | shim CPU µs/msg |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        shimLines, relayLines, shimTargets = shimRows
+        out.extend(shimLines)
         out.append("")
         out.append("Same kafkaw process (LevelDB) for both: librdkafka (pinned to 0.8.0) → TCP, and librdkafka → `twistd kafkaw-shim` "
-                   "→ WebSocket → kafkaw; TCP and shim runs alternate, at least 3 of each; medians, and the median and range of the paired ratios.")
+                   "→ WebSocket → kafkaw; TCP and shim runs alternate (which goes first alternates too), at least 3 of each; medians, "
+                   "and the median and range of the paired ratios. CPU: user+system time of the broker and of the shim process "
+                   "over each run, per message (medians).")
+        out.append("")
+        out.append("| through a plain Twisted TCP relay vs TCP (the floor for one more Python process) | relay msg/s | "
+                   "relay / TCP (range) | broker CPU µs/msg | relay CPU µs/msg | shim / relay |")
+        out.append("|---|---:|---:|---:|---:|---:|")
+        out.extend(relayLines)
+        out.append("")
+        out.append("`bench/tcprelay.py`: Twisted's portforward with Nagle off, no WebSocket, nothing parsed or rewritten, "
+                   "in front of a second kafkaw (LevelDB) started with `--advertised-port` of the relay; its runs rotate "
+                   "with the TCP and shim runs above, and its ratios are to the same TCP runs.")
+        out.append("")
+        out.append("Targets (issue 14, through the shim):")
+        out.append("")
+        out.extend(shimTargets)
         out.append("")
     elif shimNote is not None:
         out.append(f"WebSocket shim: not measured ({shimNote}).")

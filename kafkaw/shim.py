@@ -7,22 +7,31 @@ included) and pipes both ways. Reading from the client waits until the
 WebSocket is open; connecting is retried a bounded number of times; when
 either side closes, so does the other.
 
+Both ways, bytes are streamed, not reassembled: a request goes out as one
+WebSocket frame whose header is written as soon as the request's size prefix
+and header are read, its bytes masked and written as they arrive; response
+bytes are written to the client as each WebSocket read delivers them. A large
+Fetch answer or Produce request is never copied whole in the shim (fresh
+megabyte allocations cost more than the copying itself).
+
 Metadata and FindCoordinator: a client that follows their answers must
 reconnect to the shim, not to the broker's WebSocket address (which speaks a
 different framing and may not be reachable). The shim remembers the
 correlation id and version of every Metadata and FindCoordinator request it
-forwards, and in the matching response replaces every broker's (or the coordinator's)
-host and port with the address the client reached the shim on (or
+forwards, holds the matching response whole, and in it replaces every broker's
+(or the coordinator's) host and port with the address the client reached the shim on (or
 C{--advertised-host}/C{--advertised-port}). kafkaw is a single broker, so
 "every broker" is that one broker.
 """
 
+import os
 import re
 import struct
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.util import parse_url
+from autobahn.websocket.xormasker import create_xor_masker
 from twisted.application import service, strports
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
@@ -34,8 +43,7 @@ from kafkaw.config import ConfigFileOptions, positive
 from kafkaw.protocol import apiversions, schema
 from kafkaw.protocol.api import ApiKey
 from kafkaw.protocol.errors import CodecError
-from kafkaw.protocol.framing import Framer, FrameTooLarge
-from kafkaw.protocol.primitives import Reader
+from kafkaw.protocol.framing import FrameTooLarge
 from kafkaw.transport.tcp import Backpressure, hostAndPort
 
 DEFAULT_LISTEN = "tcp:9092:interface=127.0.0.1"
@@ -45,6 +53,14 @@ MAX_RESPONSE_BYTES = 2**31 - 1
 
 _SIZE = struct.Struct(">i")
 _HEADER = struct.Struct(">hhi")  # api key, api version, correlation id
+_REQUEST_HEAD = struct.Struct(">ihhi")  # size prefix, then the request header's first three fields
+_RESPONSE_HEAD = struct.Struct(">ii")  # size prefix, correlation id
+# RFC 6455 header of a client's (masked) final binary frame, by payload length: < 126, < 2**16, else.
+_FIN_BINARY = 0x82
+_MASKED = 0x80
+_FRAME_HEAD_7 = struct.Struct(">BB")
+_FRAME_HEAD_16 = struct.Struct(">BBH")
+_FRAME_HEAD_64 = struct.Struct(">BBQ")
 
 log = Logger()
 
@@ -79,21 +95,20 @@ def rewriteFindCoordinatorResponse(frame, version, host, port):
 _REWRITES = {ApiKey.METADATA: rewriteMetadataResponse, FIND_COORDINATOR: rewriteFindCoordinatorResponse}
 
 
-def expectsResponse(frame):
-    """(apiKey, apiVersion, correlationId) of a request frame, or None when no response comes (acks=0 Produce)."""
-    apiKey, apiVersion, correlationId = _HEADER.unpack_from(frame)
-    if apiKey == ApiKey.PRODUCE:
-        reader = Reader(frame, _HEADER.size)
-        reader.string()  # client id
-        if reader.int16() == 0:
-            return None
-    return apiKey, apiVersion, correlationId
+def maskedFrameHead(length, mask):
+    """The RFC 6455 header of one final binary frame of C{length} payload
+    bytes, masked (as a client's frames must be) with the 4 bytes C{mask}."""
+    if length < 126:
+        return _FRAME_HEAD_7.pack(_FIN_BINARY, _MASKED | length) + mask
+    if length < 65536:
+        return _FRAME_HEAD_16.pack(_FIN_BINARY, _MASKED | 126, length) + mask
+    return _FRAME_HEAD_64.pack(_FIN_BINARY, _MASKED | 127, length) + mask
 
 
 def _noDelay(transport):
     """Turn Nagle's algorithm off on a TCP transport (or the TCP under TLS):
-    the shim forwards each request and response as soon as it is whole, and a
-    small one held back until the last is acknowledged waits for the peer's
+    the shim forwards bytes as soon as it has them, and a small request or
+    response held back until the last is acknowledged waits for the peer's
     delayed ACK (up to 40 ms on Linux), once per round trip."""
     for candidate in (transport, getattr(transport, "transport", None)):
         if hasattr(candidate, "setTcpNoDelay"):
@@ -121,19 +136,53 @@ class _ReadPauser:
 
 
 class BrokerWebSocket(WebSocketClientProtocol):
-    """The WebSocket to the broker of one shimmed client connection."""
+    """The WebSocket to the broker of one shimmed client connection.
+
+    It overrides Autobahn's frame-level hooks (its "advanced" receive API), so
+    Autobahn never collects a message: each piece of payload goes to the shim
+    as it is read. Requests go out through L{sendRequestBytes}, not
+    C{sendMessage}.
+    """
 
     shim = None  # the ShimProtocol, set by its factory
+
+    def dataReceived(self, data):
+        # Autobahn's Twisted dataReceived only adds a debug log line whose
+        # arguments it formats on every read: its _dataReceived is called directly.
+        self._dataReceived(data)
 
     def onOpen(self):
         self.shim.webSocketOpen(self)
 
-    def onMessage(self, payload, isBinary):
-        self.shim.responseMessage(payload, isBinary)
+    def onMessageBegin(self, isBinary):
+        self.shim.responseMessageBegins(isBinary)
+
+    def onMessageFrameBegin(self, length):
+        pass  # the shim follows the responses' own size prefixes, not frame or message boundaries
+
+    def onMessageFrameData(self, payload):
+        self.shim.responseBytes(payload)
+
+    def onMessageFrameEnd(self):
+        pass
+
+    def onMessageEnd(self):
+        pass
 
     def onClose(self, wasClean, code, reason):
         self.shim.webSocketClosed(self, code, reason)
 
+    def sendRequestBytes(self, chunks):
+        """Write frame headers and masked payload bytes, as the shim cut them.
+
+        Autobahn's C{sendMessage} would copy each request into a message and
+        again into a frame (and its streaming send API ends every message with
+        an extra empty frame, which the broker would parse once per request);
+        the shim writes one frame per request itself, as the broker writes
+        its answers.
+        """
+        if self.state == self.STATE_OPEN:
+            self.transport.writeSequence(chunks)
 
 class _BrokerWebSocketFactory(WebSocketClientFactory):
     protocol = BrokerWebSocket
@@ -174,17 +223,25 @@ class ShimProtocol(protocol.Protocol):
 
     def __init__(self, connector, maxRequestBytes, advertisedHost=None, advertisedPort=None):
         self.connector = connector
+        self.maxRequestBytes = maxRequestBytes
         self.advertisedHost = advertisedHost
         self.advertisedPort = advertisedPort
-        self._requests = Framer(maxRequestBytes)
-        self._responses = Framer(MAX_RESPONSE_BYTES)
+        # Requests, client to broker: each becomes one masked frame, written as its bytes arrive.
+        self._requestHead = b""  # the start of the next request, until its size and header are whole
+        self._requestLeft = 0  # bytes of the current request (its frame's payload) still to come
+        self._masker = None  # the current frame's XOR masker
+        # Responses, broker to client: written as they arrive, but for the ADDRESSING ones, held and rewritten.
+        self._responseHead = b""  # the start of the next response, until its size and correlation id are whole
+        self._responseLeft = 0  # bytes of the current response, size prefix included, still to come
+        self._held = None  # the pieces of a response held for a rewrite, while it is incomplete
+        self._heldAs = None  # its (api key, version)
         self._addressing = {}  # correlation id -> [(api key, version) of the ADDRESSING requests outstanding with it]
         self._attempt = 0
         self._connecting = None  # the endpoint's connect Deferred, while it is pending
         self._retryCall = None  # the DelayedCall of the next attempt
         self._ws = None  # the BrokerWebSocket of the current attempt, once built
         self._open = False
-        self._waiting = []  # requests received before the WebSocket opened
+        self._waiting = []  # what the client sent before the WebSocket opened (reading is paused: one read at most)
         self._done = False
         self.peer = None
 
@@ -201,34 +258,54 @@ class ShimProtocol(protocol.Protocol):
     def dataReceived(self, data):
         if self._done:
             return
-        try:
-            frames = self._requests.feed(data)
-        except FrameTooLarge as e:
-            log.warn("request frame from {peer} rejected: {why}; closing", peer=self.peer, why=str(e))
-            return self._closeBoth()
-        for frame in frames:
-            try:
-                expected = expectsResponse(frame)
-            except (struct.error, CodecError):
-                expected = None  # the broker will reject it; pass it on as it is
-            if expected is not None and expected[0] in ADDRESSING:
-                self._addressing.setdefault(expected[2], []).append(expected[:2])
-            message = _SIZE.pack(len(frame)) + frame
-            if not self._open:
-                self._waiting.append(message)
-            elif self._ws.state == WebSocketProtocol.STATE_OPEN:
-                self._ws.sendMessage(message, isBinary=True)
-            # else the WebSocket is closing, and the client will be closed with it
+        if not self._open:
+            self._waiting.append(data)
+            return
+        if self._ws.state != WebSocketProtocol.STATE_OPEN:
+            return  # the WebSocket is closing, and the client will be closed with it
+        if self._requestHead:
+            data, self._requestHead = self._requestHead + data, b""
+        out = []  # frame headers and masked payload, written at once
+        view = memoryview(data)  # the masker reads slices of it without copying them
+        position, end = 0, len(data)
+        while position < end:
+            left = self._requestLeft
+            if not left:
+                if end - position < 4:
+                    break
+                (size,) = _SIZE.unpack_from(data, position)
+                if size < 0 or size > self.maxRequestBytes:
+                    self._ws.sendRequestBytes(out)  # the whole requests before it
+                    log.warn(
+                        "request frame from {peer} rejected: {why}; closing",
+                        peer=self.peer, why=str(FrameTooLarge(size, self.maxRequestBytes)),
+                    )
+                    return self._closeBoth()
+                if size >= _HEADER.size:
+                    if end - position < _REQUEST_HEAD.size:
+                        break
+                    _, apiKey, apiVersion, correlationId = _REQUEST_HEAD.unpack_from(data, position)
+                    if apiKey in ADDRESSING:
+                        self._addressing.setdefault(correlationId, []).append((apiKey, apiVersion))
+                # else the broker will reject it; it is passed on as it is
+                left = 4 + size
+                mask = os.urandom(4)
+                out.append(maskedFrameHead(left, mask))
+                self._masker = create_xor_masker(mask, left)
+            stop = min(end, position + left)
+            out.append(self._masker.process(data if stop - position == end else view[position:stop]))
+            self._requestLeft = left - (stop - position)
+            position = stop
+        if position < end:
+            self._requestHead = data[position:]
+        if out:
+            self._ws.sendRequestBytes(out)
 
     def connectionLost(self, reason):
         log.info("client {peer} disconnected", peer=self.peer)
         self._done = True
         self._stopConnecting()
-        if self._ws is not None:
-            if self._ws.state == WebSocketProtocol.STATE_OPEN:
-                self._ws.sendClose(1000)
-            elif self._ws.state != WebSocketProtocol.STATE_CLOSED:
-                self._ws.dropConnection(abort=True)
+        self._closeWebSocket()
 
     # --- the WebSocket ----------------------------------------------------------
 
@@ -288,8 +365,8 @@ class ShimProtocol(protocol.Protocol):
         ws.transport.registerProducer(Backpressure(self._tcpReading, "broker slow"), True)
         log.info("client {peer} piped to {url}", peer=self.peer, url=self.connector.url)
         waiting, self._waiting = self._waiting, []
-        for message in waiting:
-            ws.sendMessage(message, isBinary=True)
+        for data in waiting:
+            self.dataReceived(data)
         self._tcpReading.resume("connecting")
 
     def webSocketClosed(self, ws, code, reason):
@@ -305,35 +382,59 @@ class ShimProtocol(protocol.Protocol):
             self._done = True
             self._closeClient()
 
-    def responseMessage(self, payload, isBinary):
+    def responseMessageBegins(self, isBinary):
+        if not isBinary and not self._done:
+            log.warn("text message from {url} for client {peer}; closing both", url=self.connector.url, peer=self.peer)
+            self._closeBoth()
+
+    def responseBytes(self, data):
+        """Write the bytes of responses to the client as they come, in
+        whatever pieces the WebSocket delivers them (a response may span
+        messages, a message hold several); hold those that answer Metadata or
+        FindCoordinator until they are whole, and rewrite them."""
         if self._done:
             return
-        if not isBinary:
-            log.warn("text message from {url} for client {peer}; closing both", url=self.connector.url, peer=self.peer)
-            return self._closeBoth()
-        if not self._responses.buffered and len(payload) >= 8 and _SIZE.unpack_from(payload)[0] == len(payload) - 4:
-            self._response(payload)  # the usual case: exactly one response, as sent
-            return
-        try:
-            frames = self._responses.feed(payload)
-        except FrameTooLarge as e:
-            log.warn("response from {url} for client {peer} rejected: {why}; closing both", url=self.connector.url, peer=self.peer, why=str(e))
-            return self._closeBoth()
-        for frame in frames:
-            self._response(_SIZE.pack(len(frame)) + frame)
+        if self._responseHead:
+            data, self._responseHead = self._responseHead + data, b""
+        position, end = 0, len(data)
+        passFrom = 0  # where the bytes to pass on unchanged, not yet written, start
+        while position < end:
+            left = self._responseLeft
+            if not left:
+                if end - position < _RESPONSE_HEAD.size:
+                    self._responseHead = data[position:]
+                    break
+                size, correlationId = _RESPONSE_HEAD.unpack_from(data, position)
+                if not 4 <= size <= MAX_RESPONSE_BYTES:
+                    self._pass(data, passFrom, position)
+                    log.warn(
+                        "response from {url} for client {peer} rejected: size {size:,d} outside 4..{maximum:,d}; closing both",
+                        url=self.connector.url, peer=self.peer, size=size, maximum=MAX_RESPONSE_BYTES,
+                    )
+                    return self._closeBoth()
+                left = 4 + size
+                requests = self._addressing.get(correlationId) if self._addressing else None
+                if requests:
+                    self._heldAs = requests.pop(0)
+                    if not requests:
+                        del self._addressing[correlationId]
+                    self._held = []
+                    self._pass(data, passFrom, position)
+            stop = min(end, position + left)
+            self._responseLeft = left - (stop - position)
+            if self._held is not None:
+                self._held.append(data[position:stop])
+                passFrom = stop
+                if not self._responseLeft:
+                    held, self._held = self._held, None
+                    self.transport.write(self._rewrite(b"".join(held), *self._heldAs))
+            position = stop
+        self._pass(data, passFrom, position)
 
-    def _response(self, message):
-        """Send one response (size prefix included) to the client; rewrite it
-        if it answers Metadata or FindCoordinator."""
-        if self._addressing and len(message) >= 8:
-            (correlationId,) = _SIZE.unpack_from(message, 4)
-            requests = self._addressing.get(correlationId)
-            if requests:
-                apiKey, version = requests.pop(0)
-                if not requests:
-                    del self._addressing[correlationId]
-                message = self._rewrite(message, apiKey, version)
-        self.transport.write(message)
+    def _pass(self, data, start, stop):
+        """Write C{data[start:stop]} to the client (C{data} itself, uncopied, when that is all of it)."""
+        if start < stop:
+            self.transport.write(data if stop - start == len(data) else data[start:stop])
 
     def _rewrite(self, message, apiKey, version):
         host, port = hostAndPort(self.transport.getHost())
@@ -354,9 +455,19 @@ class ShimProtocol(protocol.Protocol):
     def _closeBoth(self):
         self._done = True
         self._stopConnecting()
-        if self._ws is not None and self._ws.state == WebSocketProtocol.STATE_OPEN:
-            self._ws.sendClose(1000)
+        self._closeWebSocket()
         self._closeClient()
+
+    def _closeWebSocket(self):
+        ws = self._ws
+        if ws is None:
+            return
+        if ws.state == WebSocketProtocol.STATE_OPEN and not self._requestLeft:
+            ws.sendClose(1000)
+        elif ws.state != WebSocketProtocol.STATE_CLOSED:
+            # Still connecting, or a request's frame is half written (a close
+            # frame now would land inside its payload): drop the connection.
+            ws.dropConnection(abort=True)
 
     def _closeClient(self):
         # A paused push producer would keep the connection open once its

@@ -6,6 +6,10 @@ stream, so a request split across messages, or several requests in one
 message, are reassembled; each response goes out as exactly one binary
 message, size prefix included. Request handling is the shared L{Gateway}.
 
+Messages are not collected: Autobahn's frame-level hooks (its "advanced"
+receive API) hand each piece of payload to the framer as it is read, so a
+request is joined once, by the framer, as over TCP.
+
 No subprotocol is needed (one offered as C{binary} is accepted, since the
 bytes are treated as a stream anyway); the path must be C{/}. Handshakes that
 carry an C{Origin} header (only browsers send one) are refused unless the
@@ -60,6 +64,7 @@ class KafkaWebSocketProtocol(WebSocketServerProtocol):
         self._framer = Framer(maxRequestBytes)
         self._kafkaClosing = False
         self._badFrame = False  # a bad size prefix was read: the rest is not read
+        self._messageBytes = 0  # payload bytes announced so far by the frames of the current message
         self.gateway = None
         self.peerHost = None
 
@@ -94,28 +99,28 @@ class KafkaWebSocketProtocol(WebSocketServerProtocol):
         log.info("{transport} connection from {peer}", transport="websocket", peer=self.peer)
 
     def onMessageBegin(self, isBinary):
-        super().onMessageBegin(isBinary)
+        self._messageBytes = 0
         if not isBinary and not self._kafkaClosing:
             log.warn("text WebSocket message from {peer}; only binary messages carry Kafka requests; closing with {code}", peer=self.peer, code=CLOSE_UNSUPPORTED_DATA)
             self._closeWith(CLOSE_UNSUPPORTED_DATA, "kafkaw accepts binary messages only")
 
     def onMessageFrameBegin(self, length):
         # Called with each frame's announced length, before its payload is
-        # buffered: a message above the limit is refused before it is read.
-        super().onMessageFrameBegin(length)
+        # read: a message above the limit is refused before it is read.
+        self._messageBytes += length
         maximum = self.factory.maxMessageBytes
         if self.gateway is not None:  # smaller until SASL authentication
             maximum = self.gateway.requestBytesLimit(self._maxRequestBytes) + 4
-        if not self._kafkaClosing and self.message_data_total_length > maximum:
+        if not self._kafkaClosing and self._messageBytes > maximum:
             self._kafkaClosing = True
             log.warn(
                 "WebSocket message from {peer} too large ({size:,d} > {maximum:,d} bytes); closing with {code}",
-                peer=self.peer, size=self.message_data_total_length, maximum=maximum, code=CLOSE_MESSAGE_TOO_BIG,
+                peer=self.peer, size=self._messageBytes, maximum=maximum, code=CLOSE_MESSAGE_TOO_BIG,
             )
             self._broker.metrics.requestRefused(None)
             self._closeWith(CLOSE_MESSAGE_TOO_BIG, "message larger than --max-request-bytes")
 
-    def onMessage(self, payload, isBinary):
+    def onMessageFrameData(self, payload):
         if self._kafkaClosing or self._badFrame:
             return
         self._framer.maxFrameSize = self.gateway.requestBytesLimit(self._maxRequestBytes)
@@ -130,6 +135,14 @@ class KafkaWebSocketProtocol(WebSocketServerProtocol):
             )
         for frame in frames:
             self.gateway.requestReceived(frame)
+
+    # Autobahn's own versions of these two collect the frame and the message
+    # (and join them for onMessage); here every byte has gone to the framer.
+    def onMessageFrameEnd(self):
+        pass
+
+    def onMessageEnd(self):
+        pass
 
     def onClose(self, wasClean, code, reason):
         if self.gateway is not None:

@@ -206,6 +206,40 @@ def test_kcatThroughTheShim(wsBroker, shimFactory):
     assert f"broker 0 at 127.0.0.1:{shim.port}" in listing
 
 
+def _kilobytes(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def test_shimSlowClientIsHeldBackWithoutTheShimHoldingTheAnswer(wsBroker, shimFactory):
+    """A client that does not read a 32 MB Fetch answer stops the shim
+    reading from the broker (backpressure); the shim streams, so its memory
+    holds a buffer's worth, not the answer; once the client reads, the
+    answer comes whole."""
+    shim = shimFactory(wsBroker.websocketURL)
+    values = [bytes([i]) * (1 << 19) for i in range(64)]  # 512 KB each (message.max.bytes is ~1 MB)
+    with RawClient(wsBroker) as direct:
+        direct.metadata(["slow"])
+        for value in values:
+            [(error, _)] = direct.produce({"slow": {0: encodeMessageSet([(None, value)])}})["slow"].values()
+            assert error == 0
+    with RawClient(shim) as client:
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        client.metadata(["slow"])
+        before = _kilobytes(shim.process.pid, "VmRSS")
+        correlationId = client.send(1, fetchBody({"slow": {0: (0, 64 << 20)}}))
+        time.sleep(2)  # the client reads nothing meanwhile
+        grown = _kilobytes(shim.process.pid, "VmHWM") - before
+        assert grown < 8 * 1024, f"the shim grew by {grown} kB while its client did not read"
+        client.sock.settimeout(30)
+        error, highWatermark, data = decodeFetchResponse(client.receive(correlationId))["slow"][0]
+    assert (error, highWatermark) == (0, 64)
+    assert [m.value for m in decodeMessageSet(data)] == values
+
+
 def test_shimClosesTheClientWhenTheBrokerGoes(wsBroker, shimFactory):
     shim = shimFactory(wsBroker.websocketURL)
     with socket.create_connection(("127.0.0.1", shim.port), timeout=10) as client:

@@ -7,10 +7,11 @@ in-memory pair.
 """
 
 import gc
+import os
 import struct
 
 import pytest
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionRefusedError
@@ -25,6 +26,7 @@ from kafkaw.broker.gateway import SLOW_READER, Broker, IKafkaConnection
 from kafkaw.broker.services import ClusterService
 from kafkaw.protocol import schema
 from kafkaw.protocol.errors import CodecError
+from kafkaw.protocol.framing import frame
 from kafkaw.protocol.messages import decodeMessageSet, encodeMessageSet
 from kafkaw.storage.memory import MemoryStore
 from kafkaw.transport.tcp import Backpressure, KafkaProtocol
@@ -188,6 +190,21 @@ def test_requestSplitAcrossMessages():
     received = pair.exchange(*pieces)
     assert len(received) == 1
     assert correlationId(oneResponse(received[0])) == 3
+
+
+def test_requestsInFragmentedMessagesAreFramedFromEachFrame():
+    """The framer is fed each frame's payload as it is read (the message is
+    never collected): requests cut by frames anywhere are served in order."""
+    pair = WebSocketPair()
+    requests = metadataRequest(1, ["a"]) + metadataRequest(2, ["b"])
+    for fragmentSize in range(1, len(requests) + 1):
+        before = len(pair.client.messages)
+        pair.client.sendMessage(requests, isBinary=True, fragmentSize=fragmentSize)
+        pair.client.sendMessage(metadataRequest(3)[:6], isBinary=True, fragmentSize=fragmentSize)
+        pair.client.sendMessage(metadataRequest(3)[6:], isBinary=True, fragmentSize=fragmentSize)
+        pair.flush()
+        received = [payload for payload, _ in pair.client.messages[before:]]
+        assert [correlationId(oneResponse(p)) for p in received] == [1, 2, 3], f"fragments of {fragmentSize} bytes"
 
 
 def test_severalRequestsInOneMessageGetOneMessageEachInOrder():
@@ -486,15 +503,6 @@ def test_rewriteRejectsWhatIsNotAMetadataResponse(frame):
         shim.rewriteMetadataResponse(frame, 0, "h", 1)
 
 
-def test_expectsResponse():
-    def frameOf(request):
-        return request[4:]
-
-    assert shim.expectsResponse(frameOf(metadataRequest(9))) == (3, 0, 9)
-    assert shim.expectsResponse(frameOf(produceRequest(4, {"t": {0: b""}}, acks=1))) == (0, 0, 4)
-    assert shim.expectsResponse(frameOf(produceRequest(4, {"t": {0: b""}}, acks=0))) is None
-
-
 # --- the shim, end to end in memory ----------------------------------------------
 
 
@@ -531,13 +539,20 @@ SHIM_ADDRESS = IPv4Address("TCP", "192.168.1.20", 19092)
 
 
 class ShimHarness:
-    def __init__(self, failures=0, attempts=shim.CONNECT_ATTEMPTS, **shimKwargs):
+    """The shim with a StringTransport client, its WebSocket in memory to a
+    memory-store kafkaw (or to C{serverFactory}'s protocol)."""
+
+    def __init__(self, failures=0, attempts=shim.CONNECT_ATTEMPTS, serverFactory=None, maxRequestBytes=1 << 20, **shimKwargs):
         self.clock = MemoryReactorClock()
         self.broker = makeBroker(self.clock)
-        self.endpoint = FakeEndpoint(self.clock, KafkaWebSocketFactory(self.broker, 1 << 20, reactor=self.clock), failures)
+        if serverFactory is None:
+            serverFactory = KafkaWebSocketFactory(self.broker, 1 << 20, reactor=self.clock)
+        else:
+            serverFactory = serverFactory(self.clock)
+        self.endpoint = FakeEndpoint(self.clock, serverFactory, failures)
         connector = shim.Connector("ws://10.0.0.5:9093/", self.clock, attempts=attempts)
         connector.endpoint = self.endpoint
-        self.factory = shim.ShimFactory(connector, 1 << 20, **shimKwargs)
+        self.factory = shim.ShimFactory(connector, maxRequestBytes, **shimKwargs)
         self.protocol = self.factory.buildProtocol(IPv4Address("TCP", "192.168.1.30", 50000))
         self.transport = StringTransport(hostAddress=SHIM_ADDRESS, peerAddress=IPv4Address("TCP", "192.168.1.30", 50000))
         self.protocol.makeConnection(self.transport)
@@ -675,6 +690,251 @@ def test_shimSlowBrokerPausesReadingFromTheClient():
     assert harness.transport.producerState == "paused"
     wsTransport.producer.resumeProducing()
     assert harness.transport.producerState == "producing"
+
+
+# --- the shim's streaming, against a scripted broker ----------------------------------
+
+
+class ScriptedBroker(WebSocketServerProtocol):
+    """A WebSocket server the test drives: it records what the shim sends
+    (each message, and how many frames it came in) and sends what it is told."""
+
+    def __init__(self):
+        super().__init__()
+        self.messages = []  # (payload, isBinary)
+        self.frames = []  # frames of each message
+        self.closed = None  # (wasClean, code, reason)
+
+    def onMessageBegin(self, isBinary):
+        super().onMessageBegin(isBinary)
+        self.frames.append(0)
+
+    def onMessageFrameBegin(self, length):
+        super().onMessageFrameBegin(length)
+        self.frames[-1] += 1
+
+    def onMessage(self, payload, isBinary):
+        self.messages.append((payload, isBinary))
+
+    def onClose(self, wasClean, code, reason):
+        self.closed = (wasClean, code, reason)
+
+
+def scriptedFactory(clock):
+    factory = WebSocketServerFactory(reactor=clock)
+    factory.protocol = ScriptedBroker
+    return factory
+
+
+def scriptedShim(open=True, **kwargs):
+    """A ShimHarness whose WebSocket goes to a ScriptedBroker (opened unless C{open} is false)."""
+    harness = ShimHarness(serverFactory=scriptedFactory, **kwargs)
+    if open:
+        harness.flush()
+        assert harness.protocol._open
+    return harness, harness.endpoint.servers[0]
+
+
+REWRITTEN_AS = ("192.168.1.20", 19092)  # SHIM_ADDRESS
+
+
+def responseStream():
+    """Three responses back to back, as the broker would send them: an
+    answer to correlation id 1, a Metadata v0 answer to id 2 (rewritten by
+    the shim), an answer to id 3. Returns the stream, the stream the client
+    should get, and the three parts' lengths."""
+    first = frame(struct.pack(">i", 1) + bytes(range(20)))  # not decoded by the shim: any bytes
+    metadata = frame(metadataResponse(2, [(1, "broker.internal", 9093)], TOPICS))
+    last = frame(struct.pack(">i", 3) + bytes(range(200, 150, -1)))
+    rewritten = frame(shim.rewriteMetadataResponse(metadata[4:], 0, *REWRITTEN_AS))
+    return first + metadata + last, first + rewritten + last, (len(first), len(metadata), len(last))
+
+
+def test_shimStreamsResponsesSplitAtEveryByteBoundary():
+    """Split between two messages anywhere, responses reach the client whole and
+    in order; what passes unchanged is written as soon as it arrives (once its
+    size and correlation id, 8 bytes, are read), the Metadata answer once it
+    is whole, rewritten."""
+    stream, expected, (first, metadata, last) = responseStream()
+    rewritten = len(expected) - first - last
+    for cut in range(1, len(stream)):
+        harness, broker = scriptedShim()
+        harness.protocol.dataReceived(metadataRequest(2))
+        harness.flush()
+        broker.sendMessage(stream[:cut], isBinary=True)
+        harness.flush()
+        if cut < 8:
+            written = b""
+        elif cut <= first:
+            written = stream[:cut]
+        elif cut < first + metadata:
+            written = stream[:first]
+        else:
+            tail = cut - first - metadata
+            written = expected[: first + rewritten + (tail if tail >= 8 else 0)]
+        assert harness.transport.value() == written, f"cut at {cut}"
+        broker.sendMessage(stream[cut:], isBinary=True)
+        harness.flush()
+        assert harness.transport.value() == expected, f"cut at {cut}"
+        assert harness.protocol._addressing == {}
+
+
+@pytest.mark.parametrize("how", ["one message", "a message per byte", "fragmented message"])
+def test_shimStreamsResponsesHoweverTheyAreCut(how):
+    stream, expected, _ = responseStream()
+    harness, broker = scriptedShim()
+    harness.protocol.dataReceived(metadataRequest(2))
+    harness.flush()
+    if how == "one message":
+        broker.sendMessage(stream, isBinary=True)
+    elif how == "a message per byte":
+        for i in range(len(stream)):
+            broker.sendMessage(stream[i : i + 1], isBinary=True)
+    else:
+        broker.sendMessage(stream, isBinary=True, fragmentSize=7)
+    harness.flush()
+    assert harness.transport.value() == expected
+    assert not harness.transport.disconnecting
+
+
+def test_shimStreamsALargeResponseWithoutHoldingIt():
+    """A large answer (a Fetch's) is written on in the pieces the WebSocket delivers."""
+    harness, broker = scriptedShim()
+    response = frame(struct.pack(">i", 9) + bytes(200_000))
+    broker.sendMessage(response[:70_000], isBinary=True)
+    harness.flush()
+    assert harness.transport.value() == response[:70_000]
+    broker.sendMessage(response[70_000:], isBinary=True, fragmentSize=50_000)
+    harness.flush()
+    assert harness.transport.value() == response
+
+
+def test_shimRewritesAMetadataResponseReusingACorrelationId():
+    """Two Metadata requests with one id: both answers are rewritten, in order."""
+    harness, broker = scriptedShim()
+    harness.protocol.dataReceived(metadataRequest(2) + metadataRequest(2, apiVersion=0))
+    harness.flush()
+    answer = frame(metadataResponse(2, [(1, "broker.internal", 9093)], TOPICS))
+    broker.sendMessage(answer + answer[:10], isBinary=True)
+    broker.sendMessage(answer[10:], isBinary=True)
+    harness.flush()
+    once = frame(shim.rewriteMetadataResponse(answer[4:], 0, *REWRITTEN_AS))
+    assert harness.transport.value() == once + once
+    assert harness.protocol._addressing == {}
+
+
+def test_shimTextMessageClosesBoth(logged):
+    harness, broker = scriptedShim()
+    broker.sendMessage(b"\0\0\0\4\0\0\0\1", isBinary=False)
+    harness.flush()
+    harness.clock.advance(2)
+    harness.flush()
+    assert harness.transport.disconnecting
+    assert broker.closed is not None
+    assert any("text message" in line for line in logged)
+
+
+@pytest.mark.parametrize("size", [-1, -(2**31), 0, 3])
+def test_shimAbsurdResponseSizeClosesBoth(logged, size):
+    """A size prefix no response can have (negative, or too short for a
+    correlation id): the responses before it are passed on, then both sides close."""
+    harness, broker = scriptedShim()
+    before = frame(struct.pack(">i", 1) + b"ok")
+    broker.sendMessage(before + struct.pack(">ii", size, 2) + b"more", isBinary=True)
+    harness.flush()
+    assert harness.transport.value() == before
+    assert harness.transport.disconnecting
+    harness.clock.advance(2)
+    harness.flush()
+    assert broker.closed is not None
+    assert any("rejected" in line and f"size {size:,d}" in line for line in logged)
+
+
+def test_shimSendsEachRequestAsOneFrameWhateverTheTcpReads():
+    """Requests cut anywhere by TCP go out one binary message each, in one
+    frame (so the broker parses one frame per request), bytes unchanged; only
+    Metadata requests' ids are remembered."""
+    requests = [
+        metadataRequest(1, ["a"]),
+        produceRequest(2, {"t": {0: encodeMessageSet([(b"k", b"v" * 100)])}}),  # frame length >= 126: 16-bit length
+        metadataRequest(3),
+    ]
+    stream = b"".join(requests)
+    cuts = [[cut] for cut in range(1, len(stream))] + [list(range(1, len(stream)))]  # two reads; a read per byte
+    for cut in cuts:
+        harness, broker = scriptedShim()
+        for start, stop in zip([0] + cut, cut + [len(stream)]):
+            harness.protocol.dataReceived(stream[start:stop])
+        harness.flush()
+        assert broker.messages == [(request, True) for request in requests], f"cut at {cut[:3]}"
+        assert broker.frames == [1, 1, 1]
+        assert harness.protocol._addressing == {1: [(3, 0)], 3: [(3, 0)]}
+
+
+def test_shimSendsALargeRequestAsItArrives():
+    """A request over 64 KB (64-bit frame length) is framed at once and sent
+    on as each TCP read arrives, not held until it is whole."""
+    harness, broker = scriptedShim()
+    request = produceRequest(7, {"t": {0: encodeMessageSet([(None, os.urandom(100_000))])}})
+    wsTransport = harness.protocol._ws.transport
+    written = []
+    write, wsTransport.writeSequence = wsTransport.writeSequence, lambda chunks: (written.append(sum(map(len, chunks))), write(chunks))
+    for start in range(0, len(request), 30_000):
+        harness.protocol.dataReceived(request[start : start + 30_000])
+    assert len(written) == 4 and written[0] == 14 + 30_000  # header (2 + 8 + mask) and the first read
+    harness.flush()
+    assert broker.messages == [(request, True)]
+    assert broker.frames == [1]
+
+
+def test_shimQueuesWhatArrivesBeforeTheWebSocketOpens():
+    harness, broker = scriptedShim(open=False)
+    harness.protocol.dataReceived(metadataRequest(1)[:5])
+    harness.protocol.dataReceived(metadataRequest(1)[5:] + metadataRequest(2))
+    harness.flush()
+    assert broker.messages == [(metadataRequest(1), True), (metadataRequest(2), True)]
+
+
+def test_shimRequestAboveTheLimitClosesBoth(logged):
+    harness, broker = scriptedShim(maxRequestBytes=100)
+    big = produceRequest(2, {"t": {0: encodeMessageSet([(None, b"x" * 200)])}})
+    harness.protocol.dataReceived(metadataRequest(1) + big)
+    harness.flush()
+    harness.clock.advance(2)
+    harness.flush()
+    assert broker.messages == [(metadataRequest(1), True)]
+    assert harness.transport.disconnecting
+    assert broker.closed is not None and broker.closed[1] == 1000
+    assert any("rejected" in line and "outside 0..100" in line for line in logged)
+
+
+def test_shimClientLeavingMidRequestDropsTheWebSocket():
+    """A close frame written now would land inside the half-sent request's
+    payload: the WebSocket is dropped instead."""
+    harness, broker = scriptedShim()
+    request = metadataRequest(1, ["a" * 200])
+    harness.protocol.dataReceived(request[:100])
+    harness.flush()
+    harness.protocol.connectionLost(None)
+    harness.flush()
+    assert broker.messages == []
+    assert broker.closed is not None and broker.closed[0] is False
+
+
+def test_shimAcksZeroProduceGetsNoResponseAndLeavesNothing():
+    """An acks=0 Produce is forwarded and answered by nothing; the answers around it are passed on."""
+    harness = ShimHarness()
+    harness.flush()
+    harness.responses(metadataRequest(0, ["z"]))  # creates the topic
+    messageSet = encodeMessageSet([(None, b"fire and forget")])
+    responses = harness.responses(
+        produceRequest(1, {"z": {0: messageSet}}, acks=0), fetchRequest(2, {"z": {0: (0, 1 << 20)}}), metadataRequest(3)
+    )
+    assert [correlationId(r) for r in responses] == [2, 3]
+    _, _, data = parseFetchResponse(responses[0])[1]["z"][0]
+    assert [m.value for m in decodeMessageSet(data)] == [b"fire and forget"]
+    assert parseMetadataResponse(responses[1])[1] == [(0, "192.168.1.20", 19092)]
+    assert harness.protocol._addressing == {}
 
 
 # --- twistd kafkaw-shim options -----------------------------------------------------
