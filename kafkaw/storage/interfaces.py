@@ -549,8 +549,10 @@ class IAclStore(Interface):
 
 
 class AclsHeld:
-    """L{IAclStore}'s entry points over C{self._acls} (the frozenset stored)
-    and C{self._changeAcls(bindings, adding)}, as every store keeps them."""
+    """L{IAclStore} over C{self._acls} (the frozenset stored), as every store
+    keeps them: a store provides C{_storeAcls(bindings, adding)}, a Deferred
+    firing once the checked, non-empty C{bindings} are stored (or deleted);
+    memory changes only then."""
 
     def acls(self):
         return self._acls
@@ -560,6 +562,21 @@ class AclsHeld:
 
     def removeAcls(self, bindings):
         return self._changeAcls(bindings, adding=False)
+
+    def _changeAcls(self, bindings, adding):
+        try:
+            bindings = checkAclBindings(bindings)
+        except ValueError as e:
+            return defer.fail(e)
+        if not bindings:
+            return defer.succeed(None)
+
+        def stored(_):
+            changed = self._acls | bindings if adding else self._acls - bindings
+            if changed != self._acls:
+                self._acls = changed  # a new object only for a change (IAclStore.acls)
+
+        return self._storeAcls(bindings, adding).addCallback(stored)
 
 
 # --- end of ACLs ---------------------------------------------------------------

@@ -108,7 +108,6 @@ from kafkaw.storage.interfaces import (
     ScramCredential,
     StorageError,
     TopicsHeld,
-    checkAclBindings,
     checkOffsetCommit,
     checkPartitions,
     countPending,
@@ -1609,13 +1608,7 @@ class LevelDBStore(LevelDBCredentials, AclsHeld, TopicsHeld):
 
     # --- ACLs (IAclStore) ---
 
-    def _changeAcls(self, bindings, adding):
-        try:
-            bindings = checkAclBindings(bindings)
-        except ValueError as e:
-            return defer.fail(e)
-        if not bindings:
-            return defer.succeed(None)
+    def _storeAcls(self, bindings, adding):
         keys = [_aclKey(binding) for binding in bindings]
         sync = self.sync
 
@@ -1628,12 +1621,7 @@ class LevelDBStore(LevelDBCredentials, AclsHeld, TopicsHeld):
                     batch.delete(key)
             batch.write()
 
-        def stored(_):
-            changed = self._acls | bindings if adding else self._acls - bindings
-            if changed != self._acls:
-                self._acls = changed  # a new object only for a change (IAclStore.acls)
-
-        return self.write(write).addCallback(stored)
+        return self.write(write)
 
     # --- end of ACLs ---
 

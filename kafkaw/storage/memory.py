@@ -15,7 +15,6 @@ from kafkaw.storage.interfaces import (
     IStorageFactory,
     IStore,
     StorageError,
-    checkAclBindings,
     checkOffsetCommit,
     checkPartitions,
     forgetGroupOffsets,
@@ -210,15 +209,8 @@ class MemoryStore(MemoryCredentials, AclsHeld):
 
     # --- ACLs (IAclStore) ---
 
-    def _changeAcls(self, bindings, adding):
-        change = frozenset.union if adding else frozenset.difference
-        try:
-            changed = change(self._acls, checkAclBindings(bindings))
-        except ValueError as e:
-            return fail(e)
-        if changed != self._acls:
-            self._acls = changed  # a new object only for a change (IAclStore.acls)
-        return succeed(None)
+    def _storeAcls(self, bindings, adding):
+        return succeed(None)  # held in memory only (AclsHeld)
 
 
 @implementer(IStorageFactory, IPlugin)

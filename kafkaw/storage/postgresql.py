@@ -76,7 +76,6 @@ from kafkaw.storage.interfaces import (
     ScramCredential,
     StorageError,
     TopicsHeld,
-    checkAclBindings,
     checkOffsetCommit,
     checkPartitions,
     countPending,
@@ -963,13 +962,7 @@ class PostgreSQLStore(CredentialsHeld, AclsHeld, TopicsHeld):
 
     # -- ACLs (IAclStore) and SASL users (ICredentialStore) -------------------
 
-    def _changeAcls(self, bindings, adding):
-        try:
-            bindings = checkAclBindings(bindings)
-        except ValueError as e:
-            return defer.fail(e)
-        if not bindings:
-            return defer.succeed(None)
+    def _storeAcls(self, bindings, adding):
         rows = [
             (b.resourceType, _utf8(b.resourceName), b.patternType, _utf8(b.principal), _utf8(b.host), b.operation, b.permission)
             for b in bindings
@@ -985,12 +978,7 @@ class PostgreSQLStore(CredentialsHeld, AclsHeld, TopicsHeld):
                 " AND principal = %s AND host = %s AND operation = %s AND permission = %s"
             )
 
-        def stored(_):
-            changed = self._acls | bindings if adding else self._acls - bindings
-            if changed != self._acls:
-                self._acls = changed  # a new object only for a change (IAclStore.acls)
-
-        return self._writeSecurity(lambda cursor: cursor.executemany(statement, rows)).addCallback(stored)
+        return self._writeSecurity(lambda cursor: cursor.executemany(statement, rows))
 
     def _storeCredential(self, user, mechanism, credential):
         row = (_utf8(user), mechanism, credential.salt, credential.storedKey, credential.serverKey, credential.iterations)
