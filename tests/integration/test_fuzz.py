@@ -352,15 +352,22 @@ def tcpShort(broker, rng, tally, connections):
         tally.sent(wire, frames)
         with socket.create_connection(("127.0.0.1", broker.port), timeout=15) as sock:
             tally.connections += 1
-            try:
-                sock.sendall(wire)
-                sock.shutdown(socket.SHUT_WR)
-                while sock.recv(1 << 20):
-                    pass
-            except (BrokenPipeError, ConnectionResetError, OSError) as e:
-                if isinstance(e, TimeoutError):
-                    raise AssertionError("the broker neither answered nor closed a half-closed connection") from e
+            sendHalfClosed(sock, wire, "the broker neither answered nor closed a half-closed connection")
         tally.closed += 1
+
+
+def sendHalfClosed(sock, wire, silence):
+    """Send C{wire}, half-close, read until the broker closes; C{silence}
+    is the failure when it neither answers nor closes in time."""
+    try:
+        sock.sendall(wire)
+        sock.shutdown(socket.SHUT_WR)
+        while sock.recv(1 << 20):
+            pass
+    except TimeoutError as e:
+        raise AssertionError(silence) from e
+    except OSError:  # reset, broken pipe, not connected: the broker closed first
+        pass
 
 
 def wsOpen(broker):
@@ -724,15 +731,7 @@ def test_fuzzedSaslFramesLeaveTheBrokerServing(tmp_path):
             host = f"127.0.0.{2 + number % 249}"
             with socket.create_connection(("127.0.0.1", broker.port), timeout=15, source_address=(host, 0)) as sock:
                 tally.connections += 1
-                try:
-                    sock.sendall(wire)
-                    sock.shutdown(socket.SHUT_WR)
-                    while sock.recv(1 << 20):
-                        pass
-                except TimeoutError as e:
-                    raise AssertionError(f"the broker neither answered nor closed: {wire[:200].hex()}") from e
-                except OSError:  # reset, broken pipe, not connected: the broker closed first
-                    pass
+                sendHalfClosed(sock, wire, f"the broker neither answered nor closed: {wire[:200].hex()}")
             if number % 100 == 0:
                 assert broker.process.poll() is None, "the broker died"
                 payload = requestHeader(3, PROBE_ID) + metadataBody([])
