@@ -45,6 +45,7 @@ from kafkaw.protocol.api import ApiKey
 from kafkaw.protocol.errors import CodecError
 from kafkaw.protocol.framing import FrameTooLarge
 from kafkaw.transport.tcp import Backpressure, hostAndPort
+from kafkaw.transport.turnwrites import TurnWritesReactor
 
 DEFAULT_LISTEN = "tcp:9092:interface=127.0.0.1"
 CONNECT_ATTEMPTS = 5  # 1 try + 4 retries
@@ -552,5 +553,5 @@ def makeService(options, reactor=None):
     factory = ShimFactory(connector, options["max-request-bytes"], options["advertised-host"], options["advertised-port"])
     top = service.MultiService()
     for description in options["listen"]:
-        strports.service(description, factory, reactor=reactor).setServiceParent(top)
+        strports.service(description, factory, reactor=TurnWritesReactor(reactor)).setServiceParent(top)
     return top

@@ -21,6 +21,7 @@ from kafkaw.config import ConfigFileOptions, atLeast, positive
 from kafkaw.metrics import NO_METRICS, PrometheusMetrics, metricsSite
 from kafkaw.storage.interfaces import IAclStore, ICredentialStore, IStorageFactory, StorageError
 from kafkaw.transport.tcp import KafkaFactory
+from kafkaw.transport.turnwrites import TurnWritesReactor
 from kafkaw.transport.websocket import KafkaWebSocketFactory
 
 DEFAULT_LISTEN = "tcp:9092:interface=127.0.0.1"
@@ -261,14 +262,14 @@ def _brokerService(options, store, reactor):
     for description in options["listen"]:
         authenticate = options["sasl"] and description not in options["sasl-exempt"]
         kafka = KafkaFactory(broker, options["max-request-bytes"], authenticate)
-        strports.service(description, kafka, reactor=reactor).setServiceParent(top)
+        strports.service(description, kafka, reactor=TurnWritesReactor(reactor)).setServiceParent(top)
     for description in options["websocket"]:
         authenticate = options["sasl"] and description not in options["sasl-exempt"]
         websocket = KafkaWebSocketFactory(
             broker, options["max-request-bytes"], reactor=reactor, allowedOrigins=options["websocket-allowed-origin"],
             authenticate=authenticate,
         )
-        strports.service(description, websocket, reactor=reactor).setServiceParent(top)
+        strports.service(description, websocket, reactor=TurnWritesReactor(reactor)).setServiceParent(top)
     if options["metrics"]:
         strports.service(options["metrics"], metricsSite(broker.metrics), reactor=reactor).setServiceParent(top)
     if membership is not None:
