@@ -26,6 +26,7 @@ from twisted.internet import tcp
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.logger import Logger
+from zope.interface import directlyProvides, providedBy
 
 _log = Logger()
 
@@ -124,6 +125,7 @@ class TurnWritesReactor:
     def __init__(self, reactor):
         self._reactor = reactor
         self._own = isinstance(reactor, PosixReactorBase)
+        directlyProvides(self, providedBy(reactor))  # endpoints may adapt it to the reactor's interfaces
 
     def __getattr__(self, name):
         return getattr(self._reactor, name)

@@ -6,7 +6,7 @@ clock.advance(0) ends the turn."""
 import errno
 
 from twisted.internet import protocol
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPushProducer, IReactorTCP, IReactorTime
 from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
 from twisted.python.failure import Failure
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock
@@ -177,4 +177,5 @@ def test_otherReactorsListenAsTheyDo():
     TurnWritesReactor(memory).listenSSL(9093, factory, "context", interface="127.0.0.1")
     assert memory.sslServers == [(9093, factory, "context", 50, "127.0.0.1")]
     assert TurnWritesReactor(memory).listenUNIX == memory.listenUNIX  # everything else is the reactor's
+    assert IReactorTCP.providedBy(TurnWritesReactor(memory)) and IReactorTime.providedBy(TurnWritesReactor(MemoryReactorClock()))
     assert TurnWritesPort.transport is TurnWritesServer
