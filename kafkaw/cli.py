@@ -20,10 +20,12 @@
     kafkaw [--bootstrap HOST:PORT] users add NAME [--data-dir DIR] [--iterations N]   (password: prompt or stdin)
     kafkaw [--bootstrap HOST:PORT] users remove NAME [--data-dir DIR]
     kafkaw [--bootstrap HOST:PORT] users list [--data-dir DIR]
+    (each also with [--tls] [--ca-cert PEM] [--sasl-mechanism MECHANISM --sasl-username NAME] before the command)
 
-A small blocking client: one plain socket, the generic codec of
-L{kafkaw.protocol.schema} at the versions in L{CALLS} (Kafka 2.1's admin
-and group APIs). A command that fails prints one line on stderr (one per
+A small blocking client: one socket (TLS with C{--tls}), the generic codec
+of L{kafkaw.protocol.schema} at the versions in L{CALLS} (Kafka 2.1's admin
+and group APIs); with C{--sasl-mechanism} it authenticates first
+(SaslHandshake v1, SaslAuthenticate v1; L{kafkaw.saslclient}). A command that fails prints one line on stderr (one per
 topic, group or partition the broker refused) and exits with status 1; bad
 usage exits with 2.
 
@@ -36,7 +38,10 @@ creates it, even on a broker that auto-creates topics.
 """
 
 import argparse
+import getpass
+import os
 import socket
+import ssl
 import sys
 from typing import NamedTuple
 
@@ -46,8 +51,8 @@ from kafkaw.protocol.api import EARLIEST, LATEST
 from kafkaw.protocol.errors import CodecError, ErrorCode
 from kafkaw.protocol.framing import Framer, FrameTooLarge, frame
 from kafkaw.protocol.primitives import Reader
-from kafkaw.storage.interfaces import AclBinding
-from kafkaw import users
+from kafkaw.storage.interfaces import SCRAM_MECHANISMS, AclBinding
+from kafkaw import saslclient, users
 
 CLIENT_ID = "kafkaw-cli"
 
@@ -75,11 +80,15 @@ DELETE_GROUPS = Call(42, 1, "DeleteGroups", "2.0")
 DESCRIBE_ACLS = Call(29, 1, "DescribeAcls", "2.0")
 CREATE_ACLS = Call(30, 1, "CreateAcls", "2.0")
 DELETE_ACLS = Call(31, 1, "DeleteAcls", "2.0")
+SASL_HANDSHAKE = Call(17, 1, "SaslHandshake", "1.0")
+SASL_AUTHENTICATE = Call(36, 1, "SaslAuthenticate", "2.0")
 CALLS = (
     METADATA, LIST_OFFSETS, CREATE_TOPICS, DELETE_TOPICS, DESCRIBE_CONFIGS, CREATE_PARTITIONS,
     OFFSET_COMMIT, OFFSET_FETCH, DESCRIBE_GROUPS, LIST_GROUPS, DELETE_GROUPS,
-    DESCRIBE_ACLS, CREATE_ACLS, DELETE_ACLS,
+    DESCRIBE_ACLS, CREATE_ACLS, DELETE_ACLS, SASL_HANDSHAKE, SASL_AUTHENTICATE,
 )
+SASL_MECHANISMS = ("PLAIN", *SCRAM_MECHANISMS)
+PASSWORD_VARIABLE = "KAFKAW_SASL_PASSWORD"
 
 _RESOURCE_TOPIC = 2  # DescribeConfigs resource type
 _SOURCE_TOPIC = 1  # DescribeConfigs config source DYNAMIC_TOPIC_CONFIG: set on the topic itself
@@ -112,13 +121,29 @@ def parseHostPort(address):
     return host, int(port)
 
 
-def connect(address, timeout):
-    """A L{Client} connected to C{address} ("HOST:PORT")."""
+def connect(address, timeout, tls=None):
+    """A L{Client} connected to C{address} ("HOST:PORT"); C{tls}: an
+    C{ssl.SSLContext} to wrap the connection in (the host name is checked)."""
+    host, port = parseHostPort(address)
     try:
-        connection = socket.create_connection(parseHostPort(address), timeout=timeout)
+        connection = socket.create_connection((host, port), timeout=timeout)
     except OSError as e:
         raise CommandError(f"cannot connect to {address}: {e}") from None
+    if tls is not None:
+        try:
+            connection = tls.wrap_socket(connection, server_hostname=host)
+        except (OSError, ssl.SSLError) as e:
+            connection.close()
+            raise CommandError(f"TLS with {address} failed: {e}") from None
     return Client(connection, address, timeout)
+
+
+def tlsContext(caCert):
+    """Certificates checked against C{caCert} (a PEM file), else the system's CAs."""
+    try:
+        return ssl.create_default_context(cafile=caCert)
+    except (OSError, ssl.SSLError) as e:
+        raise CommandError(f"cannot load --ca-cert {caCert}: {e}") from None
 
 
 class Client:
@@ -170,6 +195,29 @@ class Client:
                 return None
             self._frames.extend(self._framer.feed(data))
         return self._frames.pop(0)
+
+    def authenticate(self, mechanism, user, password):
+        """SASL before any other request, as the broker's --sasl endpoints require."""
+        handshake = self.call(SASL_HANDSHAKE, {"mechanism": mechanism})
+        if handshake.errorCode == ErrorCode.ILLEGAL_SASL_STATE:
+            raise CommandError(f"{self._address} takes no SASL (an endpoint without --sasl, or --sasl-exempt): leave out --sasl-mechanism")
+        if handshake.errorCode:
+            offered = ", ".join(handshake.mechanisms) or "none"
+            raise CommandError(f"{self._address} does not take {mechanism} ({describeError(handshake.errorCode)}; it offers: {offered})")
+        try:
+            if mechanism == "PLAIN":
+                self._saslStep(saslclient.plainToken(user, password))
+            else:
+                scram = saslclient.ScramClient(mechanism, user, password)
+                scram.verify(self._saslStep(scram.final(self._saslStep(scram.first()))))
+        except saslclient.SaslError as e:
+            raise CommandError(f"authentication with {self._address} failed: {e}") from None
+
+    def _saslStep(self, token):
+        answer = self.call(SASL_AUTHENTICATE, {"authBytes": token})
+        if answer.errorCode:
+            raise CommandError(f"authentication with {self._address} failed: {describeError(answer.errorCode, answer.errorMessage)}")
+        return answer.authBytes
 
     def _timeoutMs(self):
         return int(self._timeout * 1000)
@@ -809,6 +857,16 @@ def parser():
         "--timeout", type=float, default=10.0, metavar="SECONDS",
         help="how long to wait for the broker (default: %(default)s)",
     )
+    top.add_argument("--tls", action="store_true", help="connect with TLS (an ssl: endpoint), checking its certificate")
+    top.add_argument(
+        "--ca-cert", metavar="PEM", help="the CA certificate (or the broker's self-signed one) to check it with; implies --tls"
+    )
+    top.add_argument(
+        "--sasl-mechanism", choices=SASL_MECHANISMS, help="authenticate first (an endpoint served with --sasl)",
+    )
+    top.add_argument(
+        "--sasl-username", metavar="NAME", help=f"the user to authenticate as; the password is ${PASSWORD_VARIABLE}, else asked for",
+    )
     commands = top.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     topics = commands.add_parser("topics", help="list, create, describe, alter or delete topics").add_subparsers(
@@ -887,6 +945,12 @@ def parser():
     return top
 
 
+def saslPassword(user, prompt=getpass.getpass):
+    """$KAFKAW_SASL_PASSWORD, else asked for on the terminal (stdin may carry a new user's password)."""
+    password = os.environ.get(PASSWORD_VARIABLE)
+    return password if password is not None else prompt(f"Password of {user}: ")
+
+
 def main(argv=None, out=None, err=None, stdin=None):
     """Run one command; return the exit status (bad usage exits with 2)."""
     out = sys.stdout if out is None else out
@@ -896,12 +960,17 @@ def main(argv=None, out=None, err=None, stdin=None):
     arguments = commandLine.parse_args(argv)
     if getattr(arguments, "resourcesRequired", False) and not _resources(arguments):
         commandLine.error("name a resource: --topic, --group, --transactional-id or --cluster")
+    if (arguments.sasl_mechanism is None) != (arguments.sasl_username is None):
+        commandLine.error("--sasl-mechanism and --sasl-username go together")
     try:
         if getattr(arguments, "data_dir", None) is not None:  # users --data-dir: no broker to connect to
             arguments.offline(arguments, out, stdin)
             return 0
-        client = connect(arguments.bootstrap, arguments.timeout)
+        tls = tlsContext(arguments.ca_cert) if arguments.tls or arguments.ca_cert else None
+        client = connect(arguments.bootstrap, arguments.timeout, tls)
         try:
+            if arguments.sasl_mechanism is not None:
+                client.authenticate(arguments.sasl_mechanism, arguments.sasl_username, saslPassword(arguments.sasl_username))
             if getattr(arguments, "online", None) is not None:
                 arguments.online(client, arguments, out, stdin)
             else:

@@ -8,6 +8,7 @@ brokers of their own, so their failures slow nobody else down.
 """
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -276,9 +277,15 @@ def test_guessesFromOneHostAreSlowedWhileOthersAreServed(guardedBroker):
 # --- users on a running broker: AlterUserScramCredentials / DescribeUserScramCredentials v0 ----
 
 
-def cli(*args, password=None):
+def cli(*args, password=None, saslPassword=None):
+    """`kafkaw ARGS`: C{password} on stdin (a new user's), C{saslPassword} in $KAFKAW_SASL_PASSWORD."""
+    env = dict(os.environ)
+    env.pop("KAFKAW_SASL_PASSWORD", None)
+    if saslPassword is not None:
+        env["KAFKAW_SASL_PASSWORD"] = saslPassword
     return subprocess.run(
         [sys.executable, "-m", "kafkaw.cli", *args], input=password, capture_output=True, text=True, timeout=30, cwd=ROOT,
+        env=env,
     )
 
 
@@ -303,8 +310,41 @@ def test_kafkawUsersOnARunningBroker(saslBroker):
     assert cli("--bootstrap", bootstrap, "users", "remove", "carol").stdout == "removed user carol\n"
     gone = cli("--bootstrap", bootstrap, "users", "remove", "carol")
     assert (gone.returncode, gone.stderr) == (1, "kafkaw: no user carol\n")
-    refused = cli("--bootstrap", saslBroker.bootstrap, "users", "list")  # the SASL endpoint: the CLI does not authenticate
+    refused = cli("--bootstrap", saslBroker.bootstrap, "users", "list")  # the SASL endpoint, without --sasl-mechanism
     assert refused.returncode == 1 and "closed the connection on DescribeUserScramCredentials" in refused.stderr
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_kafkawAuthenticatesOnASaslEndpoint(saslBroker, mechanism):
+    """`kafkaw --sasl-mechanism M --sasl-username alice`: the admin command
+    on the SASL endpoint itself, as alice (a super user here)."""
+    topic = f"cli-{mechanism.lower()}"
+    sasl = ("--bootstrap", saslBroker.bootstrap, "--sasl-mechanism", mechanism, "--sasl-username", "alice")
+    created = cli(*sasl, "topics", "create", topic, saslPassword=PASSWORD)
+    assert (created.returncode, created.stderr) == (0, ""), created.stderr
+    listed = cli(*sasl, "topics", "list", saslPassword=PASSWORD)
+    assert topic in listed.stdout.splitlines()
+    assert f"authenticated as User:alice with {mechanism}" in saslBroker.logText()
+
+
+def test_kafkawOverTlsWithScram(saslBroker):
+    """SASL_SSL: --ca-cert checks the broker's certificate (and its name), then SCRAM."""
+    tls = ("--bootstrap", f"127.0.0.1:{saslBroker.tlsPort}", "--ca-cert", str(saslBroker.certPath))
+    listed = cli(*tls, "--sasl-mechanism", "SCRAM-SHA-512", "--sasl-username", "alice", "users", "list", saslPassword=PASSWORD)
+    assert (listed.returncode, listed.stderr) == (0, "")
+    assert any(line.startswith("alice\t") for line in listed.stdout.splitlines())
+    untrusted = cli("--bootstrap", f"127.0.0.1:{saslBroker.tlsPort}", "--tls", "topics", "list")  # the system's CAs
+    assert untrusted.returncode == 1 and "TLS with" in untrusted.stderr and "certificate verify failed" in untrusted.stderr
+
+
+def test_kafkawWithAWrongPasswordSaysSo(saslBroker):
+    sasl = ("--bootstrap", saslBroker.bootstrap, "--sasl-username", "alice")
+    wrong = cli(*sasl, "--sasl-mechanism", "SCRAM-SHA-256", "topics", "list", saslPassword="not-it")
+    assert wrong.returncode == 1
+    assert wrong.stderr.startswith("kafkaw: authentication with") and "invalid credentials" in wrong.stderr
+    unknown = cli(*sasl, "--sasl-mechanism", "PLAIN", "--bootstrap", f"127.0.0.1:{saslBroker.openPort}", "topics", "list",
+                  saslPassword=PASSWORD)  # the exempt endpoint takes no SASL
+    assert unknown.returncode == 1 and "takes no SASL" in unknown.stderr
 
 
 def test_confluentKafkaAdminClientManagesUsers(saslBroker):

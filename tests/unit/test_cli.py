@@ -422,7 +422,7 @@ def test_oversizedAnswer():
 
 
 def test_mainReportsCommandErrors(monkeypatch):
-    def refuse(address, timeout):
+    def refuse(address, timeout, tls):
         raise cli.CommandError(f"cannot connect to {address}: refused")
 
     monkeypatch.setattr(cli, "connect", refuse)
@@ -433,7 +433,7 @@ def test_mainReportsCommandErrors(monkeypatch):
 
 def test_mainReportsEachRefusedTopic(monkeypatch):
     broker = CannedBroker(deleteTopics(1, ("a", 0), ("b", 3), ("c", 3)))
-    monkeypatch.setattr(cli, "connect", lambda address, timeout: broker.client)
+    monkeypatch.setattr(cli, "connect", lambda address, timeout, tls: broker.client)
     out, err = io.StringIO(), io.StringIO()
     try:
         assert cli.main(["topics", "delete", "a", "b", "c"], out, err) == 1
@@ -939,3 +939,18 @@ def test_aclsRemoveRefused(broker):
     [(_, request)] = broker.requests()
     (f,) = request.filters
     assert (f.principalFilter, f.hostFilter, f.operation, f.permissionType) == ("User:a", "*", 7, 3)
+
+
+def test_saslOptionsGoTogether(capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--sasl-mechanism", "PLAIN", "topics", "list"])
+    assert exited.value.code == 2 and "--sasl-mechanism and --sasl-username go together" in capsys.readouterr().err
+
+
+def test_saslPasswordFromTheEnvironmentElseAsked(monkeypatch):
+    monkeypatch.setenv(cli.PASSWORD_VARIABLE, "from-env")
+    assert cli.saslPassword("alice", prompt=lambda text: "asked") == "from-env"
+    monkeypatch.delenv(cli.PASSWORD_VARIABLE)
+    prompts = []
+    assert cli.saslPassword("alice", prompt=lambda text: prompts.append(text) or "asked") == "asked"
+    assert prompts == ["Password of alice: "]
