@@ -28,6 +28,7 @@ _RESOURCE_BROKER = 4
 _SOURCE_TOPIC = 1  # DYNAMIC_TOPIC_CONFIG: set on the topic
 _SOURCE_DEFAULT = 5  # DEFAULT_CONFIG: what the broker applies when the topic sets nothing
 _NO_OPERATIONS = -(2**31)  # "authorized operations not asked for"
+_NONE_AUTHORIZED = 0  # asked for the cluster's without Describe on it (Kafka 2.3)
 
 
 def metadata(header, request, gateway):
@@ -56,6 +57,7 @@ def metadata(header, request, gateway):
         elif topics is None and broker.authorizer is not None:
             # Every topic: only those the principal may Describe, silently, as Kafka.
             described = [d for d in described if gateway.sees(Operation.DESCRIBE, ResourceType.TOPIC, d[0])]
+        topicOperations = version >= 8 and request.includeTopicAuthorizedOperations
         answers = []
         for name, error, count in described:
             if version == 0 and error == ErrorCode.INVALID_TOPIC:
@@ -69,8 +71,17 @@ def metadata(header, request, gateway):
                     "partitionIndex": p, "leaderId": leaderId, "leaderEpoch": epoch,
                     "replicaNodes": replicas, "isrNodes": replicas, "offlineReplicas": [],
                 })
+            operations = _NO_OPERATIONS
+            if topicOperations and error != ErrorCode.TOPIC_AUTHORIZATION_FAILED:
+                operations = gateway.authorizedOperations(ResourceType.TOPIC, name)
             answers.append({"errorCode": error, "name": name, "isInternal": False, "partitions": partitions,
-                            "topicAuthorizedOperations": _NO_OPERATIONS})
+                            "topicAuthorizedOperations": operations})
+        clusterOperations = _NO_OPERATIONS
+        if version >= 8 and request.includeClusterAuthorizedOperations:
+            clusterOperations = (
+                gateway.authorizedOperations(ResourceType.CLUSTER, CLUSTER_NAME)
+                if gateway.sees(Operation.DESCRIBE, ResourceType.CLUSTER, CLUSTER_NAME) else _NONE_AUTHORIZED
+            )
         return schema.encodeResponse(
             METADATA, version, header.correlationId,
             {
@@ -83,7 +94,7 @@ def metadata(header, request, gateway):
                 "clusterId": cluster.clusterId,
                 "controllerId": brokerId,
                 "topics": answers,
-                "clusterAuthorizedOperations": _NO_OPERATIONS,
+                "clusterAuthorizedOperations": clusterOperations,
             },
         )
 

@@ -80,6 +80,21 @@ _ALLOWED_BY = {
 }
 
 
+# What each resource type offers (Kafka 2.3's ResourceType.supportedOperations):
+# the operations that KIP-430's authorized-operations bitfields range over.
+SUPPORTED_OPERATIONS = {
+    ResourceType.TOPIC: (
+        Operation.READ, Operation.WRITE, Operation.CREATE, Operation.DESCRIBE, Operation.DELETE,
+        Operation.ALTER, Operation.DESCRIBE_CONFIGS, Operation.ALTER_CONFIGS,
+    ),
+    ResourceType.GROUP: (Operation.READ, Operation.DESCRIBE, Operation.DELETE),
+    ResourceType.CLUSTER: (
+        Operation.CREATE, Operation.CLUSTER_ACTION, Operation.DESCRIBE_CONFIGS, Operation.ALTER_CONFIGS,
+        Operation.IDEMPOTENT_WRITE, Operation.ALTER, Operation.DESCRIBE,
+    ),
+}
+
+
 def _allowedBy(operation):
     return _ALLOWED_BY.get(operation) or frozenset({operation, Operation.ALL})
 

@@ -286,6 +286,9 @@ def describeGroups(header, request, gateway):
             })
             continue
         group = coordinator.describeGroup(groupId)
+        operations = _NO_OPERATIONS
+        if header.apiVersion >= 3 and request.includeAuthorizedOperations:
+            operations = gateway.authorizedOperations(ResourceType.GROUP, groupId) if group.errorCode == 0 else 0
         described.append({
             "errorCode": group.errorCode, "groupId": group.groupId, "groupState": group.state,
             "protocolType": group.protocolType or "", "protocolData": group.protocol or "",
@@ -294,7 +297,7 @@ def describeGroups(header, request, gateway):
                  "memberMetadata": m.metadata or b"", "memberAssignment": m.assignment or b""}
                 for m in group.members
             ],
-            "authorizedOperations": _NO_OPERATIONS,
+            "authorizedOperations": operations,
         })
     return _encode(DESCRIBE_GROUPS, header, {"groups": described})
 

@@ -8,7 +8,7 @@ import json
 import time
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicCollection
 from confluent_kafka.admin import (
     AclBinding,
     AclBindingFilter,
@@ -263,3 +263,36 @@ def test_docsExamples(brokerFactory):
         result = subprocess.run(["bash", "-c", shell], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, timeout=30)
         assert result.stdout == expected, command
         assert (result.returncode == 0) == (not expected.startswith("kafkaw: ")), command
+
+
+def test_authorizedOperationsAsConfluentKafkaAsksForThem(brokerFactory):
+    """KIP-430 (Metadata v8, DescribeGroups v3): what the principal may do
+    with a topic, a group and the cluster, as bits its ACLs allow."""
+    # The resources without an ACL are open until one is set: ANONYMOUS
+    # creates the topic and sets the ACLs below, which then decide.
+    broker = brokerFactory("--acls", "--allow-everyone-if-no-acl", "--no-auto-create-topics")
+    client = admin(broker)
+    client.create_topics([NewTopic("ops", 1, 1)], request_timeout=10)["ops"].result()
+    create(
+        client,
+        topicAcl("ops", AclOperation.READ), topicAcl("ops", AclOperation.ALTER_CONFIGS),
+        AclBinding(ResourceType.GROUP, "ops-group", ResourcePatternType.LITERAL, ANON, "*", AclOperation.READ,
+                   AclPermissionType.ALLOW),
+        AclBinding(ResourceType.BROKER, "kafka-cluster", ResourcePatternType.LITERAL, ANON, "*", AclOperation.DESCRIBE,
+                   AclPermissionType.ALLOW),
+    )
+    (topic,) = client.describe_topics(TopicCollection(["ops"]), include_authorized_operations=True).values()
+    # Read implies Describe, AlterConfigs implies DescribeConfigs (Kafka's rules).
+    assert set(topic.result().authorized_operations) == {
+        AclOperation.READ, AclOperation.DESCRIBE, AclOperation.ALTER_CONFIGS, AclOperation.DESCRIBE_CONFIGS,
+    }
+    cluster = client.describe_cluster(include_authorized_operations=True).result()
+    assert set(cluster.authorized_operations) == {AclOperation.DESCRIBE}
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "ops-group", "auto.offset.reset": "earliest"})
+    try:
+        consumer.subscribe(["ops"])
+        consumer.poll(3)
+        (group,) = client.describe_consumer_groups(["ops-group"], include_authorized_operations=True).values()
+        assert set(group.result().authorized_operations) == {AclOperation.READ, AclOperation.DESCRIBE}
+    finally:
+        consumer.close()

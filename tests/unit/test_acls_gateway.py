@@ -569,3 +569,54 @@ def test_aclChangesAreLoggedBriefly():
     assert describe([acl(Op.READ)]) == "User:ANONYMOUS ALLOW READ on TOPIC LITERAL 't' from *"
     many = describe([acl(Op.READ, f"t{n}") for n in range(12)])
     assert many.count(" on TOPIC ") == 10 and many.endswith("; and 2 more")
+
+
+def bits(*operations):
+    return sum(1 << operation for operation in operations)
+
+
+def test_authorizedOperationsKip430():
+    """Metadata v8 and DescribeGroups v3: bits of what the principal may do,
+    when asked (-2**31 when not); the cluster's only with Describe on it."""
+    h = secured([acl(Op.WRITE), acl(Op.DESCRIBE_CONFIGS, "other"), acl(Op.READ, "g", RT.GROUP), acl(Op.READ)])
+    client = GroupClient(h)
+    commit(client, "g", ["t"])
+
+    def metadata(topicsToo, clusterToo):
+        return client.call(METADATA, 8, {
+            "topics": [{"name": "t"}, {"name": "other"}], "allowAutoTopicCreation": False,
+            "includeClusterAuthorizedOperations": clusterToo, "includeTopicAuthorizedOperations": topicsToo,
+        })
+
+    answer = metadata(True, True)
+    # Write and Read imply Describe; other: DescribeConfigs alone, so no Describe: 29, and no bits.
+    assert [(t.name, t.errorCode, t.topicAuthorizedOperations) for t in answer.topics] == [
+        ("t", 0, bits(Op.READ, Op.WRITE, Op.DESCRIBE)), ("other", 29, -(2**31)),
+    ]
+    assert answer.clusterAuthorizedOperations == 0  # asked, without Describe on the cluster (Kafka 2.3)
+    notAsked = metadata(False, False)
+    assert [t.topicAuthorizedOperations for t in notAsked.topics] + [notAsked.clusterAuthorizedOperations] == [-(2**31)] * 3
+    h.broker.authorizer.addAcls([clusterAcl(Op.ALTER)])  # Alter implies Describe
+    assert metadata(False, True).clusterAuthorizedOperations == bits(Op.ALTER, Op.DESCRIBE)
+
+    def groupOperations(asked):
+        described = client.call(DESCRIBE_GROUPS, 3, {"groups": ["g"], "includeAuthorizedOperations": asked}).groups
+        return described[0].authorizedOperations
+
+    assert groupOperations(True) == bits(Op.READ, Op.DESCRIBE)
+    assert groupOperations(False) == -(2**31)
+
+
+def test_authorizedOperationsWithoutAnAuthorizerAreEverythingOffered():
+    h = Harness(groups=True)
+    h.createTopic("t", 1)
+    answer = Client(h).call(METADATA, 8, {
+        "topics": [{"name": "t"}], "allowAutoTopicCreation": False,
+        "includeClusterAuthorizedOperations": True, "includeTopicAuthorizedOperations": True,
+    })
+    assert answer.topics[0].topicAuthorizedOperations == bits(
+        Op.READ, Op.WRITE, Op.CREATE, Op.DELETE, Op.ALTER, Op.DESCRIBE, Op.DESCRIBE_CONFIGS, Op.ALTER_CONFIGS,
+    )
+    assert answer.clusterAuthorizedOperations == bits(
+        Op.CREATE, Op.ALTER, Op.DESCRIBE, Op.CLUSTER_ACTION, Op.DESCRIBE_CONFIGS, Op.ALTER_CONFIGS, Op.IDEMPOTENT_WRITE,
+    )
