@@ -32,7 +32,7 @@ _log = Logger()
 
 
 class _TurnEnd:
-    """A reactor's connections that wrote during this turn, sent together at its end."""
+    """A port's connections that wrote during this turn, sent together at its end."""
 
     def __init__(self, reactor):
         self._reactor = reactor
