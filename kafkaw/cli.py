@@ -25,9 +25,9 @@
 A small blocking client: one socket (TLS with C{--tls}), the generic codec
 of L{kafkaw.protocol.schema} at the versions in L{CALLS} (Kafka 2.1's admin
 and group APIs); with C{--sasl-mechanism} it authenticates first
-(SaslHandshake v1, SaslAuthenticate v1; L{kafkaw.saslclient}). A command that fails prints one line on stderr (one per
-topic, group or partition the broker refused) and exits with status 1; bad
-usage exits with 2.
+(SaslHandshake v1, SaslAuthenticate v1; L{kafkaw.saslclient}). A command
+that fails prints one line on stderr (one per topic, group or partition the
+broker refused) and exits with status 1; bad usage exits with 2.
 
 The C{users} commands (L{kafkaw.users}) work on a running broker, or with
 C{--data-dir} on a stopped broker's store, without a connection.
