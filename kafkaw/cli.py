@@ -46,12 +46,13 @@ import sys
 from typing import NamedTuple
 
 from kafkaw.broker.authorizer import CLUSTER_NAME, Operation, PatternType, Permission, ResourceType
+from kafkaw.broker.sasl import MECHANISMS as SASL_MECHANISMS
 from kafkaw.protocol import schema
 from kafkaw.protocol.api import EARLIEST, LATEST
 from kafkaw.protocol.errors import CodecError, ErrorCode
 from kafkaw.protocol.framing import Framer, FrameTooLarge, frame
 from kafkaw.protocol.primitives import Reader
-from kafkaw.storage.interfaces import SCRAM_MECHANISMS, AclBinding
+from kafkaw.storage.interfaces import AclBinding
 from kafkaw import saslclient, users
 
 CLIENT_ID = "kafkaw-cli"
@@ -87,7 +88,6 @@ CALLS = (
     OFFSET_COMMIT, OFFSET_FETCH, DESCRIBE_GROUPS, LIST_GROUPS, DELETE_GROUPS,
     DESCRIBE_ACLS, CREATE_ACLS, DELETE_ACLS, SASL_HANDSHAKE, SASL_AUTHENTICATE,
 )
-SASL_MECHANISMS = ("PLAIN", *SCRAM_MECHANISMS)
 PASSWORD_VARIABLE = "KAFKAW_SASL_PASSWORD"
 
 _RESOURCE_TOPIC = 2  # DescribeConfigs resource type

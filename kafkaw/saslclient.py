@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import secrets
 
-from kafkaw.broker.sasl import saltedPassword
+from kafkaw.broker.sasl import SCRAM_HASHES, saltedPassword
 
 
 class SaslError(Exception):
@@ -34,7 +34,7 @@ class ScramClient:
 
     def __init__(self, mechanism, user, password, nonce=None):
         self._mechanism = mechanism
-        self._hashName = mechanism.removeprefix("SCRAM-").replace("-", "").lower()  # SCRAM-SHA-256: sha256
+        self._hashName = SCRAM_HASHES[mechanism]
         self._password = password
         self._nonce = nonce or secrets.token_urlsafe(24)
         self._clientFirstBare = f"n={_saslName(user)},r={self._nonce}"

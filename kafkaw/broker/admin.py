@@ -10,7 +10,7 @@ leader epoch 0; brokers sharing PostgreSQL hold leases.
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from kafkaw.broker.authorizer import CLUSTER_NAME, Operation, ResourceType
+from kafkaw.broker.authorizer import CLUSTER_NAME, OPERATIONS_NOT_ASKED, Operation, ResourceType
 from kafkaw.broker.interfaces import TopicError
 from kafkaw.protocol import schema
 from kafkaw.protocol.errors import ErrorCode
@@ -27,7 +27,6 @@ _RESOURCE_TOPIC = 2
 _RESOURCE_BROKER = 4
 _SOURCE_TOPIC = 1  # DYNAMIC_TOPIC_CONFIG: set on the topic
 _SOURCE_DEFAULT = 5  # DEFAULT_CONFIG: what the broker applies when the topic sets nothing
-_NO_OPERATIONS = -(2**31)  # "authorized operations not asked for"
 _NONE_AUTHORIZED = 0  # asked for the cluster's without Describe on it (Kafka 2.3)
 
 
@@ -71,12 +70,12 @@ def metadata(header, request, gateway):
                     "partitionIndex": p, "leaderId": leaderId, "leaderEpoch": epoch,
                     "replicaNodes": replicas, "isrNodes": replicas, "offlineReplicas": [],
                 })
-            operations = _NO_OPERATIONS
+            operations = OPERATIONS_NOT_ASKED
             if topicOperations and error != ErrorCode.TOPIC_AUTHORIZATION_FAILED:
                 operations = gateway.authorizedOperations(ResourceType.TOPIC, name)
             answers.append({"errorCode": error, "name": name, "isInternal": False, "partitions": partitions,
                             "topicAuthorizedOperations": operations})
-        clusterOperations = _NO_OPERATIONS
+        clusterOperations = OPERATIONS_NOT_ASKED
         if version >= 8 and request.includeClusterAuthorizedOperations:
             clusterOperations = (
                 gateway.authorizedOperations(ResourceType.CLUSTER, CLUSTER_NAME)

@@ -80,6 +80,8 @@ _ALLOWED_BY = {
 }
 
 
+OPERATIONS_NOT_ASKED = -(2**31)  # KIP-430's value for authorized operations a request did not ask for
+
 # What each resource type offers (Kafka 2.3's ResourceType.supportedOperations):
 # the operations that KIP-430's authorized-operations bitfields range over.
 SUPPORTED_OPERATIONS = {

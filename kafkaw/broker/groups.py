@@ -11,7 +11,7 @@ import re
 
 from twisted.internet import defer
 
-from kafkaw.broker.authorizer import CLUSTER_NAME, Operation, ResourceType
+from kafkaw.broker.authorizer import CLUSTER_NAME, OPERATIONS_NOT_ASKED, Operation, ResourceType
 from kafkaw.protocol import schema
 from kafkaw.protocol.errors import ErrorCode
 
@@ -28,7 +28,6 @@ DELETE_GROUPS = 42
 
 _KEY_TYPE_GROUP = 0
 _KEY_TYPE_TRANSACTION = 1
-_NO_OPERATIONS = -(2**31)
 _HOST = re.compile(r"host='([^']*)'|^tcp6?:(.*):\d+$")
 
 
@@ -286,7 +285,7 @@ def describeGroups(header, request, gateway):
             })
             continue
         group = coordinator.describeGroup(groupId)
-        operations = _NO_OPERATIONS
+        operations = OPERATIONS_NOT_ASKED
         if header.apiVersion >= 3 and request.includeAuthorizedOperations:
             operations = gateway.authorizedOperations(ResourceType.GROUP, groupId) if group.errorCode == 0 else 0
         described.append({

@@ -54,7 +54,7 @@ MAX_UNAUTHENTICATED_REQUEST_BYTES = 64 * 1024
 DEFAULT_ITERATIONS = 4096  # Kafka's minimum for SCRAM-SHA-256/512
 CLOSE_DELAY_AFTER_FAILURE = 0.1  # seconds; Kafka's connection.failed.authentication.delay.ms is 100
 SALT_BYTES = 32
-_HASHES = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
+SCRAM_HASHES = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}  # hashlib's names
 _PLAIN_CREDENTIAL = "SCRAM-SHA-256"  # PLAIN checks this one (else SCRAM-SHA-512)
 
 
@@ -70,14 +70,14 @@ def invalidCredentials(mechanism):
 
 def saltedPassword(password, mechanism, salt, iterations):
     """RFC 5802's SaltedPassword: PBKDF2 of C{password}'s UTF-8 bytes (as Kafka's ScramFormatter)."""
-    return hashlib.pbkdf2_hmac(_HASHES[mechanism], password.encode("utf-8"), salt, iterations)
+    return hashlib.pbkdf2_hmac(SCRAM_HASHES[mechanism], password.encode("utf-8"), salt, iterations)
 
 
 def makeCredential(password, mechanism, iterations=DEFAULT_ITERATIONS, salt=None):
     """The L{ScramCredential} of C{password} (a C{str}) for a SCRAM C{mechanism}."""
     if salt is None:
         salt = os.urandom(SALT_BYTES)
-    name = _HASHES[mechanism]
+    name = SCRAM_HASHES[mechanism]
     salted = saltedPassword(password, mechanism, salt, iterations)
     storedKey = hashlib.new(name, hmac.digest(salted, b"Client Key", name)).digest()
     return ScramCredential(salt, storedKey, hmac.digest(salted, b"Server Key", name), iterations)
@@ -183,7 +183,7 @@ class Authenticator:
         if credential is not None:
             return credential, True
         digest = hmac.digest(self._fakeSecret, f"{mechanism}\0{user}".encode("utf-8"), "sha512")
-        size = hashlib.new(_HASHES[mechanism]).digest_size
+        size = hashlib.new(SCRAM_HASHES[mechanism]).digest_size
         return ScramCredential(digest[:SALT_BYTES], digest[:size], digest[-size:], DEFAULT_ITERATIONS), False
 
     def plainCredential(self, user):
@@ -265,7 +265,7 @@ class _ScramExchange:
     def __init__(self, authenticator, mechanism):
         self.authenticator = authenticator
         self.mechanism = mechanism
-        self.hashName = _HASHES[mechanism]
+        self.hashName = SCRAM_HASHES[mechanism]
         self.user = None
         self.known = False
         self.refusal = None  # why the client-final message was refused: for the broker's log, not the client

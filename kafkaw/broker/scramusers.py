@@ -21,6 +21,7 @@ import hmac
 from twisted.internet import defer
 
 from kafkaw.broker.authorizer import CLUSTER_NAME, Operation, ResourceType
+from kafkaw.broker.sasl import SCRAM_HASHES
 from kafkaw.protocol import schema
 from kafkaw.protocol.definitions import ALTER_USER_SCRAM_CREDENTIALS, DESCRIBE_USER_SCRAM_CREDENTIALS
 from kafkaw.protocol.errors import ErrorCode
@@ -29,7 +30,6 @@ from kafkaw.storage.interfaces import MAX_USER_NAME_BYTES, ScramCredential
 # Kafka's ScramMechanism type codes.
 MECHANISM_CODES = {1: "SCRAM-SHA-256", 2: "SCRAM-SHA-512"}
 CODE_OF = {name: code for code, name in MECHANISM_CODES.items()}
-_HASHES = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
 MIN_ITERATIONS, MAX_ITERATIONS = 4096, 16384  # Kafka's bounds for an upsertion
 
 
@@ -40,7 +40,7 @@ def mayManageUsers(gateway, operation):
 
 
 def credentialFromSaltedPassword(mechanism, salt, saltedPassword, iterations):
-    name = _HASHES[mechanism]
+    name = SCRAM_HASHES[mechanism]
     storedKey = hashlib.new(name, hmac.digest(saltedPassword, b"Client Key", name)).digest()
     return ScramCredential(bytes(salt), storedKey, hmac.digest(saltedPassword, b"Server Key", name), iterations)
 
@@ -94,7 +94,7 @@ def _refusal(change, seen, store, deleting):
         return ErrorCode.UNACCEPTABLE_CREDENTIAL, f"Too few iterations ({change.iterations} < {MIN_ITERATIONS})"
     if change.iterations > MAX_ITERATIONS:
         return ErrorCode.UNACCEPTABLE_CREDENTIAL, f"Too many iterations ({change.iterations} > {MAX_ITERATIONS})"
-    if not 0 < len(change.salt) <= 255 or len(change.saltedPassword) != hashlib.new(_HASHES[mechanism]).digest_size:
+    if not 0 < len(change.salt) <= 255 or len(change.saltedPassword) != hashlib.new(SCRAM_HASHES[mechanism]).digest_size:
         return ErrorCode.UNACCEPTABLE_CREDENTIAL, "Salt of 1 to 255 bytes and a salted password of the hash's size needed"
     return None
 
