@@ -10,7 +10,7 @@ leader epoch 0; brokers sharing PostgreSQL hold leases.
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from kafkaw.broker.authorizer import CLUSTER_NAME, OPERATIONS_NOT_ASKED, Operation, ResourceType
+from kafkaw.broker.authorizer import CLUSTER_NAME, NO_OPERATIONS, OPERATIONS_NOT_ASKED, Operation, ResourceType
 from kafkaw.broker.interfaces import TopicError
 from kafkaw.protocol import schema
 from kafkaw.protocol.errors import ErrorCode
@@ -27,7 +27,6 @@ _RESOURCE_TOPIC = 2
 _RESOURCE_BROKER = 4
 _SOURCE_TOPIC = 1  # DYNAMIC_TOPIC_CONFIG: set on the topic
 _SOURCE_DEFAULT = 5  # DEFAULT_CONFIG: what the broker applies when the topic sets nothing
-_NONE_AUTHORIZED = 0  # asked for the cluster's without Describe on it (Kafka 2.3)
 
 
 def metadata(header, request, gateway):
@@ -79,7 +78,7 @@ def metadata(header, request, gateway):
         if version >= 8 and request.includeClusterAuthorizedOperations:
             clusterOperations = (
                 gateway.authorizedOperations(ResourceType.CLUSTER, CLUSTER_NAME)
-                if gateway.sees(Operation.DESCRIBE, ResourceType.CLUSTER, CLUSTER_NAME) else _NONE_AUTHORIZED
+                if gateway.sees(Operation.DESCRIBE, ResourceType.CLUSTER, CLUSTER_NAME) else NO_OPERATIONS
             )
         return schema.encodeResponse(
             METADATA, version, header.correlationId,

@@ -81,6 +81,7 @@ _ALLOWED_BY = {
 
 
 OPERATIONS_NOT_ASKED = -(2**31)  # KIP-430's value for authorized operations a request did not ask for
+NO_OPERATIONS = 0  # Kafka 2.3's answer when asked but not answered: a group in error, a cluster without Describe
 
 # What each resource type offers (Kafka 2.3's ResourceType.supportedOperations):
 # the operations that KIP-430's authorized-operations bitfields range over.

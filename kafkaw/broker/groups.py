@@ -11,7 +11,7 @@ import re
 
 from twisted.internet import defer
 
-from kafkaw.broker.authorizer import CLUSTER_NAME, OPERATIONS_NOT_ASKED, Operation, ResourceType
+from kafkaw.broker.authorizer import CLUSTER_NAME, NO_OPERATIONS, OPERATIONS_NOT_ASKED, Operation, ResourceType
 from kafkaw.protocol import schema
 from kafkaw.protocol.errors import ErrorCode
 
@@ -281,13 +281,13 @@ def describeGroups(header, request, gateway):
         if not gateway.allowed(Operation.DESCRIBE, ResourceType.GROUP, groupId):
             described.append({
                 "errorCode": ErrorCode.GROUP_AUTHORIZATION_FAILED, "groupId": groupId, "groupState": "", "protocolType": "",
-                "protocolData": "", "members": [], "authorizedOperations": 0,
+                "protocolData": "", "members": [], "authorizedOperations": NO_OPERATIONS,
             })
             continue
         group = coordinator.describeGroup(groupId)
         operations = OPERATIONS_NOT_ASKED
         if header.apiVersion >= 3 and request.includeAuthorizedOperations:
-            operations = gateway.authorizedOperations(ResourceType.GROUP, groupId) if group.errorCode == 0 else 0
+            operations = gateway.authorizedOperations(ResourceType.GROUP, groupId) if group.errorCode == 0 else NO_OPERATIONS
         described.append({
             "errorCode": group.errorCode, "groupId": group.groupId, "groupState": group.state,
             "protocolType": group.protocolType or "", "protocolData": group.protocol or "",
